@@ -1,0 +1,34 @@
+"""xal-sklearn: explainability-guided active learning for medical images.
+
+Classic active learning queries the images a model is unsure about; this
+toolkit also queries the images where the model *looks at the wrong place*,
+measured by the Dice between its Grad-CAM map and the expert's region of
+interest.
+"""
+
+from .alignment import dice, iou, pointing_game, soft_dice
+from .classifier import CNNClassifier
+from .gradcam import gradcam
+from .learner import ActiveLearner
+from .modules import SmallCNN
+from .scoring import score_pool
+from .strategies import dual_criterion_sampling, misalignment_sampling, random_sampling
+from .uncertainty import normalized_uncertainty
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActiveLearner",
+    "CNNClassifier",
+    "SmallCNN",
+    "dice",
+    "dual_criterion_sampling",
+    "gradcam",
+    "iou",
+    "misalignment_sampling",
+    "normalized_uncertainty",
+    "pointing_game",
+    "random_sampling",
+    "score_pool",
+    "soft_dice",
+]

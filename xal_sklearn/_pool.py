@@ -1,0 +1,109 @@
+"""Streaming access to a pool of images (and their ROI masks) in batches.
+
+A pool is an in-memory array or tensor, a numpy memmap, or a
+``torch.utils.data.Dataset``; masks likewise. Batches are read on demand, so
+a pool larger than memory is never loaded whole.
+"""
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
+
+from ._validation import check_finite_batch, check_roi_masks
+
+
+def pool_length(X):
+    try:
+        return len(X)
+    except TypeError:
+        raise TypeError(
+            f"The pool must be an array, a tensor or a sized torch Dataset; got {type(X).__name__}."
+        ) from None
+
+
+def _as_index(batch_idx):
+    if len(batch_idx) and batch_idx[-1] - batch_idx[0] == len(batch_idx) - 1:
+        return slice(batch_idx[0], batch_idx[-1] + 1)  # contiguous: cheap view of a memmap
+    return np.asarray(batch_idx)
+
+
+def _stack(items, what):
+    try:
+        return np.stack([np.asarray(torch.as_tensor(i)) for i in items])
+    except Exception as exc:
+        raise ValueError(f"Could not stack {what} items of the pool Dataset: {exc}") from exc
+
+
+def _tensor(a, dtype):
+    # memmaps opened read-only must be copied before torch wraps them
+    a = np.asarray(a)
+    return torch.from_numpy(np.array(a, dtype=dtype, order="C", copy=not a.flags.writeable))
+
+
+class _PoolBatches(Dataset):
+    """Maps a list of indices to ``(images float32, masks bool or None, start)``."""
+
+    def __init__(self, X, masks, preprocess):
+        self.X, self.masks, self.preprocess = X, masks, preprocess
+
+    def __len__(self):
+        return pool_length(self.X)
+
+    def _fetch(self, source, idx):
+        if isinstance(source, (Dataset, list, tuple)):
+            rows = range(idx.start, idx.stop) if isinstance(idx, slice) else idx
+            return [source[int(i)] for i in rows]
+        if isinstance(source, torch.Tensor):
+            return source[idx].detach().cpu().numpy()
+        return np.asarray(source[idx])
+
+    def __getitem__(self, batch_idx):
+        idx = _as_index(batch_idx)
+        x = self._fetch(self.X, idx)
+        m = None
+        if isinstance(x, list):  # Dataset or list items: image or (image, mask)
+            if isinstance(x[0], (tuple, list)):
+                m = [item[1] for item in x]
+                x = [item[0] for item in x]
+            x = _stack(x, "image")
+        if self.masks is not None:
+            m = self._fetch(self.masks, idx)
+        if m is not None and isinstance(m, list):
+            m = m if any(v is None for v in m) else _stack(m, "mask")
+        if self.preprocess is not None:
+            x = self.preprocess.transform(x)
+        x = np.asarray(x)
+        if x.ndim not in (4, 5):
+            raise ValueError(
+                "Pool images must be image-shaped (n, channels, height, width) or "
+                f"(n, channels, depth, height, width); got a batch of shape {x.shape}."
+            )
+        x = _tensor(x, np.float32)
+        masks, available = check_roi_masks(m, len(x), x.shape[2:])
+        return x, _tensor(masks, bool), torch.from_numpy(available), int(batch_idx[0])
+
+
+def iter_pool(X, masks=None, batch_size=128, preprocess=None, num_workers=0, name="X_pool"):
+    """Yield ``(x, masks, available, start)`` batches of a pool, in order.
+
+    ``x`` is a finite float32 tensor on the CPU; NaN or inf raises a
+    ``ValueError`` naming the first bad index.
+    """
+    n = pool_length(X)
+    if masks is not None and not (isinstance(masks, (list, tuple)) and len(masks) == 0):
+        if pool_length(masks) != n:
+            raise ValueError(f"roi_masks has {pool_length(masks)} masks but the pool has {n} images.")
+    sampler = BatchSampler(SequentialSampler(range(n)), batch_size=batch_size, drop_last=False)
+    loader = DataLoader(_PoolBatches(X, masks, preprocess), sampler=sampler, batch_size=None,
+                        num_workers=num_workers)
+    for x, m, avail, start in loader:
+        check_finite_batch(x, name, offset=start)
+        yield x, m, avail, start
+
+
+def progress_bar(iterable, progress, total, desc):
+    """tqdm over ``iterable``; ``progress`` None shows it only on a terminal."""
+    from tqdm.auto import tqdm
+
+    disable = None if progress is None else not progress
+    return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False)

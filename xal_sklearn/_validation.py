@@ -1,0 +1,199 @@
+"""Input checks shared by the estimator, Grad-CAM, scoring and the learner.
+
+Every check raises ``ValueError``/``TypeError`` that names the argument, and
+none of them modifies its input.
+"""
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNet
+from torch import nn
+
+
+def check_images(X, name="X", dtype=np.float32):
+    """Return ``X`` as a finite ``(N, C, *spatial)`` array of ``dtype``.
+
+    Accepts numpy arrays (memmaps included, which are read), torch tensors and
+    nested sequences. 2-D images need 4 dimensions, 3-D volumes 5.
+    """
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
+    ):
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}.")
+    if arr.ndim not in (4, 5):
+        raise ValueError(
+            f"{name} must be image-shaped: (n_samples, channels, height, width) for 2-D "
+            f"images or (n_samples, channels, depth, height, width) for volumes; got "
+            f"shape {arr.shape}. Add a channel axis with X[:, None] for grayscale."
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 samples).")
+    arr = arr.astype(dtype, copy=False)
+    if not np.isfinite(arr).all():
+        n_bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(axis=1).sum())
+        raise ValueError(f"{name} contains NaN or infinite values in {n_bad} sample(s).")
+    return arr
+
+
+def check_finite_batch(batch, name="X_pool", offset=0):
+    """Raise if a torch batch of a streamed pool holds NaN or inf."""
+    bad = ~torch.isfinite(batch).reshape(len(batch), -1).all(dim=1)
+    if bool(bad.any()):
+        first = offset + int(torch.nonzero(bad)[0, 0])
+        raise ValueError(f"{name} contains NaN or infinite values (first at index {first}).")
+
+
+def binarize_masks(masks, name="roi_masks"):
+    """Masks given as bool, 0/1, 0/255 or soft [0, 1] values -> bool (>= 0.5)."""
+    m = np.asarray(masks)
+    if m.dtype == bool:
+        return m
+    if not np.issubdtype(m.dtype, np.number):
+        raise TypeError(f"{name} must be boolean or numeric, got dtype {m.dtype}.")
+    if m.size and np.nanmin(m) < 0:
+        raise ValueError(f"{name} must not hold negative values.")
+    return m >= 0.5
+
+
+def check_roi_masks(masks, n_samples, spatial_shape, name="roi_masks"):
+    """Validate ROI masks against a set of images.
+
+    Parameters
+    ----------
+    masks : None, array-like or sequence with ``None`` entries
+        ``None`` means no sample has an ROI; a ``None`` entry in a list means
+        that sample has none. A channel axis of size 1 is accepted.
+    n_samples : int
+    spatial_shape : tuple of int
+        The images' ``X.shape[2:]``.
+
+    Returns
+    -------
+    masks : ndarray of bool, shape (n_samples, *spatial_shape)
+    available : ndarray of bool, shape (n_samples,)
+        False where the mask is missing or empty (alignment undefined).
+    """
+    spatial_shape = tuple(spatial_shape)
+    if masks is None:
+        return (np.zeros((n_samples,) + spatial_shape, dtype=bool), np.zeros(n_samples, bool))
+    if isinstance(masks, (list, tuple)) and any(m is None for m in masks):
+        if len(masks) != n_samples:
+            raise ValueError(
+                f"{name} has {len(masks)} entries but there are {n_samples} images."
+            )
+        out = np.zeros((n_samples,) + spatial_shape, dtype=bool)
+        for i, m in enumerate(masks):
+            if m is not None:
+                out[i] = _check_mask_shape(binarize_masks(m, name)[None], 1, spatial_shape,
+                                           f"{name}[{i}]")[0]
+        return out, out.reshape(n_samples, -1).any(axis=1)
+    if isinstance(masks, torch.Tensor):
+        masks = masks.detach().cpu().numpy()
+    out = _check_mask_shape(binarize_masks(masks, name), n_samples, spatial_shape, name)
+    return out, out.reshape(n_samples, -1).any(axis=1)
+
+
+def _check_mask_shape(m, n_samples, spatial_shape, name):
+    if m.ndim == len(spatial_shape) + 2 and m.shape[1] == 1:
+        m = m[:, 0]
+    if m.ndim != len(spatial_shape) + 1 or len(m) != n_samples:
+        if m.ndim >= 1 and len(m) != n_samples:
+            raise ValueError(f"{name} has {len(m)} masks but there are {n_samples} images.")
+        raise ValueError(
+            f"{name} must have shape (n_samples, *image_shape) = "
+            f"({n_samples}, {', '.join(map(str, spatial_shape))}); got {m.shape}."
+        )
+    if m.shape[1:] != spatial_shape:
+        raise ValueError(
+            f"{name} have spatial shape {m.shape[1:]} but the images are {spatial_shape}."
+        )
+    return m
+
+
+def check_n_instances(n_instances, n_pool):
+    if isinstance(n_instances, bool) or not isinstance(n_instances, numbers.Integral):
+        raise TypeError(f"n_instances must be an integer, got {n_instances!r}.")
+    if n_instances < 1:
+        raise ValueError(f"n_instances must be >= 1, got {n_instances}.")
+    if n_instances > n_pool:
+        raise ValueError(
+            f"n_instances={n_instances} is larger than the pool ({n_pool} samples)."
+        )
+    return int(n_instances)
+
+
+def check_alpha(alpha):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}.")
+    return float(alpha)
+
+
+def resolve_estimator(classifier):
+    """Find the fitted torch-backed estimator behind ``classifier``.
+
+    Returns ``(net, preprocess)``: ``net`` is a fitted skorch net (normally a
+    :class:`~xal_sklearn.CNNClassifier`), ``preprocess`` the fitted steps of a
+    :class:`~sklearn.pipeline.Pipeline` in front of it (or ``None``).
+    Accepts our :class:`~xal_sklearn.ActiveLearner`, modAL's learners, a fitted
+    net, or a fitted pipeline ending in one.
+    """
+    from .learner import ActiveLearner  # circular at import time
+
+    est = classifier
+    if isinstance(est, ActiveLearner):
+        check_is_fitted(est, "estimator_")
+        est = est.estimator_
+    elif hasattr(est, "query_strategy") and hasattr(est, "estimator"):  # modAL learner
+        est = est.estimator
+    preprocess = None
+    if isinstance(est, Pipeline):
+        preprocess = est[:-1] if len(est.steps) > 1 else None
+        est = est[-1]
+    if not isinstance(est, NeuralNet):
+        raise TypeError(
+            "Expected a skorch network (such as CNNClassifier), a Pipeline ending in one, "
+            f"or an active learner wrapping one; got {type(est).__name__}."
+        )
+    if not getattr(est, "initialized_", False) or not isinstance(est.module_, nn.Module):
+        raise NotFittedError(f"This {type(est).__name__} is not fitted yet; call fit first.")
+    return est, preprocess
+
+
+def resolve_layer(module, layer):
+    """A module path (``"features.3"``), an ``nn.Module`` or None -> submodule.
+
+    None picks the last ``Conv2d``/``Conv3d`` in registration order.
+    """
+    if layer is None:
+        convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
+        if not convs:
+            raise ValueError(
+                f"{type(module).__name__} has no Conv2d/Conv3d layer; pass the Grad-CAM "
+                "layer explicitly (gradcam_layer / layer)."
+            )
+        return convs[-1]
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in module.modules()):
+            raise ValueError("The given Grad-CAM layer is not a submodule of the network.")
+        return layer
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a module path string or nn.Module, got {layer!r}.")
+    try:
+        return module.get_submodule(layer)
+    except AttributeError:
+        names = [n for n, _ in module.named_modules() if n]
+        raise ValueError(
+            f"Grad-CAM layer {layer!r} is not in {type(module).__name__}; "
+            f"available: {', '.join(names)}."
+        ) from None

@@ -1,0 +1,216 @@
+"""A modAL-compatible active learner that keeps ROI masks and follows sklearn's contract."""
+
+import copy
+import inspect
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils import check_random_state
+
+from ._pool import pool_length
+from ._validation import check_images, check_n_instances, check_roi_masks
+from .strategies import dual_criterion_sampling
+
+__all__ = ["ActiveLearner"]
+
+
+def _take(X, idx):
+    return X[idx] if not isinstance(X, (list, tuple)) else [X[int(i)] for i in idx]
+
+
+class ActiveLearner(ClassifierMixin, BaseEstimator):
+    """Pool-based active learner for images with regions of interest.
+
+    A drop-in for ``modAL.models.ActiveLearner`` (``query``, ``teach``,
+    ``fit``, ``predict``, ``predict_proba``, ``score``) that also keeps the ROI
+    masks of the labelled images, works on current scikit-learn, and supports
+    ``get_params``/``set_params``/``clone``.
+
+    Following scikit-learn, the constructor only stores its arguments: the
+    estimator is cloned and fitted on ``X_training, y_training`` at the first
+    call that needs it (``query``, ``predict``, ``teach`` ...), or by ``fit``.
+
+    Parameters
+    ----------
+    estimator : classifier
+        Normally a :class:`~xal_sklearn.CNNClassifier` (or a Pipeline ending in
+        one). It is cloned; the fitted copy is ``estimator_``.
+    query_strategy : callable, default=dual_criterion_sampling
+        ``f(learner, X_pool, n_instances=1, **kwargs) -> indices``; modAL's
+        strategies (``entropy_sampling``, ...) work unchanged.
+    X_training, y_training : array-like, optional
+        The initial labelled set.
+    roi_training : array-like (n, *spatial), optional
+        ROI masks of the initial labelled set.
+    random_state : int, RandomState instance or None, default=None
+        Passed (as a generator advanced query after query) to strategies that
+        take a ``random_state`` and are not given one, so query sequences are
+        reproducible.
+
+    Attributes
+    ----------
+    estimator_ : fitted estimator
+    X_training_, y_training_ : ndarray
+        All labelled images and labels so far.
+    roi_training_ : ndarray of bool (n, *spatial)
+        Their ROI masks (all False where none was given).
+    roi_available_ : ndarray of bool (n,)
+        Whether a non-empty ROI was given for each labelled image.
+    n_queries_ : int
+        Number of ``query`` calls so far.
+    """
+
+    def __init__(self, estimator, query_strategy=dual_criterion_sampling, X_training=None,
+                 y_training=None, roi_training=None, random_state=None):
+        self.estimator = estimator
+        self.query_strategy = query_strategy
+        self.X_training = X_training
+        self.y_training = y_training
+        self.roi_training = roi_training
+        self.random_state = random_state
+
+    # --- labelled set -----------------------------------------------------------
+    @staticmethod
+    def _check_labelled(X, y, roi_masks):
+        X = check_images(X)
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(X):
+            raise ValueError(f"y must be 1-D with one label per image ({len(X)}); got shape {y.shape}.")
+        masks, available = check_roi_masks(roi_masks, len(X), X.shape[2:])
+        return X, y, masks, available
+
+    def _fit_estimator(self, estimator, X, y, only_new=False):
+        if only_new and hasattr(estimator, "partial_fit"):
+            estimator.partial_fit(X, y)
+        else:
+            estimator.fit(X, y)
+        return estimator
+
+    def fit(self, X, y, roi_masks=None):
+        """Replace the labelled set by ``X, y`` (and their ROI masks) and fit on it.
+
+        On error the learner is left as it was.
+        """
+        X, y, masks, available = self._check_labelled(X, y, roi_masks)
+        return self._commit(self._fit_estimator(clone(self.estimator), X, y),
+                            X, y, masks, available)
+
+    def _commit(self, estimator, X, y, masks, available):
+        # state changes only here, after fitting succeeded
+        self.estimator_ = estimator
+        self.X_training_, self.y_training_ = X, y
+        self.roi_training_, self.roi_available_ = masks, available
+        self.classes_ = getattr(estimator, "classes_", np.unique(y))
+        self.n_queries_ = getattr(self, "n_queries_", 0)
+        return self
+
+    def _ensure_fitted(self):
+        if hasattr(self, "estimator_"):
+            return
+        if self.X_training is None:
+            if self.y_training is not None:
+                raise ValueError("y_training was given without X_training.")
+            raise ValueError(
+                "This ActiveLearner has no labelled data yet: pass X_training/y_training "
+                "or call fit() or teach() first."
+            )
+        self.fit(self.X_training, self.y_training, self.roi_training)
+
+    def teach(self, X, y, roi_masks=None, only_new=False):
+        """Add labelled images (with their ROI masks) and refit.
+
+        Parameters
+        ----------
+        X, y : the newly labelled images and labels
+        roi_masks : array-like (n, *spatial), optional
+        only_new : bool, default=False
+            If True, continue training on the new samples only
+            (``partial_fit``); else refit on the whole labelled set.
+
+        On error nothing changes: the labelled set and the fitted model stay
+        as they were.
+        """
+        X, y, masks, available = self._check_labelled(X, y, roi_masks)
+        if hasattr(self, "estimator_"):
+            old = (self.X_training_, self.y_training_, self.roi_training_, self.roi_available_)
+        elif self.X_training is not None:  # not fitted yet: fit once on old + new
+            old = self._check_labelled(self.X_training, self.y_training, self.roi_training)
+            only_new = False
+        else:
+            return self.fit(X, y, masks)
+        if X.shape[1:] != old[0].shape[1:]:
+            raise ValueError(
+                f"New images have shape {X.shape[1:]} but the labelled set has {old[0].shape[1:]}."
+            )
+        X_all, y_all, masks_all, available_all = (
+            np.concatenate([a, b]) for a, b in zip(old, (X, y, masks, available))
+        )
+        if only_new:
+            estimator = self._fit_estimator(copy.deepcopy(self.estimator_), X, y, only_new=True)
+        else:
+            estimator = self._fit_estimator(clone(self.estimator), X_all, y_all)
+        return self._commit(estimator, X_all, y_all, masks_all, available_all)
+
+    # --- querying ---------------------------------------------------------------
+    def query(self, X_pool, n_instances=1, **query_kwargs):
+        """Ask the query strategy which pool samples to label next.
+
+        Parameters
+        ----------
+        X_pool : array-like (N, C, H, W), memmap or torch Dataset
+        n_instances : int, default=1
+        **query_kwargs
+            Passed to the strategy, e.g. ``roi_masks=M_pool, alpha=0.3``.
+
+        Returns
+        -------
+        query_idx : ndarray of int (n_instances,)
+        X_query : the selected pool samples, ``X_pool[query_idx]``
+        """
+        n_instances = check_n_instances(n_instances, pool_length(X_pool))
+        self._ensure_fitted()
+        kwargs = dict(query_kwargs)
+        if "random_state" not in kwargs and _accepts(self.query_strategy, "random_state"):
+            if not hasattr(self, "_query_rng"):
+                self._query_rng = check_random_state(self.random_state)
+            kwargs["random_state"] = self._query_rng
+        result = self.query_strategy(self, X_pool, n_instances=n_instances, **kwargs)
+        if isinstance(result, tuple):  # old modAL strategies return (idx, X)
+            result = result[0]
+        idx = np.asarray(result)
+        if (idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or len(idx) != n_instances
+                or len(np.unique(idx)) != len(idx) or idx.min() < 0
+                or idx.max() >= pool_length(X_pool)):
+            raise ValueError(
+                f"The query strategy must return {n_instances} distinct integer pool indices; "
+                f"got {result!r}."
+            )
+        self.n_queries_ += 1
+        return idx, _take(X_pool, idx)
+
+    # --- prediction ---------------------------------------------------------------
+    def predict(self, X):
+        """Predicted labels of the fitted estimator."""
+        self._ensure_fitted()
+        return self.estimator_.predict(X)
+
+    def predict_proba(self, X):
+        """Class probabilities of the fitted estimator."""
+        self._ensure_fitted()
+        return self.estimator_.predict_proba(X)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of the fitted estimator on ``X, y``."""
+        return super().score(X, y, sample_weight=sample_weight)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "estimator_")
+
+
+def _accepts(func, name):
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    # only an explicit parameter: modAL strategies forward **kwargs to predict_proba
+    return name in params

@@ -1,0 +1,130 @@
+"""Per-sample acquisition scores of a pool: uncertainty, alignment, combined."""
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.utils import Bunch
+
+from ._pool import iter_pool, pool_length, progress_bar
+from ._validation import check_alpha, resolve_estimator
+from .alignment import ALIGNMENT_KERNELS
+from .gradcam import GradCAMEngine
+from .uncertainty import _uncertainty_t, check_uncertainty_name
+
+__all__ = ["score_pool", "MISSING_ROI_POLICIES"]
+
+MISSING_ROI_POLICIES = ("uncertainty", "exclude")
+
+
+def _check_missing_roi(missing_roi):
+    if isinstance(missing_roi, numbers.Real) and not isinstance(missing_roi, bool):
+        if 0 <= missing_roi <= 1:
+            return float(missing_roi)
+    elif missing_roi in MISSING_ROI_POLICIES:
+        return missing_roi
+    raise ValueError(
+        f"missing_roi must be one of {MISSING_ROI_POLICIES} or a misalignment value in "
+        f"[0, 1]; got {missing_roi!r}."
+    )
+
+
+def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="entropy",
+               alignment="soft_dice", threshold=0.5, missing_roi="uncertainty", layer=None,
+               batch_size=None, return_maps=False, num_workers=0, progress=None):
+    """Score every pool sample for explainability-guided active learning.
+
+    One pass over the pool, batch by batch: a single forward pass gives the
+    class probabilities and (through Captum's ``LayerGradCam``, backpropagating
+    only to the Grad-CAM layer) the attention map of the predicted class, which
+    is compared with the sample's ROI. Each batch is reduced to its scores, so
+    memory does not grow with the pool unless ``return_maps=True``.
+
+    ``combined = alpha * uncertainty + (1 - alpha) * (1 - alignment)``
+
+    Parameters
+    ----------
+    classifier : fitted CNNClassifier, Pipeline ending in one, our or modAL's ActiveLearner
+    X_pool : array-like (N, C, H, W) / (N, C, D, H, W), numpy memmap, or torch Dataset
+        A Dataset may return ``image`` or ``(image, mask)`` per item; a
+        Pipeline's preceding steps are applied to each batch.
+    roi_masks : None, array-like (N, *spatial), memmap, Dataset, or list with None entries
+        Regions of interest (bool, 0/1 or 0/255). A missing (None) or empty
+        mask means "no ROI": its alignment is NaN and ``missing_roi`` applies.
+    alpha : float in [0, 1], default=0.5
+        Weight of uncertainty; 1 is pure uncertainty sampling, 0 pure
+        misalignment.
+    uncertainty : {"entropy", "margin", "least_confident"}, default="entropy"
+        Normalised to [0, 1]; see :mod:`xal_sklearn.uncertainty`.
+    alignment : {"soft_dice", "dice", "iou", "pointing_game"}, default="soft_dice"
+        How the Grad-CAM map is compared with the ROI (see
+        :mod:`xal_sklearn.alignment`); ``threshold`` binarises the map for
+        "dice" and "iou".
+    missing_roi : "uncertainty", "exclude" or float in [0, 1], default="uncertainty"
+        Policy for samples without an ROI, whose alignment cannot be judged:
+        "uncertainty" scores them by uncertainty alone (on the same [0, 1]
+        scale); "exclude" ranks them after every sample with an ROI (among
+        themselves by uncertainty); a float is used as their misalignment.
+    layer : str or nn.Module, optional
+        Grad-CAM layer; default the estimator's ``gradcam_layer`` or its last
+        convolution.
+    batch_size : int, optional
+        Default: the estimator's ``batch_size``.
+    return_maps : bool, default=False
+        Also return the Grad-CAM maps (N, *spatial) -- only for small pools.
+    num_workers : int, default=0
+        DataLoader workers reading the pool.
+    progress : bool or None, default=None
+        tqdm progress bar (None: only on a terminal).
+
+    Returns
+    -------
+    Bunch with, per pool sample:
+        ``proba`` (N, n_classes), ``y_pred`` (N,) predicted labels,
+        ``uncertainty`` (N,) in [0, 1], ``alignment`` (N,) in [0, 1] or NaN
+        without ROI, ``misalignment`` (N,) = 1 - alignment (NaN without ROI),
+        ``roi_available`` (N,) bool, ``combined`` (N,) the acquisition score
+        (higher is queried first), and ``maps`` if requested.
+    """
+    alpha = check_alpha(alpha)
+    check_uncertainty_name(uncertainty)
+    if alignment not in ALIGNMENT_KERNELS:
+        raise ValueError(
+            f"Unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENT_KERNELS)}."
+        )
+    missing_roi = _check_missing_roi(missing_roi)
+    net, preprocess = resolve_estimator(classifier)
+    n = pool_length(X_pool)
+    batch_size = int(batch_size or net.batch_size)
+    nonlinearity = net._get_predict_nonlinearity()
+    kernel = ALIGNMENT_KERNELS[alignment]
+
+    parts = {k: [] for k in ("proba", "uncertainty", "alignment", "roi_available", "maps")}
+    with GradCAMEngine(net, layer) as engine:
+        batches = iter_pool(X_pool, roi_masks, batch_size, preprocess, num_workers)
+        for x, masks, available, _ in progress_bar(batches, progress, -(-n // batch_size),
+                                                    "Scoring pool"):
+            logits, cams = engine(x)
+            proba = nonlinearity(logits)
+            masks = masks.to(cams.device, non_blocking=True)
+            parts["proba"].append(proba.cpu())
+            parts["uncertainty"].append(_uncertainty_t(proba.double(), uncertainty).cpu())
+            parts["alignment"].append(kernel(cams.double(), masks, threshold).cpu())
+            parts["roi_available"].append(available)
+            if return_maps:
+                parts["maps"].append(cams.cpu())
+
+    res = Bunch(**{k: torch.cat(v).numpy() for k, v in parts.items() if v})
+    res.roi_available &= ~np.isnan(res.alignment)
+    res.y_pred = net.classes_[res.proba.argmax(axis=1)]
+    res.misalignment = 1.0 - res.alignment
+    u, mis, has_roi = res.uncertainty, res.misalignment, res.roi_available
+    combined = alpha * u + (1 - alpha) * np.where(has_roi, mis, 0.0)
+    if missing_roi == "uncertainty":
+        combined = np.where(has_roi, combined, u)
+    elif missing_roi == "exclude":
+        combined = np.where(has_roi, combined, u - 2.0)
+    else:
+        combined = np.where(has_roi, combined, alpha * u + (1 - alpha) * missing_roi)
+    res.combined = combined
+    return res
