@@ -117,12 +117,12 @@ def test_misalignment_sampling_finds_attention_on_marker(shortcut_setup):
     near_marker = np.stack([binary_dilation(m, iterations=4) for m in marker])
     mass = maps.reshape(len(X), -1).sum(1)
     on_marker = (maps * near_marker).reshape(len(X), -1).sum(1) / np.maximum(mass, 1e-12)
-    idx = misalignment_sampling(net, X, 10, roi_masks=M)
+    idx = misalignment_sampling(net, X, 20, roi_masks=M, random_state=0)
     assert np.mean(idx < 40) >= 0.7  # the queried samples are those with a marker ...
     # ... and their attention sits on it (the region around it is 5 % of the image)
     assert on_marker[idx[idx < 40]].mean() > 0.15
     sd = soft_dice(maps, M)
-    assert sd[idx].max() <= np.delete(sd, idx).min() + 1e-6  # the 10 lowest Dice (with ties)
+    assert sd[idx].max() <= np.delete(sd, idx).min() + 1e-6  # the 20 lowest Dice (with ties)
     # uncertainty alone does not see it
     assert np.mean(entropy_sampling(net, X, n_instances=10) < 40) <= 0.3
 
