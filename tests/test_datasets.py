@@ -47,3 +47,15 @@ def test_shortcut_marker_agreement_rate():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_lesion_phantoms(**kwargs)
+
+
+def test_group_split_helper():
+    from xal_sklearn.datasets import group_train_test_split
+
+    groups = np.repeat(np.arange(20), 5)
+    train, test = group_train_test_split(groups, test_size=0.25, random_state=0)
+    assert not set(groups[train]) & set(groups[test]) and len(test) == 25
+    again = group_train_test_split(groups, test_size=0.25, random_state=0)
+    np.testing.assert_array_equal(test, again[1])
+    with pytest.raises(ValueError, match="two groups"):
+        group_train_test_split(np.zeros(5))

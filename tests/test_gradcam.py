@@ -62,7 +62,12 @@ def test_restores_mode_and_leaves_no_gradients(tiny_net):
     net.module_.zero_grad(set_to_none=True)  # training leaves the last step's grads
     net.module_.train()
     net.module_.features[0].weight.requires_grad_(False)
-    gradcam(net, X[:4])
+    before = {name: (p.data_ptr(), p.stride(), p.detach().clone())
+              for name, p in net.module_.named_parameters()}
+    gradcam(net, X[:40])  # more than one CPU chunk
+    for name, p in net.module_.named_parameters():  # weights back exactly as they were
+        assert (p.data_ptr(), p.stride()) == before[name][:2]
+        assert torch.equal(p, before[name][2])
     assert net.module_.training
     assert all(p.grad is None for p in net.module_.parameters())
     assert not net.module_.features[0].weight.requires_grad

@@ -1,5 +1,31 @@
-"""Medical image data in: synthetic phantoms and real data loaders."""
+"""Medical image data in: synthetic phantoms, image folders, DICOM, NIfTI, boxes.
 
+Every loader returns a :class:`sklearn.utils.Bunch` with ``X`` float32
+(N, C, H, W) in [0, 1], ``y`` int64, ``target_names``, ``roi_masks`` bool
+(N, H, W), ``roi_available`` bool (N,) (False: nobody annotated the image --
+not the same as "annotated, no lesion"), ``groups`` (patient or study id) and
+``filenames``.
+"""
+
+from ._boxes import boxes_to_masks, parse_siim_boxes, read_vindr_boxes
+from ._figshare import load_brain_tumor_figshare
+from ._folder import default_cache_dir, load_image_folder
+from ._io import DataLoadError, read_dicom, read_image
+from ._nifti import load_nifti_slices
 from ._phantoms import make_lesion_phantoms
+from ._split import group_train_test_split
 
-__all__ = ["make_lesion_phantoms"]
+__all__ = [
+    "DataLoadError",
+    "boxes_to_masks",
+    "default_cache_dir",
+    "group_train_test_split",
+    "load_brain_tumor_figshare",
+    "load_image_folder",
+    "load_nifti_slices",
+    "make_lesion_phantoms",
+    "parse_siim_boxes",
+    "read_dicom",
+    "read_image",
+    "read_vindr_boxes",
+]

@@ -1,0 +1,272 @@
+"""Manifest-driven loading of image folders (PNG/JPEG/BMP/TIFF, DICOM, NIfTI slices)."""
+
+import csv
+import hashlib
+import json
+import numbers
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.utils import Bunch
+
+from ._boxes import _box_mask, parse_siim_boxes, read_vindr_boxes
+from ._io import DataLoadError, read_image, resize_image, resize_mask
+
+__all__ = ["load_image_folder", "default_cache_dir"]
+
+_CACHE_VERSION = 1
+
+
+def default_cache_dir():
+    """``$XAL_SKLEARN_CACHE``, else ``~/.cache/xal_sklearn``."""
+    return Path(os.environ.get("XAL_SKLEARN_CACHE", Path.home() / ".cache" / "xal_sklearn"))
+
+
+def _size(image_size):
+    if image_size is None:
+        return None
+    if isinstance(image_size, numbers.Integral):
+        image_size = (image_size, image_size)
+    h, w = (int(v) for v in image_size)
+    if h < 1 or w < 1:
+        raise ValueError(f"image_size must be positive, got {image_size!r}.")
+    return h, w
+
+
+def _read_manifest(manifest):
+    try:
+        with open(manifest, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except OSError as exc:
+        raise DataLoadError(f"Could not read manifest {manifest}: {exc}") from exc
+    missing = {"image", "label"} - set(columns)
+    if missing:
+        raise DataLoadError(f"Manifest {manifest} lacks column(s) {sorted(missing)}; "
+                            f"it has {columns}.")
+    if not rows:
+        raise DataLoadError(f"Manifest {manifest} has no rows.")
+    return rows
+
+
+def _class_list(labels, classes):
+    if classes is not None:
+        return [str(c) for c in classes]
+    unique = sorted(set(labels))
+    try:
+        return sorted(unique, key=int)
+    except ValueError:
+        return unique
+
+
+def _load_row(root, row, line, manifest, size, as_gray, vindr, class_index):
+    where = f"{manifest}, line {line}"
+    label = row["label"].strip()
+    if label not in class_index:
+        raise DataLoadError(f"{where}: unknown label {label!r}; classes are {list(class_index)}.")
+    image_path = root / row["image"].strip()
+    if not row["image"].strip() or not image_path.is_file():
+        raise DataLoadError(f"{where}: image file {image_path} does not exist.")
+    frame = row.get("frame", "").strip()
+    try:
+        img = read_image(image_path, as_gray=as_gray, frame=int(frame) if frame else None)
+    except DataLoadError as exc:
+        raise DataLoadError(f"{where}: {exc}") from exc
+    shape = img.shape[1:]
+    mask_name = (row.get("mask") or "").strip()
+    available = True
+    if mask_name:
+        mask_path = root / mask_name
+        if not mask_path.is_file():
+            raise DataLoadError(f"{where}: mask file {mask_path} does not exist.")
+        try:
+            mask = read_image(mask_path, as_gray=True)[0] > 0
+        except DataLoadError as exc:
+            raise DataLoadError(f"{where}: {exc}") from exc
+        if mask.shape != shape:
+            raise DataLoadError(f"{where}: mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} "
+                                f"but image {image_path} is {shape[1]}x{shape[0]}.")
+    elif (row.get("boxes") or "").strip():
+        mask = _box_mask(parse_siim_boxes(row["boxes"]), shape)
+    elif vindr is not None and _image_id(row) in vindr:
+        mask = _box_mask(vindr[_image_id(row)], shape)
+    else:
+        mask, available = np.zeros(shape, dtype=bool), False
+    if size is not None:
+        img, mask = resize_image(img, size), resize_mask(mask, size)
+    return img, mask, available, class_index[label]
+
+
+def _image_id(row):
+    return (row.get("image_id") or "").strip() or Path(row["image"].strip()).name.split(".")[0]
+
+
+def _cache_key(manifest, rows, root, params):
+    h = hashlib.sha256()
+    h.update(Path(manifest).read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    for row in rows:  # any changed file invalidates the cache
+        for col in ("image", "mask"):
+            name = (row.get(col) or "").strip()
+            if name:
+                try:
+                    st = (root / name).stat()
+                    h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+                except OSError:
+                    h.update(f"{name}:missing;".encode())
+    return h.hexdigest()[:24]
+
+
+def _save_cache(folder, bunch):
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    try:
+        for key in ("X", "y", "roi_masks", "roi_available"):
+            np.save(tmp / f"{key}.npy", bunch[key])
+        meta = {k: [str(v) for v in bunch[k]] for k in ("target_names", "groups", "filenames")}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        os.replace(tmp, folder)  # atomic: a half-written cache is never seen
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_cache(folder):
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        arrays = {k: np.load(folder / f"{k}.npy") for k in ("X", "y", "roi_masks", "roi_available")}
+    except (OSError, ValueError):
+        return None
+    return Bunch(**arrays, target_names=np.array(meta["target_names"]),
+                 groups=_as_ids(meta["groups"]), filenames=np.array(meta["filenames"]))
+
+
+def _as_ids(values):
+    """Group ids as integers when they all are, else strings."""
+    try:
+        return np.array([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        return np.array(values)
+
+
+def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True, classes=None,
+                      boxes=None, on_error="raise", n_jobs=None, cache=True, cache_dir=None,
+                      progress=None):
+    """Load a folder of images with labels and ROIs described by a CSV manifest.
+
+    Parameters
+    ----------
+    root : str or path-like
+        Folder the manifest's paths are relative to.
+    manifest : str or path-like, default="labels.csv"
+        CSV (relative to ``root`` unless absolute) with columns ``image`` and
+        ``label``, and optionally ``mask`` (a mask image: nonzero = ROI),
+        ``group`` (patient or study id), ``boxes`` (SIIM-COVID-19 style list of
+        ``{x, y, width, height}``), ``image_id`` (key into ``boxes`` CSV) and
+        ``frame`` (frame of a multi-frame DICOM). Images may be PNG, JPEG, BMP,
+        TIFF (8/16 bit, gray/RGB/RGBA), DICOM (``.dcm``, see
+        :func:`read_dicom`) or 2-D NIfTI; formats may be mixed.
+    image_size : int or (height, width), optional
+        Resize images (bilinear) and masks (nearest). Without it all images
+        must have the same size.
+    as_gray : bool, default=True
+        One channel (RGB by luma, alpha dropped) or three (gray repeated).
+    classes : sequence of str, optional
+        Label order; default the sorted labels (numerically if all integers).
+    boxes : str or path-like, optional
+        VinDr-CXR style box CSV (``image_id, class_name, x_min, y_min, x_max,
+        y_max``); ``image_id`` is the manifest's ``image_id`` column or the
+        image file name without extension. An image listed there with no box
+        ("No finding") is annotated without lesion: ``roi_available`` True,
+        empty mask.
+    on_error : {"raise", "skip"}, default="raise"
+        A bad row (missing or unreadable file, unknown label, mask of another
+        size) raises an error naming the file and line, or is skipped with
+        one warning that counts the skipped rows.
+    n_jobs : int, optional
+        Threads reading files (joblib); None means 1, -1 all cores.
+    cache : bool, default=True
+        Keep the loaded arrays in ``cache_dir``; a second call with the same
+        manifest, files and parameters reads them back in seconds. Any change
+        to the manifest, a file's size or mtime, or a parameter reloads.
+    cache_dir : path-like, optional
+        Default :func:`default_cache_dir`.
+    progress : bool or None
+        tqdm progress bar (None: only on a terminal).
+
+    Returns
+    -------
+    Bunch
+        ``X`` float32 (N, C, H, W) in [0, 1]; ``y`` int64 indices into
+        ``target_names``; ``roi_masks`` bool (N, H, W); ``roi_available`` bool
+        (N,), False where nobody annotated the image (no mask, no boxes);
+        ``groups`` (the ``group`` column, else one group per image);
+        ``filenames`` (image paths as in the manifest).
+    """
+    from tqdm.auto import tqdm
+
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataLoadError(f"Data folder {root} does not exist.")
+    manifest = Path(manifest)
+    manifest = manifest if manifest.is_absolute() else root / manifest
+    size = _size(image_size)
+    rows = _read_manifest(manifest)
+    target_names = _class_list([r["label"].strip() for r in rows], classes)
+    class_index = {c: i for i, c in enumerate(target_names)}
+    params = dict(version=_CACHE_VERSION, size=size, as_gray=as_gray, classes=target_names,
+                  on_error=on_error, boxes=None if boxes is None else str(Path(boxes).resolve()),
+                  boxes_bytes=None if boxes is None or not Path(boxes).is_file()
+                  else hashlib.sha256(Path(boxes).read_bytes()).hexdigest())
+    if cache:
+        folder = Path(cache_dir or default_cache_dir()) / _cache_key(manifest, rows, root, params)
+        cached = _load_cache(folder)
+        if cached is not None:
+            return cached
+    vindr = read_vindr_boxes(boxes) if boxes is not None else None
+
+    def task(line, row):
+        try:
+            return _load_row(root, row, line, manifest, size, as_gray, vindr, class_index)
+        except (DataLoadError, ValueError) as exc:
+            if on_error == "raise":
+                raise DataLoadError(str(exc) if str(manifest) in str(exc)
+                                    else f"{manifest}, line {line}: {exc}") from exc
+            return exc
+
+    results = Parallel(n_jobs=n_jobs, prefer="threads")(
+        delayed(task)(line, row) for line, row in
+        tqdm(list(enumerate(rows, start=2)), desc="Loading images",
+             disable=None if progress is None else not progress, leave=False))
+    errors = [r for r in results if isinstance(r, Exception)]
+    if errors:
+        warnings.warn(f"Skipped {len(errors)} of {len(rows)} manifest rows of {manifest}; "
+                      f"first: {errors[0]}", stacklevel=2)
+    kept = [(i, row, r) for i, (row, r) in enumerate(zip(rows, results))
+            if not isinstance(r, Exception)]
+    if not kept:
+        raise DataLoadError(f"No row of {manifest} could be loaded.")
+    shapes = {r[0].shape for _, _, r in kept}
+    if len(shapes) > 1:
+        raise DataLoadError(f"Images in {manifest} have different sizes {sorted(shapes)[:3]}...; "
+                            "pass image_size to resize them.")
+    groups = [(row.get("group") or "").strip() or f"row{i}" for i, row, _ in kept]
+    bunch = Bunch(
+        X=np.stack([r[0] for _, _, r in kept]).astype(np.float32),
+        y=np.array([r[3] for _, _, r in kept], dtype=np.int64),
+        roi_masks=np.stack([r[1] for _, _, r in kept]),
+        roi_available=np.array([r[2] for _, _, r in kept], dtype=bool),
+        target_names=np.array(target_names),
+        groups=_as_ids(groups),
+        filenames=np.array([row["image"].strip() for _, row, _ in kept]),
+    )
+    if cache:
+        _save_cache(folder, bunch)
+    return bunch
