@@ -177,3 +177,22 @@ def test_unfitted_learner_errors(data):
                         X_training=data[0], y_training=data[1])
     with pytest.raises(ValueError, match="distinct integer pool indices"):
         bad.query(data[3], n_instances=2)
+
+
+def test_query_a_lazy_dataset_pool(data):
+    import torch
+
+    X0, y0, M0, Xp, yp, Mp = data
+
+    class Pool(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(Xp)
+
+        def __getitem__(self, i):
+            return Xp[i], Mp[i]
+
+    learner = ActiveLearner(net(), X_training=X0, y_training=y0, random_state=0)
+    idx, items = learner.query(Pool(), n_instances=4)
+    ref = dual_criterion_sampling(learner, Xp, 4, roi_masks=Mp, random_state=0)
+    np.testing.assert_array_equal(idx, ref)
+    np.testing.assert_array_equal(items[0][0], Xp[idx[0]])

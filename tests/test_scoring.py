@@ -47,6 +47,18 @@ def test_fused_equals_two_pass_random_models(rng):
         np.testing.assert_allclose(s.maps, gradcam(net, X), atol=1e-6)
 
 
+def test_gpu_style_whole_batches_equal_cpu_chunks(fitted_net, pool, monkeypatch):
+    """On a GPU the engine runs whole batches in the module's layout; same results."""
+    from xal_sklearn.gradcam import GradCAMEngine
+
+    X, M = pool
+    chunked = score_pool(fitted_net, X, M, batch_size=40, return_maps=True)
+    monkeypatch.setattr(GradCAMEngine, "cpu_chunk_size", None)
+    whole = score_pool(fitted_net, X, M, batch_size=40, return_maps=True)
+    for key in ("proba", "uncertainty", "alignment", "combined", "maps"):
+        np.testing.assert_allclose(whole[key], chunked[key], atol=1e-5)
+
+
 def test_streaming_pools_equal_in_memory(fitted_net, pool, tmp_path):
     X, M = pool
     ref = score_pool(fitted_net, X, M, batch_size=16)

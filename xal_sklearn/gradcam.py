@@ -24,7 +24,8 @@ class GradCAMEngine:
 
     #: On the CPU, batches run in chunks of this many images with 2-D conv weights in
     #: channels-last layout: activations then stay in cache, which measured 2-3x faster
-    #: than NCHW batches of 64 (see benchmarks/bench_scoring.py).
+    #: than NCHW batches of 64 (docs/benchmarks.md). None runs whole batches in the
+    #: module's own layout, as on a GPU.
     cpu_chunk_size = 16
 
     def __init__(self, net, layer=None):
@@ -34,7 +35,7 @@ class GradCAMEngine:
             layer = getattr(net, "gradcam_layer", None)
         self.layer = resolve_layer(self.module, layer)
         self.device = torch.device(net.device) if net.device is not None else torch.device("cpu")
-        self.on_cpu = self.device.type == "cpu"
+        self.chunk_size = self.cpu_chunk_size if self.device.type == "cpu" else None
 
     def __enter__(self):
         self._was_training = self.module.training
@@ -44,7 +45,7 @@ class GradCAMEngine:
         self.module.eval()
         for p in params:
             p.requires_grad_(False)
-            if self.on_cpu and p.dim() == 4:
+            if self.chunk_size and p.dim() == 4:
                 # the original tensors are put back on exit, untouched
                 self._saved_data.append((p, p.data))
                 p.data = p.data.contiguous(memory_format=torch.channels_last)
@@ -74,12 +75,12 @@ class GradCAMEngine:
             in [0, 1]; an all-zero map stays zero.
         """
         x = x.to(self.device)
-        if self.on_cpu and len(x) > self.cpu_chunk_size:
-            parts = [self(x[i:i + self.cpu_chunk_size],
-                          None if target is None else target[i:i + self.cpu_chunk_size])
-                     for i in range(0, len(x), self.cpu_chunk_size)]
+        step = self.chunk_size
+        if step and len(x) > step:
+            parts = [self(x[i:i + step], None if target is None else target[i:i + step])
+                     for i in range(0, len(x), step)]
             return tuple(torch.cat(p) for p in zip(*parts))
-        if self.on_cpu and x.dim() == 4:
+        if step and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         kept = {}
 

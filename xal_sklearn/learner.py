@@ -6,6 +6,7 @@ import inspect
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils import check_random_state
+from torch.utils.data import Dataset
 
 from ._pool import pool_length
 from ._validation import check_images, check_n_instances, check_roi_masks
@@ -15,7 +16,9 @@ __all__ = ["ActiveLearner"]
 
 
 def _take(X, idx):
-    return X[idx] if not isinstance(X, (list, tuple)) else [X[int(i)] for i in idx]
+    if isinstance(X, (list, tuple, Dataset)):
+        return [X[int(i)] for i in idx]
+    return X[idx]
 
 
 class ActiveLearner(ClassifierMixin, BaseEstimator):
@@ -165,7 +168,8 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         Returns
         -------
         query_idx : ndarray of int (n_instances,)
-        X_query : the selected pool samples, ``X_pool[query_idx]``
+        X_query : the selected pool samples, ``X_pool[query_idx]`` (a list of
+            items for a torch ``Dataset`` pool)
         """
         n_instances = check_n_instances(n_instances, pool_length(X_pool))
         self._ensure_fitted()

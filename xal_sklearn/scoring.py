@@ -3,7 +3,6 @@
 import numbers
 
 import numpy as np
-import torch
 from sklearn.utils import Bunch
 
 from ._pool import iter_pool, pool_length, progress_bar
@@ -99,22 +98,28 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
     nonlinearity = net._get_predict_nonlinearity()
     kernel = ALIGNMENT_KERNELS[alignment]
 
-    parts = {k: [] for k in ("proba", "uncertainty", "alignment", "roi_available", "maps")}
+    # Results go into arrays allocated up front: nothing allocated per batch outlives
+    # it, so the heap does not fragment and memory stays flat however large the pool.
+    res = Bunch(proba=np.empty((n, len(net.classes_)), dtype=np.float32),
+                uncertainty=np.empty(n), alignment=np.empty(n),
+                roi_available=np.empty(n, dtype=bool))
     with GradCAMEngine(net, layer) as engine:
         batches = iter_pool(X_pool, roi_masks, batch_size, preprocess, num_workers)
-        for x, masks, available, _ in progress_bar(batches, progress, -(-n // batch_size),
-                                                    "Scoring pool"):
+        for x, masks, available, start in progress_bar(batches, progress, -(-n // batch_size),
+                                                        "Scoring pool"):
             logits, cams = engine(x)
             proba = nonlinearity(logits)
+            rows = slice(start, start + len(x))
+            res.proba[rows] = proba.cpu().numpy()
+            res.uncertainty[rows] = _uncertainty_t(proba.double(), uncertainty).cpu().numpy()
             masks = masks.to(cams.device, non_blocking=True)
-            parts["proba"].append(proba.cpu())
-            parts["uncertainty"].append(_uncertainty_t(proba.double(), uncertainty).cpu())
-            parts["alignment"].append(kernel(cams.double(), masks, threshold).cpu())
-            parts["roi_available"].append(available)
+            res.alignment[rows] = kernel(cams.double(), masks, threshold).cpu().numpy()
+            res.roi_available[rows] = available.numpy()
             if return_maps:
-                parts["maps"].append(cams.cpu())
+                if "maps" not in res:
+                    res.maps = np.empty((n,) + tuple(cams.shape[1:]), dtype=np.float32)
+                res.maps[rows] = cams.cpu().numpy()
 
-    res = Bunch(**{k: torch.cat(v).numpy() for k, v in parts.items() if v})
     res.roi_available &= ~np.isnan(res.alignment)
     res.y_pred = net.classes_[res.proba.argmax(axis=1)]
     res.misalignment = 1.0 - res.alignment

@@ -1,0 +1,200 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from modAL.uncertainty import entropy_sampling
+from PIL import Image
+
+from xal_sklearn import CNNClassifier, dual_criterion_sampling, random_sampling
+from xal_sklearn.datasets import make_lesion_phantoms
+from xal_sklearn.experiments import (load_results, plot_gradcam_grid, plot_learning_curves,
+                                     run_experiment, summary_table, write_report)
+
+STRATEGIES = {"random": random_sampling, "entropy": entropy_sampling,
+              "dual a=0.3": (dual_criterion_sampling, {"alpha": 0.3})}
+
+
+@pytest.fixture(scope="module")
+def data():
+    d = make_lesion_phantoms(120, image_size=32, shortcut=0.9, random_state=0)
+    d.groups = np.arange(120) // 2  # two images per "patient"
+    d.roi_available[::7] = False  # some images nobody annotated
+    return d
+
+
+def net():
+    return CNNClassifier(n_classes=3, max_epochs=2, batch_size=16)
+
+
+def run(data, out_dir, strategies=STRATEGIES, **kw):
+    args = dict(initial_size=12, query_size=8, budget=36, seeds=(0, 1), test_size=0.25,
+                out_dir=out_dir, progress=False)
+    args.update(kw)
+    return run_experiment(net(), data, strategies, **args)
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp")
+    return run(data, out), out
+
+
+def test_tidy_rows_and_protocol(finished, data):
+    table, out = finished
+    assert len(table) == 3 * 2 * 4  # strategies x seeds x (round 0 + 3 rounds)
+    for (name, seed), part in table.groupby(["strategy", "seed"]):
+        np.testing.assert_array_equal(part["round"], [0, 1, 2, 3])
+        np.testing.assert_array_equal(part["n_labelled"], [12, 20, 28, 36])
+        queried = [i for q in part["queried"] for i in json.loads(q)]
+        assert len(queried) == 24 and len(set(queried)) == 24  # never twice
+        from xal_sklearn.datasets import group_train_test_split
+
+        _, test = group_train_test_split(data.groups, 0.25, random_state=seed)
+        assert not set(queried) & set(test)  # the pool is the training split only
+    for seed in (0, 1):  # same initial model for every strategy: identical round-0 metrics
+        first = table[(table["seed"] == seed) & (table["round"] == 0)]
+        assert first["accuracy"].nunique() == 1 and first["attention_dice"].nunique() == 1
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "attention_dice"):
+        assert table[metric].between(0, 1).all()
+    assert (out / "results.csv").is_file() and (out / "config.json").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["seeds"] == [0, 1] and "torch" in cfg["versions"]
+    pd.testing.assert_frame_equal(load_results(out), pd.read_csv(out / "results.csv"))
+
+
+def test_resume_after_crash_gives_identical_results(finished, data, tmp_path):
+    table, _ = finished
+    calls = {"n": 0}
+
+    def flaky_random(classifier, X_pool, n_instances=1, random_state=None, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a run
+        return random_sampling(classifier, X_pool, n_instances, random_state=random_state)
+
+    flaky_random.__qualname__ = random_sampling.__qualname__  # same configuration
+    flaky_random.__module__ = random_sampling.__module__
+    strategies = {"random": flaky_random}
+    with pytest.raises(KeyboardInterrupt):
+        run(data, tmp_path, strategies)
+    partial = load_results(tmp_path)
+    assert 1 <= len(partial) < 8  # finished rounds survived the crash
+    again = run(data, tmp_path, {"random": random_sampling})
+    expected = table[table["strategy"] == "random"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(again, expected, check_exact=False, atol=1e-12)
+
+
+def test_kill_9_then_resume_via_cli(tmp_path):
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "xal_sklearn.cli", "run", "--n-samples", "120",
+           "--image-size", "32", "--initial", "12", "--query-size", "8", "--budget", "44",
+           "--seeds", "1", "--epochs", "2", "--strategies", "random,dual", "--out", str(out),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "checkpoints" / "random__seed0.pkl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            import pickle
+
+            if len(pickle.loads(ckpt.read_bytes())["rows"]) >= 2:
+                break
+        except (OSError, EOFError, pickle.UnpicklingError):
+            pass
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.csv").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    resumed = pd.read_csv(out / "results.csv")
+    fresh = tmp_path / "fresh"
+    subprocess.run(cmd[:-3] + ["--out", str(fresh), "--no-progress"], check=True,
+                   capture_output=True, timeout=300)
+    pd.testing.assert_frame_equal(resumed, pd.read_csv(fresh / "results.csv"))
+    assert "accuracy (mean" in done.stdout and (out / "report.md").is_file()
+
+
+def test_refuses_other_configuration_unless_forced(finished, data):
+    table, out = finished
+    before = (out / "results.csv").read_bytes()
+    with pytest.raises(ValueError, match="different configuration.*force"):
+        run(data, out, budget=44)
+    assert (out / "results.csv").read_bytes() == before  # nothing overwritten
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(budget=10), "budget \\(10\\) is smaller than the initial"),
+    (dict(query_size=0), "query_size must be a positive integer"),
+    (dict(seeds=(1, 1)), "distinct"),
+    (dict(strategies={}), "non-empty dict"),
+    (dict(strategies={"x": 3}), "not callable"),
+])
+def test_bad_arguments(data, tmp_path, kwargs, message):
+    strategies = kwargs.pop("strategies", STRATEGIES)
+    with pytest.raises((ValueError, TypeError), match=message):
+        run(data, tmp_path, strategies, **kwargs)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_class_absent_from_training_split(data, tmp_path):
+    from sklearn.utils import Bunch
+
+    d = Bunch(**data)
+    d.groups = np.where(data.y == 2, -1, data.groups)  # all of class 2 in one group
+    from xal_sklearn.datasets import group_train_test_split
+
+    seed = next(s for s in range(100)  # a seed that puts that group in the test split
+                if -1 in d.groups[group_train_test_split(d.groups, 0.25, random_state=s)[1]])
+    with pytest.raises(ValueError, match=r"Class\(es\) \['lobulated'\] are absent"):
+        run(d, None, seeds=(0, seed))
+
+
+def test_dask_local_cluster(data, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    import joblib
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster), joblib.parallel_config(backend="dask"):
+        table = run(data, tmp_path, {"random": random_sampling}, n_jobs=2)
+    assert len(table) == 8 and set(table["seed"]) == {0, 1}
+    assert len(list((tmp_path / "checkpoints").glob("*.pkl"))) == 2
+
+
+def test_plots_and_report(finished, data):
+    table, out = finished
+    path = out / "curves.png"
+    plot_learning_curves(table, path=path, dpi=50)
+    assert Image.open(path).size == (550, 200)
+    grid = out / "grid.png"
+    plot_gradcam_grid(out, data, ("random", "dual a=0.3"), n_samples=2, path=grid, dpi=40)
+    with Image.open(grid) as img:
+        assert img.size == (300, 600) and img.format == "PNG"
+    report = write_report(out, data)
+    text = report.read_text()
+    assert "| labels | random | entropy | dual a=0.3 |" in text and "±" in text
+    assert (out / "learning_curves.png").is_file() and (out / "gradcam_grid.png").is_file()
+    table_acc = summary_table(table, "accuracy")
+    assert list(table_acc.index) == [12, 20, 28, 36]
+
+
+def test_cli_errors_and_report(finished, tmp_path):
+    _, out = finished
+    bad = subprocess.run([sys.executable, "-m", "xal_sklearn.cli", "run", "--strategies",
+                          "random,oracle", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown strategy oracle" in bad.stderr
+    assert not (tmp_path / "x").exists()
+    bad = subprocess.run([sys.executable, "-m", "xal_sklearn.cli", "run", "--budget", "5"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "smaller than --initial" in bad.stderr
+    rep = subprocess.run([sys.executable, "-m", "xal_sklearn.cli", "report", str(out)],
+                         capture_output=True, text=True)
+    assert rep.returncode == 0 and "report.md" in rep.stdout

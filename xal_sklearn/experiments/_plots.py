@@ -1,0 +1,144 @@
+"""Learning curves and Grad-CAM overlay grids."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["plot_learning_curves", "plot_gradcam_grid"]
+
+METRIC_LABELS = {"accuracy": "test accuracy", "balanced_accuracy": "balanced accuracy",
+                 "macro_f1": "macro F1", "roc_auc_ovr": "ROC AUC (one-vs-rest)",
+                 "attention_dice": "attention soft Dice (Grad-CAM vs ROI)"}
+
+
+def plot_learning_curves(results, metrics=("accuracy", "attention_dice"), path=None, dpi=100):
+    """Mean (line) and min-max band over seeds of each metric against the number of labels.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        As returned by :func:`run_experiment` / :func:`load_results`.
+    metrics : sequence of str
+    path : path-like, optional
+        Save the figure there (PNG).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False,
+                             dpi=dpi)
+    for ax, metric in zip(axes[0], metrics):
+        for name, part in results.groupby("strategy", sort=False):
+            stats = part.groupby("n_labelled")[metric].agg(["mean", "min", "max", "count"])
+            line, = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=name)
+            if stats["count"].max() > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.2,
+                                color=line.get_color())
+        ax.set_xlabel("labelled samples")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.grid(alpha=0.3)
+    seeds = results["seed"].nunique()
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"Learning curves (mean and min-max over {seeds} seed{'s' * (seeds > 1)})")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def _final_estimator(out_dir, strategy, seed):
+    from ._run import _checkpoint_path
+
+    with open(_checkpoint_path(out_dir, strategy, seed), "rb") as f:
+        state = pickle.load(f)
+    return state["estimator"], state["rows"]
+
+
+def plot_gradcam_grid(out_dir, dataset, strategies, seed=0, n_samples=4, path=None, dpi=100,
+                      random_state=0):
+    """Grad-CAM overlays of two strategies' final models, side by side.
+
+    Rows: the last samples each strategy queried, then test samples (the
+    same for both). Columns: the image with its ROI contour, and the
+    Grad-CAM of each model's predicted class over it.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Results folder of :func:`run_experiment` (its checkpoints hold the models).
+    dataset : Bunch
+        The experiment's dataset.
+    strategies : (str, str)
+    seed : int
+    n_samples : int
+        Rows per group.
+    path : path-like, optional
+        Save the figure there (PNG).
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .. import gradcam
+    from ..datasets import group_train_test_split
+    from ._run import _masks
+
+    if len(strategies) != 2:
+        raise ValueError("plot_gradcam_grid compares exactly two strategies.")
+    import json
+
+    models, queried = {}, {}
+    for name in strategies:
+        models[name], rows = _final_estimator(out_dir, name, seed)
+        queried[name] = json.loads(rows[-1]["queried"])[:n_samples]
+    cfg = json.loads((Path(out_dir) / "config.json").read_text())
+    _, test = group_train_test_split(dataset["groups"], cfg["test_size"], random_state=seed)
+    test_rows = np.random.RandomState(random_state).choice(test, min(n_samples, len(test)),
+                                                          replace=False)
+    groups = [(f"queried by {strategies[0]}", queried[strategies[0]]),
+              (f"queried by {strategies[1]}", queried[strategies[1]]),
+              ("test", list(test_rows))]
+    total = sum(len(g) for _, g in groups)
+    fig, axes = plt.subplots(total, 3, figsize=(7.5, 2.5 * total), squeeze=False, dpi=dpi)
+    names = np.asarray(dataset.get("target_names", []))
+    r = 0
+    for title, idx in groups:
+        if not idx:
+            continue
+        idx = np.asarray(idx)
+        X, masks = dataset["X"][idx], _masks(dataset, idx)
+        maps = {name: gradcam(models[name], X, progress=False) for name in strategies}
+        preds = {name: models[name].predict(X) for name in strategies}
+        for j in range(len(idx)):
+            img = X[j].mean(0)
+            label = dataset["y"][idx[j]]
+            axes[r, 0].imshow(img, cmap="gray")
+            if masks[j].any():
+                axes[r, 0].contour(masks[j], levels=[0.5], colors="lime", linewidths=1)
+            axes[r, 0].set_title(f"{title}: #{idx[j]}, "
+                                 f"{names[label] if len(names) else label}", fontsize=7)
+            for c, name in enumerate(strategies, start=1):
+                axes[r, c].imshow(img, cmap="gray")
+                axes[r, c].imshow(maps[name][j], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                if masks[j].any():
+                    axes[r, c].contour(masks[j], levels=[0.5], colors="lime", linewidths=1)
+                pred = preds[name][j]
+                axes[r, c].set_title(f"{name}: predicts {names[pred] if len(names) else pred}",
+                                     fontsize=7)
+            r += 1
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig

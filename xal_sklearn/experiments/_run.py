@@ -1,0 +1,357 @@
+"""Simulated pool-based active learning with the known labels as the oracle."""
+
+import hashlib
+import json
+import os
+import pickle
+import platform
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from joblib import Parallel, delayed, effective_n_jobs
+from sklearn.base import clone
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
+
+from .._validation import check_images
+from ..datasets import group_train_test_split
+from ..learner import ActiveLearner, _accepts
+from ..scoring import score_pool
+
+__all__ = ["run_experiment", "load_results", "METRICS"]
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "attention_dice")
+_STATE_VERSION = 1
+
+
+# --- configuration --------------------------------------------------------------------
+
+def _normalise_strategies(strategies):
+    if not isinstance(strategies, dict) or not strategies:
+        raise ValueError("strategies must be a non-empty dict: name -> callable or "
+                         "(callable, kwargs).")
+    out = {}
+    for name, spec in strategies.items():
+        func, kwargs = spec if isinstance(spec, tuple) else (spec, {})
+        if not callable(func):
+            raise TypeError(f"Strategy {name!r} is not callable: {func!r}.")
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"Keyword arguments of strategy {name!r} must be a dict.")
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"Strategy name {name!r} may not contain '/' or start with '.'.")
+        out[str(name)] = (func, dict(kwargs))
+    return out
+
+
+def _qualname(func):
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def _stable_repr(value):
+    # object reprs carry memory addresses, which differ from run to run
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def _jsonable(value):
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    return _stable_repr(value)
+
+
+def _fingerprint(dataset):
+    h = hashlib.sha256()
+    for key in ("y", "groups", "roi_available"):
+        h.update(np.ascontiguousarray(np.asarray(dataset[key]).astype(str)).tobytes())
+    X = np.asarray(dataset["X"])
+    h.update(str(X.shape).encode())
+    h.update(np.ascontiguousarray(X[:: max(1, len(X) // 64)]).tobytes())  # a sample of images
+    return h.hexdigest()[:16]
+
+
+def _versions():
+    import captum
+    import skorch
+    import sklearn
+
+    from .. import __version__
+
+    return {"xal_sklearn": __version__, "torch": torch.__version__, "skorch": skorch.__version__,
+            "scikit-learn": sklearn.__version__, "captum": captum.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _check_sizes(initial_size, query_size, budget, n_train):
+    for name, value in (("initial_size", initial_size), ("query_size", query_size),
+                        ("budget", budget)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if budget < initial_size:
+        raise ValueError(f"budget ({budget}) is smaller than the initial labelled set "
+                         f"({initial_size}).")
+    if budget > n_train:
+        raise ValueError(f"budget ({budget}) exceeds the training split ({n_train} samples).")
+
+
+def _set_random_state(estimator, seed):
+    params = estimator.get_params()
+    keys = [k for k in params if k == "random_state" or k.endswith("__random_state")]
+    return estimator.set_params(**{k: seed for k in keys}) if keys else estimator
+
+
+# --- one (strategy, seed) run ---------------------------------------------------------
+
+def _masks(dataset, idx):
+    masks = np.asarray(dataset["roi_masks"])[idx]
+    available = np.asarray(dataset["roi_available"])[idx]
+    return np.where(available[:, None, None], masks, False)
+
+
+def _evaluate(learner, dataset, test, n_classes):
+    X, y = dataset["X"], np.asarray(dataset["y"])
+    s = score_pool(learner, X[test], _masks(dataset, test), progress=False)
+    y_true, y_pred = y[test], s.y_pred
+    row = {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
+        "macro_f1": f1_score(y_true, y_pred, average="macro", labels=np.arange(n_classes),
+                             zero_division=0),
+        "roc_auc_ovr": np.nan,
+        "attention_dice": float(np.nanmean(s.alignment)) if s.roi_available.any() else np.nan,
+    }
+    if len(np.unique(y_true)) == n_classes:
+        proba = s.proba / s.proba.sum(1, keepdims=True)
+        row["roc_auc_ovr"] = (roc_auc_score(y_true, proba[:, 1]) if n_classes == 2 else
+                              roc_auc_score(y_true, proba, multi_class="ovr",
+                                            labels=np.arange(n_classes)))
+    return row
+
+
+def _atomic_write(path, data):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a half-written file is never visible under `path`
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _checkpoint_path(out_dir, name, seed):
+    return Path(out_dir) / "checkpoints" / f"{name}__seed{seed}.pkl"
+
+
+def _run_one(estimator, dataset, name, func, kwargs, seed, cfg, out_dir, threads, progress):
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(threads)
+    X, y = dataset["X"], np.asarray(dataset["y"])
+    train, test = group_train_test_split(dataset["groups"], cfg["test_size"], random_state=seed)
+    rng = np.random.RandomState(seed)
+    initial = np.sort(rng.choice(train, cfg["initial_size"], replace=False))
+    ckpt = _checkpoint_path(out_dir, name, seed) if out_dir is not None else None
+    learner = ActiveLearner(_set_random_state(clone(estimator), seed), query_strategy=func,
+                            random_state=seed)
+    state = None
+    if ckpt is not None and ckpt.is_file():
+        with open(ckpt, "rb") as f:
+            state = pickle.load(f)
+        if state.get("config_hash") != cfg["hash"]:
+            raise ValueError(f"Checkpoint {ckpt} belongs to another configuration.")
+    if state is not None:  # resume after the last finished round
+        labelled, rows = np.asarray(state["labelled"]), state["rows"]
+        learner._commit(state["estimator"], X[labelled], y[labelled], _masks(dataset, labelled),
+                        np.asarray(dataset["roi_available"])[labelled])
+        learner.n_queries_ = state["n_queries"]
+        learner._query_rng = np.random.RandomState()
+        learner._query_rng.set_state(state["rng_state"])
+    else:
+        labelled = initial
+        learner.fit(X[labelled], y[labelled], _masks(dataset, labelled))
+        rows = [dict(strategy=name, seed=seed, round=0, n_labelled=len(labelled),
+                     **_evaluate(learner, dataset, test, cfg["n_classes"]),
+                     queried="[]", queried_uncertainty="[]", queried_misalignment="[]")]
+    n_rounds = -(-(cfg["budget"] - cfg["initial_size"]) // cfg["query_size"])
+    wants_masks = _accepts(func, "roi_masks")
+    bar = tqdm(total=n_rounds, initial=len(rows) - 1, desc=f"{name} seed {seed}",
+               disable=None if progress is None else not progress, leave=False)
+    while True:
+        if ckpt is not None:
+            if not hasattr(learner, "_query_rng"):  # as the learner would create it
+                learner._query_rng = np.random.RandomState(seed)
+            _atomic_write(ckpt, pickle.dumps({
+                "version": _STATE_VERSION, "config_hash": cfg["hash"], "labelled": labelled,
+                "rows": rows, "estimator": learner.estimator_, "n_queries": learner.n_queries_,
+                "rng_state": learner._query_rng.get_state()}))
+        bar.set_postfix(accuracy=f"{rows[-1]['accuracy']:.3f}")
+        if len(labelled) >= cfg["budget"]:
+            break
+        pool = np.setdiff1d(train, labelled)
+        n_query = min(cfg["query_size"], cfg["budget"] - len(labelled))
+        query_kwargs = dict(kwargs)
+        if wants_masks:
+            query_kwargs.setdefault("roi_masks", _masks(dataset, pool))
+        # the strategy sees images (and ROIs), never the pool's labels
+        idx, _ = learner.query(X[pool], n_instances=n_query, **query_kwargs)
+        chosen = pool[idx]
+        why = score_pool(learner, X[chosen], _masks(dataset, chosen),
+                         alpha=kwargs.get("alpha", 0.5), progress=False)
+        learner.teach(X[chosen], y[chosen], roi_masks=_masks(dataset, chosen))
+        labelled = np.concatenate([labelled, chosen])
+        rows.append(dict(
+            strategy=name, seed=seed, round=len(rows), n_labelled=len(labelled),
+            **_evaluate(learner, dataset, test, cfg["n_classes"]),
+            queried=json.dumps(chosen.tolist()),
+            queried_uncertainty=json.dumps(np.round(why.uncertainty, 6).tolist()),
+            queried_misalignment=json.dumps([None if np.isnan(v) else round(float(v), 6)
+                                             for v in why.misalignment])))
+        bar.update(1)
+    bar.close()
+    return rows
+
+
+# --- the experiment -----------------------------------------------------------------
+
+def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=60, budget=570,
+                   seeds=(0, 1, 2), test_size=0.2, out_dir=None, n_jobs=None, force=False,
+                   progress=None, extra_config=None):
+    """Simulate pool-based active learning and record learning curves.
+
+    For each seed the data is split by ``groups`` (no subject in both train
+    and test), and the same initial labelled set is drawn from the training
+    part for every strategy, so curves differ only by the strategy. Each round
+    fits on the labelled set, evaluates on the test split, queries
+    ``query_size`` samples from the rest of the training split (the strategy
+    sees images and ROIs, never the pool's labels) and reveals their labels
+    (the oracle), until ``budget`` labels.
+
+    Parameters
+    ----------
+    estimator : classifier
+        Usually a :class:`~xal_sklearn.CNNClassifier`; cloned for every run,
+        with ``random_state`` set to the seed.
+    dataset : Bunch
+        As returned by :mod:`xal_sklearn.datasets` (``X``, ``y``,
+        ``roi_masks``, ``roi_available``, ``groups``, ``target_names``).
+    strategies : dict
+        ``name -> callable`` or ``name -> (callable, kwargs)`` with modAL's
+        signature, e.g. ``{"random": random_sampling, "dual a=0.3":
+        (dual_criterion_sampling, {"alpha": 0.3})}``. Strategies that take
+        ``roi_masks`` get the pool's masks.
+    initial_size, query_size, budget : int
+        Labels at the start, per round, and in total.
+    seeds : sequence of int
+    test_size : float
+        Fraction of groups held out for testing.
+    out_dir : path-like, optional
+        Results folder: ``config.json`` (configuration, package versions,
+        seeds), ``checkpoints/`` (one file per strategy and seed, rewritten
+        atomically after every round) and ``results.csv``. Running again with
+        the same configuration resumes from the last finished round and gives
+        the same results as an uninterrupted run; a folder of another
+        configuration is refused unless ``force=True``, which starts over.
+    n_jobs : int, optional
+        (strategy, seed) runs in parallel through joblib; inside
+        ``joblib.parallel_config(backend="dask")`` they go to a
+        ``dask.distributed`` cluster. Each run uses ``cpu_count // n_jobs``
+        torch threads, so workers do not oversubscribe the cores.
+    force : bool, default=False
+    progress : bool or None
+        tqdm bars per run with the current accuracy (None: only on a terminal).
+    extra_config : dict, optional
+        Stored in ``config.json`` (the CLI records the data source there).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per strategy x seed x round: ``n_labelled``, the metrics in
+        ``METRICS`` (accuracy, balanced accuracy, macro-F1, one-vs-rest ROC AUC,
+        mean soft Dice of the predicted-class Grad-CAM with the ROI over test
+        samples that have one), and the queried dataset indices with their
+        uncertainty and misalignment.
+    """
+    strategies = _normalise_strategies(strategies)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers, got {seeds!r}.")
+    for key in ("X", "y", "roi_masks", "roi_available", "groups"):
+        if key not in dataset:
+            raise ValueError(f"dataset lacks {key!r}; use a loader from xal_sklearn.datasets.")
+    check_images(dataset["X"][:1], name="dataset.X")
+    y = np.asarray(dataset["y"])
+    n_classes = len(dataset.get("target_names", np.unique(y)))
+    if not 0 < test_size < 1:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}.")
+    for seed in seeds:
+        train, _ = group_train_test_split(dataset["groups"], test_size, random_state=seed)
+        _check_sizes(initial_size, query_size, budget, len(train))
+        missing = sorted(set(range(n_classes)) - set(y[train].tolist()))
+        if missing:
+            names = [str(v) for v in
+                     np.asarray(dataset.get("target_names", np.arange(n_classes)))[missing]]
+            raise ValueError(f"Class(es) {names} are absent from the training split of "
+                             f"seed {seed}; the learner could never learn them.")
+
+    cfg = {
+        "estimator": type(estimator).__name__,
+        "estimator_params": {k: _stable_repr(v) for k, v in
+                             sorted(estimator.get_params(deep=False).items())
+                             if k != "random_state" and not k.endswith("__random_state")},
+        "dataset": {"n_samples": len(y), "image_shape": list(np.shape(dataset["X"])[1:]),
+                    "n_classes": n_classes, "fingerprint": _fingerprint(dataset),
+                    "target_names": [str(t) for t in dataset.get("target_names", [])]},
+        "strategies": {n: {"function": _qualname(f), "kwargs": {k: _jsonable(v) for k, v in kw.items()}}
+                       for n, (f, kw) in strategies.items()},
+        "initial_size": int(initial_size), "query_size": int(query_size), "budget": int(budget),
+        "seeds": seeds, "test_size": float(test_size), "n_classes": n_classes,
+        "extra": extra_config or {},
+    }
+    cfg["hash"] = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        config_file = out_dir / "config.json"
+        if config_file.is_file():
+            old = json.loads(config_file.read_text())
+            if old.get("hash") != cfg["hash"]:
+                if not force:
+                    raise ValueError(
+                        f"{out_dir} holds results of a different configuration; use another "
+                        "folder, or force=True (--force) to discard them and start over.")
+                shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+                (out_dir / "results.csv").unlink(missing_ok=True)
+        (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        _atomic_write(config_file, json.dumps(dict(cfg, versions=_versions()), indent=2).encode())
+
+    runs = [(name, seed) for seed in seeds for name in strategies]
+    n_parallel = max(1, min(effective_n_jobs(n_jobs), len(runs)))
+    threads = max(1, (os.cpu_count() or 1) // n_parallel)
+    results = Parallel(n_jobs=n_jobs)(
+        delayed(_run_one)(estimator, dataset, name, *strategies[name], seed, cfg, out_dir,
+                          threads, progress) for name, seed in runs)
+    table = pd.DataFrame([row for rows in results for row in rows])
+    if out_dir is not None:
+        _atomic_write(out_dir / "results.csv", table.to_csv(index=False).encode())
+    return table
+
+
+def load_results(out_dir):
+    """The results table of a results folder (from ``results.csv``, else checkpoints)."""
+    out_dir = Path(out_dir)
+    if (out_dir / "results.csv").is_file():
+        return pd.read_csv(out_dir / "results.csv")
+    rows = []
+    for ckpt in sorted((out_dir / "checkpoints").glob("*.pkl")):
+        with open(ckpt, "rb") as f:
+            rows.extend(pickle.load(f)["rows"])
+    if not rows:
+        raise FileNotFoundError(f"{out_dir} holds no results.")
+    return pd.DataFrame(rows)
