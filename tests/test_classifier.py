@@ -144,3 +144,14 @@ def test_label_count_mismatch(data):
     X, y = data
     with pytest.raises(ValueError, match="90 samples but y has 89"):
         small().fit(X, y[:-1])
+
+
+def test_cosine_schedule_by_default(data):
+    X, y = data
+    net = CNNClassifier(n_classes=3, max_epochs=4, lr=0.01, random_state=0).fit(X, y)
+    lrs = [g["lr"] for g in net.optimizer_.param_groups]
+    assert lrs[0] == pytest.approx(0.0, abs=1e-12)  # annealed to 0 after max_epochs
+    const = CNNClassifier(n_classes=3, max_epochs=4, lr=0.01, lr_schedule=None).fit(X, y)
+    assert const.optimizer_.param_groups[0]["lr"] == 0.01
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        CNNClassifier(n_classes=3, lr_schedule="step").fit(X, y)

@@ -112,7 +112,7 @@ def shortcut_setup():
     X_train, y_train = scans.X.copy(), scans.y.copy()
     X_train[:150] = np.where(tags.marker_masks[:, None], 0.95, scans.X[:150])
     y_train[:150] = tags.marker_class
-    net = CNNClassifier(n_classes=3, max_epochs=10, random_state=0).fit(X_train, y_train)
+    net = CNNClassifier(n_classes=3, max_epochs=20, random_state=0).fit(X_train, y_train)
     pool_tags = make_lesion_phantoms(80, 32, shortcut=1.0, random_state=3)
     pool = make_lesion_phantoms(80, 32, shortcut=0.0, random_state=4)
     marker = pool_tags.marker_masks.copy()

@@ -16,7 +16,7 @@ from torch import nn
 
 
 def check_images(X, name="X", dtype=np.float32):
-    """Return ``X`` as a finite ``(N, C, *spatial)`` array of ``dtype``.
+    """Return ``X`` as a finite ``(N, C, H, W) or (N, C, D, H, W)`` array of ``dtype``.
 
     Accepts numpy arrays (memmaps included, which are read), torch tensors and
     nested sequences. 2-D images need 4 dimensions, 3-D volumes 5.
@@ -80,7 +80,7 @@ def check_roi_masks(masks, n_samples, spatial_shape, name="roi_masks"):
 
     Returns
     -------
-    masks : ndarray of bool, shape (n_samples, *spatial_shape)
+    masks : ndarray of bool, shape (n_samples, H, W)
     available : ndarray of bool, shape (n_samples,)
         False where the mask is missing or empty (alignment undefined).
     """

@@ -1,6 +1,6 @@
 """Agreement between attention maps and regions of interest.
 
-All functions take a batch of maps ``(N, *spatial)`` with values in [0, 1]
+All functions take a batch of maps ``(N, H, W) or (N, D, H, W)`` with values in [0, 1]
 (as :func:`~xal_sklearn.gradcam` returns) and a batch of masks of the same
 shape (bool, 0/1 or 0/255; values >= 0.5 count as ROI) and return one score per
 sample.
@@ -82,9 +82,9 @@ def soft_dice(maps, masks):
 
     Parameters
     ----------
-    maps : array-like of shape (n_samples, *spatial)
+    maps : array-like of shape (n_samples, H, W) or (n_samples, D, H, W)
         Attention maps with values in [0, 1].
-    masks : array-like of shape (n_samples, *spatial)
+    masks : array-like of shape (n_samples, H, W) or (n_samples, D, H, W)
         ROI masks: bool, 0/1 or 0/255.
 
     Returns

@@ -64,13 +64,13 @@ class GradCAMEngine:
 
         Parameters
         ----------
-        x : tensor (B, C, *spatial)
+        x : tensor (B, C, H, W)
         target : None or int tensor (B,) of column indices
 
         Returns
         -------
         logits : tensor (B, n_classes), detached
-        cams : tensor (B, *spatial), ReLU-ed, upsampled to the input size
+        cams : tensor (B, H, W), ReLU-ed, upsampled to the input size
             (bilinear / trilinear), each map divided by its maximum so it lies
             in [0, 1]; an all-zero map stays zero.
         """

@@ -43,7 +43,7 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         strategies (``entropy_sampling``, ...) work unchanged.
     X_training, y_training : array-like, optional
         The initial labelled set.
-    roi_training : array-like (n, *spatial), optional
+    roi_training : array-like (n, H, W), optional
         ROI masks of the initial labelled set.
     random_state : int, RandomState instance or None, default=None
         Passed (as a generator advanced query after query) to strategies that
@@ -55,7 +55,7 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
     estimator_ : fitted estimator
     X_training_, y_training_ : ndarray
         All labelled images and labels so far.
-    roi_training_ : ndarray of bool (n, *spatial)
+    roi_training_ : ndarray of bool (n, H, W)
         Their ROI masks (all False where none was given).
     roi_available_ : ndarray of bool (n,)
         Whether a non-empty ROI was given for each labelled image.
@@ -125,7 +125,7 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X, y : the newly labelled images and labels
-        roi_masks : array-like (n, *spatial), optional
+        roi_masks : array-like (n, H, W), optional
         only_new : bool, default=False
             If True, continue training on the new samples only
             (``partial_fit``); else refit on the whole labelled set.

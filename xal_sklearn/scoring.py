@@ -47,7 +47,7 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
     X_pool : array-like (N, C, H, W) / (N, C, D, H, W), numpy memmap, or torch Dataset
         A Dataset may return ``image`` or ``(image, mask)`` per item; a
         Pipeline's preceding steps are applied to each batch.
-    roi_masks : None, array-like (N, *spatial), memmap, Dataset, or list with None entries
+    roi_masks : None, array-like (N, H, W) or (N, D, H, W), memmap, Dataset, or list with None entries
         Regions of interest (bool, 0/1 or 0/255). A missing (None) or empty
         mask means "no ROI": its alignment is NaN and ``missing_roi`` applies.
     alpha : float in [0, 1], default=0.5
@@ -70,7 +70,7 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
     batch_size : int, optional
         Default: the estimator's ``batch_size``.
     return_maps : bool, default=False
-        Also return the Grad-CAM maps (N, *spatial) -- only for small pools.
+        Also return the Grad-CAM maps (N, H, W) or (N, D, H, W) -- only for small pools.
     num_workers : int, default=0
         DataLoader workers reading the pool.
     progress : bool or None, default=None

@@ -44,7 +44,7 @@ def dual_criterion_sampling(classifier, X_pool, n_instances=1, roi_masks=None, a
     classifier : ActiveLearner (ours or modAL's), fitted CNNClassifier or Pipeline
     X_pool : array-like (N, C, H, W), memmap or torch Dataset
     n_instances : int, default=1
-    roi_masks : array-like (N, *spatial), optional
+    roi_masks : array-like (N, H, W) or (N, D, H, W), optional
         ROI masks of the pool; without them every sample falls under
         ``missing_roi`` (by default: pure uncertainty sampling).
     alpha : float in [0, 1], default=0.5
