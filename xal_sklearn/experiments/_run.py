@@ -138,6 +138,7 @@ def _atomic_write(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)  # a half-written file is never visible under `path`
     except BaseException:
         if os.path.exists(tmp):
