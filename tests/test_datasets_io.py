@@ -2,7 +2,6 @@
 boxes, NIfTI volumes. Pixel values are checked, not only shapes."""
 
 import time
-import warnings
 
 import nibabel as nib
 from nibabel.testing import data_path as nibabel_data_path

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xal_sklearn import ActiveLearner, CNNClassifier, dual_criterion_sampling, score_pool
+from xal_sklearn import ActiveLearner, CNNClassifier, score_pool
 from xal_sklearn.datasets import group_train_test_split, load_brain_tumor_figshare
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brain-tumor-figshare"

@@ -9,7 +9,6 @@ from sklearn.utils import check_random_state
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer, LRScheduler, PassthroughScoring, PrintLog
 from torch.optim.lr_scheduler import CosineAnnealingLR
-from skorch.dataset import Dataset
 
 from ._validation import check_images
 from .modules import SmallCNN

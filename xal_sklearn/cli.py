@@ -33,7 +33,7 @@ def _load_data(spec, image_size, n_samples, seed):
     kind, _, path = spec.partition(":")
     if kind == "phantoms":
         return make_lesion_phantoms(n_samples, image_size or 48, shortcut=0.9,
-                                    random_state=seed), f"synthetic phantoms (shortcut 0.9)"
+                                    random_state=seed), "synthetic phantoms (shortcut 0.9)"
     if not path:
         raise ValueError(f"--data {kind} needs a path: {kind}:PATH.")
     if kind == "folder":

@@ -75,7 +75,8 @@ def read_vindr_boxes(path):
                 try:
                     boxes[row["image_id"]].append([float(c) for c in coords])
                 except ValueError:
-                    raise DataLoadError(f"{path}, line {line}: bad box coordinates {coords}.")
+                    raise DataLoadError(
+                        f"{path}, line {line}: bad box coordinates {coords}.") from None
     except OSError as exc:
         raise DataLoadError(f"Could not read box file {path}: {exc}") from exc
     return {k: np.asarray(v, dtype=np.float64).reshape(-1, 4) for k, v in boxes.items()}

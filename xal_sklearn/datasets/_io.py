@@ -78,7 +78,8 @@ def _to_unit_range(ds, pixels, window, window_index):
         try:
             center, width = (float(v) for v in window)
         except (TypeError, ValueError):
-            raise ValueError(f"window must be 'header', None or (center, width); got {window!r}.")
+            raise ValueError(
+                f"window must be 'header', None or (center, width); got {window!r}.") from None
         if width <= 1:
             raise ValueError(f"window width must be > 1, got {width}.")
         # the given window replaces the file's, through the same DICOM linear function
