@@ -101,14 +101,15 @@ def _run(args, parser):
         parser.error(f"--budget ({args.budget}) is smaller than --initial ({args.initial})")
     out = Path(args.out or Path("xal_results") / args.data.partition(":")[0])
     dataset, description = _load_data(args.data, args.image_size, args.n_samples, 0)
+    strategies = _strategies(names, alphas, args.uncertainty)
     net = CNNClassifier(n_classes=len(dataset.target_names), max_epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr)
     print(f"xal run: {description}, {len(dataset.y)} images of "
           f"{'x'.join(map(str, dataset.X.shape[1:]))}; strategies "
-          f"{', '.join(_strategies(names, alphas, args.uncertainty))}; {args.seeds} seed(s); "
+          f"{', '.join(strategies)}; {args.seeds} seed(s); "
           f"results in {out}", flush=True)
     results = run_experiment(
-        net, dataset, _strategies(names, alphas, args.uncertainty), initial_size=args.initial,
+        net, dataset, strategies, initial_size=args.initial,
         query_size=args.query_size, budget=args.budget, seeds=range(args.seeds),
         test_size=args.test_size, out_dir=out, n_jobs=args.n_jobs, force=args.force,
         progress=False if args.no_progress else None,

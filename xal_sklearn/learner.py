@@ -175,9 +175,7 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         self._ensure_fitted()
         kwargs = dict(query_kwargs)
         if "random_state" not in kwargs and _accepts(self.query_strategy, "random_state"):
-            if not hasattr(self, "_query_rng"):
-                self._query_rng = check_random_state(self.random_state)
-            kwargs["random_state"] = self._query_rng
+            kwargs["random_state"] = self._query_random_state()
         result = self.query_strategy(self, X_pool, n_instances=n_instances, **kwargs)
         if isinstance(result, tuple):  # old modAL strategies return (idx, X)
             result = result[0]
@@ -191,6 +189,12 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
             )
         self.n_queries_ += 1
         return idx, _take(X_pool, idx)
+
+    def _query_random_state(self):
+        """The generator handed to strategies, created from ``random_state`` on first use."""
+        if not hasattr(self, "_query_rng"):
+            self._query_rng = check_random_state(self.random_state)
+        return self._query_rng
 
     # --- prediction ---------------------------------------------------------------
     def predict(self, X):

@@ -117,11 +117,9 @@ def read_image(path, as_gray=True, frame=None):
     path = os.fspath(path)
     if is_dicom(path):
         arr = read_dicom(path, frame=0 if frame is None else frame)
-        if arr.ndim == 3 and arr.shape[-1] == 3:
-            arr = np.moveaxis(arr, -1, 0)
-        elif arr.ndim == 3:  # several frames without a frame choice
-            arr = arr[0]
-        return _channels(arr if arr.ndim == 3 else arr[None], as_gray)
+        # one frame: (H, W), or (H, W, 3) for colour
+        arr = np.moveaxis(arr, -1, 0) if arr.ndim == 3 else arr[None]
+        return _channels(arr, as_gray)
     if is_nifti(path):
         import nibabel as nib
 

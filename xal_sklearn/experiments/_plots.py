@@ -1,5 +1,6 @@
 """Learning curves and Grad-CAM overlay grids."""
 
+import json
 import pickle
 from pathlib import Path
 
@@ -95,7 +96,6 @@ def plot_gradcam_grid(out_dir, dataset, strategies, seed=0, n_samples=4, path=No
 
     if len(strategies) != 2:
         raise ValueError("plot_gradcam_grid compares exactly two strategies.")
-    import json
 
     models, queried = {}, {}
     for name in strategies:

@@ -110,10 +110,9 @@ def _masks(dataset, idx):
     return np.where(available[:, None, None], masks, False)
 
 
-def _evaluate(learner, dataset, test, n_classes):
-    X, y = dataset["X"], np.asarray(dataset["y"])
-    s = score_pool(learner, X[test], _masks(dataset, test), progress=False)
-    y_true, y_pred = y[test], s.y_pred
+def _evaluate(learner, X_test, y_true, masks_test, n_classes):
+    s = score_pool(learner, X_test, masks_test, progress=False)
+    y_pred = s.y_pred
     row = {
         "accuracy": accuracy_score(y_true, y_pred),
         "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
@@ -158,6 +157,7 @@ def _run_one(estimator, dataset, name, func, kwargs, seed, cfg, out_dir, threads
     train, test = group_train_test_split(dataset["groups"], cfg["test_size"], random_state=seed)
     rng = np.random.RandomState(seed)
     initial = np.sort(rng.choice(train, cfg["initial_size"], replace=False))
+    test_set = (X[test], y[test], _masks(dataset, test), cfg["n_classes"])
     ckpt = _checkpoint_path(out_dir, name, seed) if out_dir is not None else None
     learner = ActiveLearner(_set_random_state(clone(estimator), seed), query_strategy=func,
                             random_state=seed)
@@ -172,13 +172,12 @@ def _run_one(estimator, dataset, name, func, kwargs, seed, cfg, out_dir, threads
         learner._commit(state["estimator"], X[labelled], y[labelled], _masks(dataset, labelled),
                         np.asarray(dataset["roi_available"])[labelled])
         learner.n_queries_ = state["n_queries"]
-        learner._query_rng = np.random.RandomState()
-        learner._query_rng.set_state(state["rng_state"])
+        learner._query_random_state().set_state(state["rng_state"])
     else:
         labelled = initial
         learner.fit(X[labelled], y[labelled], _masks(dataset, labelled))
         rows = [dict(strategy=name, seed=seed, round=0, n_labelled=len(labelled),
-                     **_evaluate(learner, dataset, test, cfg["n_classes"]),
+                     **_evaluate(learner, *test_set),
                      queried="[]", queried_uncertainty="[]", queried_misalignment="[]")]
     n_rounds = -(-(cfg["budget"] - cfg["initial_size"]) // cfg["query_size"])
     wants_masks = _accepts(func, "roi_masks")
@@ -186,12 +185,10 @@ def _run_one(estimator, dataset, name, func, kwargs, seed, cfg, out_dir, threads
                disable=None if progress is None else not progress, leave=False)
     while True:
         if ckpt is not None:
-            if not hasattr(learner, "_query_rng"):  # as the learner would create it
-                learner._query_rng = np.random.RandomState(seed)
             _atomic_write(ckpt, pickle.dumps({
                 "version": _STATE_VERSION, "config_hash": cfg["hash"], "labelled": labelled,
                 "rows": rows, "estimator": learner.estimator_, "n_queries": learner.n_queries_,
-                "rng_state": learner._query_rng.get_state()}))
+                "rng_state": learner._query_random_state().get_state()}))
         bar.set_postfix(accuracy=f"{rows[-1]['accuracy']:.3f}")
         if len(labelled) >= cfg["budget"]:
             break
@@ -203,13 +200,14 @@ def _run_one(estimator, dataset, name, func, kwargs, seed, cfg, out_dir, threads
         # the strategy sees images (and ROIs), never the pool's labels
         idx, _ = learner.query(X[pool], n_instances=n_query, **query_kwargs)
         chosen = pool[idx]
-        why = score_pool(learner, X[chosen], _masks(dataset, chosen),
-                         alpha=kwargs.get("alpha", 0.5), progress=False)
-        learner.teach(X[chosen], y[chosen], roi_masks=_masks(dataset, chosen))
+        chosen_masks = _masks(dataset, chosen)
+        why = score_pool(learner, X[chosen], chosen_masks, alpha=kwargs.get("alpha", 0.5),
+                         progress=False)
+        learner.teach(X[chosen], y[chosen], roi_masks=chosen_masks)
         labelled = np.concatenate([labelled, chosen])
         rows.append(dict(
             strategy=name, seed=seed, round=len(rows), n_labelled=len(labelled),
-            **_evaluate(learner, dataset, test, cfg["n_classes"]),
+            **_evaluate(learner, *test_set),
             queried=json.dumps(chosen.tolist()),
             queried_uncertainty=json.dumps(np.round(why.uncertainty, 6).tolist()),
             queried_misalignment=json.dumps([None if np.isnan(v) else round(float(v), 6)
