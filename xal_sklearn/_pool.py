@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from ._validation import check_finite_batch, check_roi_masks
+from ._validation import check_finite_batch, check_numeric, check_roi_masks
 
 
 def pool_length(X):
@@ -34,10 +34,17 @@ def _stack(items, what):
         raise ValueError(f"Could not stack {what} items of the pool Dataset: {exc}") from exc
 
 
-def _tensor(a, dtype):
-    # memmaps opened read-only must be copied before torch wraps them
-    a = np.asarray(a)
-    return torch.from_numpy(np.array(a, dtype=dtype, order="C", copy=not a.flags.writeable))
+def as_batch_tensor(a, dtype=np.float32):
+    """One batch as a C-contiguous, writeable tensor of ``dtype``.
+
+    Casts any numeric dtype (float16/64, integers, bool) and any layout (strided,
+    transposed or reversed views, memmaps) batch by batch, so a large pool is
+    never copied whole.
+    """
+    out = np.ascontiguousarray(a, dtype=dtype)
+    if not out.flags.writeable:  # a read-only memmap slice: torch needs its own copy
+        out = out.copy()
+    return torch.from_numpy(out)
 
 
 class _PoolBatches(Dataset):
@@ -78,9 +85,10 @@ class _PoolBatches(Dataset):
                 "Pool images must be image-shaped (n, channels, height, width) or "
                 f"(n, channels, depth, height, width); got a batch of shape {x.shape}."
             )
-        x = _tensor(x, np.float32)
+        check_numeric(x, "X_pool")
+        x = as_batch_tensor(x)
         masks, available = check_roi_masks(m, len(x), x.shape[2:])
-        return x, _tensor(masks, bool), torch.from_numpy(available), int(batch_idx[0])
+        return x, as_batch_tensor(masks, bool), torch.from_numpy(available), int(batch_idx[0])
 
 
 def iter_pool(X, masks=None, batch_size=128, preprocess=None, num_workers=0, name="X_pool"):

@@ -4,15 +4,33 @@ Every check raises ``ValueError``/``TypeError`` that names the argument, and
 none of them modifies its input.
 """
 
+import inspect
 import numbers
+import warnings
 
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 from torch import nn
+
+
+def accepts_keyword(func, name):
+    """Whether ``func`` has an explicit parameter ``name`` (``**kwargs`` does not count:
+    modAL strategies forward them to ``predict_proba``)."""
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def check_numeric(arr, name="X"):
+    """Raise ``TypeError`` unless ``arr`` holds numbers (or booleans)."""
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}.")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}.")
 
 
 def check_images(X, name="X", dtype=np.float32):
@@ -27,10 +45,7 @@ def check_images(X, name="X", dtype=np.float32):
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
-    ):
-        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}.")
+    check_numeric(arr, name)
     if arr.ndim not in (4, 5):
         raise ValueError(
             f"{name} must be image-shaped: (n_samples, channels, height, width) for 2-D "
@@ -54,16 +69,36 @@ def check_finite_batch(batch, name="X_pool", offset=0):
         raise ValueError(f"{name} contains NaN or infinite values (first at index {first}).")
 
 
+class FaintMaskWarning(UserWarning):
+    """Soft ROI masks whose every value lies below the 0.5 threshold count as empty."""
+
+
 def binarize_masks(masks, name="roi_masks"):
-    """Masks given as bool, 0/1, 0/255 or soft [0, 1] values -> bool (>= 0.5)."""
+    """Masks given as bool, 0/1, 0/255 or soft [0, 1] values -> bool (>= 0.5).
+
+    NaN is refused (it is neither inside nor outside the ROI). A mask with
+    positive values that all lie below 0.5 becomes empty; one warning counts them.
+    """
     m = np.asarray(masks)
     if m.dtype == bool:
         return m
     if not np.issubdtype(m.dtype, np.number):
         raise TypeError(f"{name} must be boolean or numeric, got dtype {m.dtype}.")
-    if m.size and np.nanmin(m) < 0:
+    if m.size and np.issubdtype(m.dtype, np.floating) and np.isnan(m).any():
+        raise ValueError(f"{name} contains NaN values; a mask pixel must be inside the ROI "
+                         "(>= 0.5) or outside it.")
+    if m.size and m.min() < 0:
         raise ValueError(f"{name} must not hold negative values.")
-    return m >= 0.5
+    out = m >= 0.5
+    if m.ndim >= 2 and m.size:
+        flat = m.reshape(len(m), -1) if m.ndim > 2 else m.reshape(1, -1)
+        faint = int(((flat.max(axis=1) > 0) & (flat.max(axis=1) < 0.5)).sum())
+        if faint:
+            warnings.warn(
+                f"{faint} mask(s) in {name} have positive values but none >= 0.5; they are "
+                "treated as empty (no ROI). Rescale soft masks to a maximum of 1.",
+                FaintMaskWarning, stacklevel=3)
+    return out
 
 
 def check_roi_masks(masks, n_samples, spatial_shape, name="roi_masks"):
@@ -145,17 +180,13 @@ def resolve_estimator(classifier):
     Returns ``(net, preprocess)``: ``net`` is a fitted skorch net (normally a
     :class:`~xal_sklearn.CNNClassifier`), ``preprocess`` the fitted steps of a
     :class:`~sklearn.pipeline.Pipeline` in front of it (or ``None``).
-    Accepts our :class:`~xal_sklearn.ActiveLearner`, modAL's learners, a fitted
+    Accepts an active learner (anything with a ``query_strategy``: ours keeps
+    the fitted model in ``estimator_``, modAL's in ``estimator``), a fitted
     net, or a fitted pipeline ending in one.
     """
-    from .learner import ActiveLearner  # circular at import time
-
     est = classifier
-    if isinstance(est, ActiveLearner):
-        check_is_fitted(est, "estimator_")
-        est = est.estimator_
-    elif hasattr(est, "query_strategy") and hasattr(est, "estimator"):  # modAL learner
-        est = est.estimator
+    if hasattr(est, "query_strategy"):  # duck-typed, so this layer imports no learner
+        est = est.estimator_ if hasattr(est, "estimator_") else getattr(est, "estimator", est)
     preprocess = None
     if isinstance(est, Pipeline):
         preprocess = est[:-1] if len(est.steps) > 1 else None
@@ -197,3 +228,35 @@ def resolve_layer(module, layer):
             f"Grad-CAM layer {layer!r} is not in {type(module).__name__}; "
             f"available: {', '.join(names)}."
         ) from None
+
+
+def check_input_shape(net, shape, name="X_pool"):
+    """Refuse images whose shape the fitted ``net`` cannot take, naming both shapes.
+
+    ``shape`` is one image's ``(C, H, W)`` or ``(C, D, H, W)``. Channels and the
+    number of spatial axes must equal those seen in ``fit``; another spatial size
+    is accepted when the module runs on it (global pooling), which one zero image probes.
+    """
+    trained = getattr(net, "image_shape_", None)
+    if trained is None or tuple(shape) == tuple(trained):
+        return
+    shape, trained = tuple(int(v) for v in shape), tuple(trained)
+    what = f"{name} images have shape {shape} but the network was trained on {trained}"
+    if len(shape) != len(trained):
+        kinds = {3: "2-D images (C, H, W)", 4: "3-D volumes (C, D, H, W)"}
+        raise ValueError(f"{what}: {kinds.get(len(shape), 'another layout')} given to a net "
+                         f"trained on {kinds.get(len(trained), 'another layout')}.")
+    if shape[0] != trained[0]:
+        raise ValueError(f"{what}: {shape[0]} channel(s) instead of {trained[0]}.")
+    module = net.module_
+    param = next(module.parameters(), None)
+    probe = torch.zeros((1,) + shape, device=param.device if param is not None else "cpu")
+    was_training = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(probe)
+    except RuntimeError as exc:
+        raise ValueError(f"{what}; the module cannot take that spatial size ({exc}).") from None
+    finally:
+        module.train(was_training)

@@ -1,6 +1,8 @@
 """A skorch classifier with defaults for active learning on small image sets."""
 
 import inspect
+import warnings
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 import numpy as np
@@ -8,12 +10,20 @@ import torch
 from sklearn.utils import check_random_state
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer, LRScheduler, PassthroughScoring, PrintLog
+from skorch.dataset import unpack_data
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from ._validation import check_images
+from ._dataset import ImageDataset
+from ._validation import (binarize_masks, check_images, check_input_shape, check_roi_masks,
+                          resolve_layer)
 from .modules import SmallCNN
+from .roi_loss import check_roi_loss, roi_loss_term
 
 __all__ = ["CNNClassifier"]
+
+
+class _FitInterrupted(Exception):
+    """Carries a KeyboardInterrupt past skorch, which would swallow it."""
 
 
 def _encoded_accuracy(net, X, y):
@@ -41,7 +51,15 @@ class CNNClassifier(NeuralNetClassifier):
       the final weights, and so the curves of an AL run, far less noisy (test
       accuracy over 3 seeds at 450 brain-MRI labels: 0.71 +- 0.07 with a constant
       rate, 0.77 +- 0.01 with the cosine schedule);
-    * float64 images are cast to float32 and labels to int64;
+    * images of any numeric dtype (float16/64, uint8, int16 ...) and layout
+      (strided or transposed views, memmaps) are cast to float32 batch by
+      batch, and labels to int64;
+    * optionally, the ROI masks of the training images teach the network
+      where to look: ``roi_loss`` adds an attention loss
+      (:mod:`xal_sklearn.roi_loss`) for every sample that has an ROI;
+    * Ctrl-C during ``fit`` raises ``KeyboardInterrupt`` (skorch would stop
+      quietly and return a half-trained model, which an active-learning loop
+      would then record as a finished round);
     * ``random_state`` seeds weight initialisation and batch shuffling without
       touching the global torch RNG;
     * ``device="auto"`` picks CUDA when available.
@@ -61,6 +79,20 @@ class CNNClassifier(NeuralNetClassifier):
     gradcam_layer : str or None, default=None
         Module path of the layer that Grad-CAM explains (``"features.6"``);
         None means the last ``Conv2d``/``Conv3d``.
+    roi_loss : {"dice", "outside", "rrr"} or None, default=None
+        Attention loss on samples with an ROI (see :mod:`xal_sklearn.roi_loss`):
+        ``"dice"`` is 1 - soft Dice of the true class's Grad-CAM at
+        ``gradcam_layer`` and the mask (the reference method), ``"outside"``
+        the share of Grad-CAM mass outside the mask, ``"rrr"`` squared input
+        gradients outside the mask. None trains on cross-entropy only.
+    roi_weight : float >= 0, default=1.0
+        Weight of the attention loss against the cross-entropy.
+    roi_dilation : int >= 0, default=0
+        Cells by which masks are grown on the attention grid (``"dice"``,
+        ``"outside"``), forgiving the coarse grid at lesion borders.
+    roi_warmup : int >= 0, default=0
+        Epochs of cross-entropy only at the start of each ``fit`` before the
+        attention loss is added.
     lr_schedule : {"cosine", None}, default="cosine"
         Cosine annealing of the learning rate over each ``fit`` (restarting at
         every ``partial_fit``), or a constant rate.
@@ -80,6 +112,9 @@ class CNNClassifier(NeuralNetClassifier):
         Class labels in column order.
     n_channels_in_ : int
         Number of image channels seen in ``fit``.
+    image_shape_ : tuple of int
+        Shape of one training image, ``(C, H, W)`` or ``(C, D, H, W)``; pools
+        of another channel count or dimensionality are refused by name.
     module_, history_ : as in skorch.
 
     Examples
@@ -96,6 +131,10 @@ class CNNClassifier(NeuralNetClassifier):
         n_classes=None,
         classes=None,
         gradcam_layer=None,
+        roi_loss=None,
+        roi_weight=1.0,
+        roi_dilation=0,
+        roi_warmup=0,
         lr_schedule="cosine",
         random_state=None,
         criterion=torch.nn.CrossEntropyLoss,
@@ -124,6 +163,10 @@ class CNNClassifier(NeuralNetClassifier):
         )
         self.n_classes = n_classes
         self.gradcam_layer = gradcam_layer
+        self.roi_loss = roi_loss
+        self.roi_weight = roi_weight
+        self.roi_dilation = roi_dilation
+        self.roi_warmup = roi_warmup
         self.lr_schedule = lr_schedule
         self.random_state = random_state
 
@@ -212,10 +255,11 @@ class CNNClassifier(NeuralNetClassifier):
         return self
 
     def get_dataset(self, X, y=None):
-        if isinstance(X, np.ndarray) and X.dtype == np.float64:
-            X = X.astype(np.float32)
-        elif isinstance(X, torch.Tensor) and X.dtype == torch.float64:
+        if isinstance(X, torch.Tensor) and X.dtype != torch.float32 and X.is_floating_point():
             X = X.float()
+        if isinstance(X, np.ndarray) and not (X.dtype == np.float32 and X.flags.c_contiguous):
+            # cast per item: no full copy of an integer memmap, and no negative strides
+            return ImageDataset(X, None if y is None else self._encode_labels(y))
         if y is not None and not isinstance(X, torch.utils.data.Dataset):
             y = self._encode_labels(y)
         return super().get_dataset(X, y)
@@ -232,39 +276,196 @@ class CNNClassifier(NeuralNetClassifier):
             torch.manual_seed(seed)
             yield
 
-    def _prepare_fit(self, X, y):
+    def _prepare_fit(self, X, y, roi_masks, continuing):
+        """Validate everything before any state changes; return ``(X, y)`` for skorch.
+
+        ``continuing``: training goes on from the fitted weights, so the images
+        must have the shape the network was trained on.
+        """
+        self._roi_weight = check_roi_loss(self.roi_loss, self.roi_weight)
+        for name in ("roi_dilation", "roi_warmup"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+        image_shape = None
         if not isinstance(X, torch.utils.data.Dataset):
             X = check_images(X)
-            self.n_channels_in_ = int(X.shape[1])
+            image_shape = tuple(int(v) for v in X.shape[1:])
+            if continuing:
+                check_input_shape(self, image_shape, "X")
         if y is not None:
             y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
             if len(y) != len(X):
                 raise ValueError(f"X has {len(X)} samples but y has {len(y)} labels.")
-            if self.classes is None and self.n_classes is None:
-                self.classes_inferred_ = np.unique(y)
+        masks = self._check_fit_masks(roi_masks, X)
+        if y is not None and self.classes is None and self.n_classes is None:
+            self.classes_inferred_ = np.unique(y)
+        if image_shape is not None:
+            self.n_channels_in_, self.image_shape_ = image_shape[0], image_shape
+        if masks is not None:
+            X, y = ImageDataset(X, self._encode_labels(y), masks), None
         return X, y
 
-    def fit(self, X, y, **fit_params):
+    def _check_fit_masks(self, roi_masks, X):
+        if roi_masks is None:
+            return None
+        if self.roi_loss is None:
+            warnings.warn("roi_masks are ignored because roi_loss=None; set roi_loss "
+                          "('dice', 'outside' or 'rrr') to train with them.", UserWarning,
+                          stacklevel=4)
+            return None
+        if isinstance(X, torch.utils.data.Dataset):
+            raise TypeError("roi_masks cannot be combined with a torch Dataset X; pass arrays.")
+        spatial = X.shape[2:]
+        if isinstance(roi_masks, (list, tuple)) and any(m is None for m in roi_masks):
+            return check_roi_masks(roi_masks, len(X), spatial)[0]
+        if isinstance(roi_masks, torch.Tensor):
+            roi_masks = roi_masks.detach().cpu().numpy()
+        m = binarize_masks(np.asarray(roi_masks))
+        if m.ndim == len(spatial) + 2 and m.shape[1] == 1:
+            m = m[:, 0]
+        if m.ndim >= 1 and len(m) != len(X):
+            raise ValueError(f"roi_masks has {len(m)} masks but X has {len(X)} images.")
+        ratios = {round(a / b, 6) for a, b in zip(m.shape[1:], spatial)}
+        if m.ndim != len(spatial) + 1 or len(ratios) != 1:
+            raise ValueError(
+                f"roi_masks must have shape (n_samples, *mask_spatial) with the images' aspect "
+                f"ratio (images: {tuple(spatial)}); got {m.shape}.")
+        return m
+
+    def _check_attention_layer(self):
+        """Refuse a Grad-CAM layer without spatial output before any training step."""
+        if self.roi_loss not in ("dice", "outside"):
+            return
+        layer = resolve_layer(self.module_, self.gradcam_layer)
+        shape = getattr(self, "image_shape_", None)
+        if shape is None:
+            return
+        out = {}
+        handle = layer.register_forward_hook(lambda m, i, o: out.setdefault("y", o))
+        param = next(self.module_.parameters(), None)
+        was_training = self.module_.training
+        try:
+            self.module_.eval()
+            with torch.no_grad():
+                self.module_(torch.zeros((1,) + shape,
+                                         device=param.device if param is not None else "cpu"))
+        finally:
+            handle.remove()
+            self.module_.train(was_training)
+        y = out.get("y")
+        if not isinstance(y, torch.Tensor) or y.dim() != len(shape) + 1:
+            raise ValueError(
+                f"roi_loss={self.roi_loss!r} needs a convolutional Grad-CAM layer whose output "
+                f"has {len(shape) - 1} spatial axes; {self.gradcam_layer!r} gives "
+                f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}.")
+
+    # --- training with ROIs, through skorch's hooks
+    def infer(self, x, **fit_params):
+        if isinstance(x, Mapping) and "roi" in x:  # an ImageDataset batch with masks
+            x = x["x"]
+        return super().infer(x, **fit_params)
+
+    def _roi_active(self):
+        return self.roi_loss is not None and len(self.history) > self.roi_warmup
+
+    def train_step_single(self, batch, **fit_params):
+        Xi, yi = unpack_data(batch)
+        if not (isinstance(Xi, Mapping) and "roi" in Xi and self._roi_active()):
+            return super().train_step_single(batch, **fit_params)
+        self._set_training(True)
+        x = Xi["x"].to(self.device)
+        if self.roi_loss == "rrr":
+            x = x.detach().requires_grad_(True)
+        captured = {}
+        handle = None
+        if self.roi_loss != "rrr":
+            layer = resolve_layer(self.module_, self.gradcam_layer)
+            handle = layer.register_forward_hook(lambda m, i, o: captured.setdefault("A", o))
+        try:
+            y_pred = self.infer(x, **fit_params)
+        finally:
+            if handle is not None:
+                handle.remove()
+        loss = self.get_loss(y_pred, yi, X=dict(Xi, x=x, activations=captured.get("A")),
+                             training=True)
+        loss.backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """Cross-entropy, plus ``roi_weight`` x the attention loss while training with ROIs."""
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if not (training and isinstance(X, Mapping) and "activations" in X):
+            return loss
+        logits = y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
+        term = roi_loss_term(
+            self.roi_loss, x=X["x"], logits=logits, activations=X["activations"],
+            target=y_true.to(logits.device).long(), masks=X["roi"].to(logits.device),
+            has_roi=X["has_roi"].to(logits.device), dilation=self.roi_dilation)
+        return loss + self._roi_weight * term
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt as exc:
+            raise _FitInterrupted from exc
+
+    def fit(self, X, y, roi_masks=None, **fit_params):
         """Initialise (unless ``warm_start``) and train on images ``X`` and labels ``y``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, channels, height, width)
-            Images (or volumes with an extra depth axis), finite values.
+            Images (or volumes with an extra depth axis), finite values of any
+            numeric dtype.
         y : array-like of shape (n_samples,)
             Labels, each one of ``classes_``.
+        roi_masks : array-like (n_samples, H', W'), list with None entries, optional
+            ROI masks (bool, 0/1, 0/255 or soft >= 0.5) at the images' resolution
+            or any other with the same aspect ratio; an empty or None mask means
+            "no ROI" (cross-entropy only). Used when ``roi_loss`` is set, else
+            ignored with a warning.
+
+        Notes
+        -----
+        Every argument is checked before anything changes; Ctrl-C during
+        training raises ``KeyboardInterrupt``.
         """
-        X, y = self._prepare_fit(X, y)
+        X, y = self._prepare_fit(X, y, roi_masks, self.warm_start and self.initialized_)
         with self._seeded():
+            was_initialized = self.initialized_
             if not self.warm_start or not self.initialized_:
                 self.initialize()
-            return NeuralNetClassifier.partial_fit(self, X, y, **fit_params)
+            try:
+                self._check_attention_layer()
+            except ValueError:
+                self.initialized_ = was_initialized and self.warm_start
+                raise
+            try:
+                return NeuralNetClassifier.partial_fit(self, X, y, _routing_method="fit",
+                                                       **fit_params)
+            except _FitInterrupted:
+                raise KeyboardInterrupt from None
 
-    def partial_fit(self, X, y=None, classes=None, **fit_params):
-        """Continue training on ``X, y`` (initialises first if needed)."""
-        X, y = self._prepare_fit(X, y)
+    def partial_fit(self, X, y=None, classes=None, roi_masks=None, **fit_params):
+        """Continue training on ``X, y`` (initialises first if needed); see :meth:`fit`."""
+        X, y = self._prepare_fit(X, y, roi_masks, self.initialized_)
         with self._seeded():
-            return super().partial_fit(X, y, classes=classes, **fit_params)
+            if not self.initialized_:
+                self.initialize()
+            self._check_attention_layer()
+            try:
+                return super().partial_fit(X, y, classes=classes, **fit_params)
+            except _FitInterrupted:
+                raise KeyboardInterrupt from None
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``."""
+        if self.initialized_ and not isinstance(X, torch.utils.data.Dataset):
+            shape = np.shape(X)
+            if len(shape) >= 2:
+                check_input_shape(self, shape[1:], "X")
+        return super().predict_proba(X)
 
     def predict(self, X):
         """Class labels (elements of ``classes_``) of the images ``X``."""

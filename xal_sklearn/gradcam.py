@@ -5,7 +5,7 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
 from ._pool import iter_pool, pool_length, progress_bar
-from ._validation import resolve_estimator, resolve_layer
+from ._validation import check_input_shape, resolve_estimator, resolve_layer
 
 __all__ = ["gradcam"]
 
@@ -36,6 +36,8 @@ class GradCAMEngine:
         self.layer = resolve_layer(self.module, layer)
         self.device = torch.device(net.device) if net.device is not None else torch.device("cpu")
         self.chunk_size = self.cpu_chunk_size if self.device.type == "cpu" else None
+        self.grid_shape = None  # spatial shape of the layer's output, set by the first batch
+        self._checked_shapes = set()
 
     def __enter__(self):
         self._was_training = self.module.training
@@ -74,6 +76,9 @@ class GradCAMEngine:
             (bilinear / trilinear), each map divided by its maximum so it lies
             in [0, 1]; an all-zero map stays zero.
         """
+        if tuple(x.shape[1:]) not in self._checked_shapes:
+            check_input_shape(self.net, x.shape[1:])
+            self._checked_shapes.add(tuple(x.shape[1:]))
         x = x.to(self.device)
         step = self.chunk_size
         if step and len(x) > step:
@@ -100,6 +105,7 @@ class GradCAMEngine:
                 f"The Grad-CAM layer output has {cam.dim() - 2} spatial dimension(s) but the "
                 f"input has {x.dim() - 2}; choose a convolutional layer."
             )
+        self.grid_shape = tuple(cam.shape[2:])
         mode = "bilinear" if x.dim() == 4 else "trilinear"
         cam = LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode=mode)[:, 0]
         peak = cam.reshape(len(cam), -1).amax(1).view(-1, *([1] * (cam.dim() - 1)))

@@ -1,7 +1,6 @@
 """A modAL-compatible active learner that keeps ROI masks and follows sklearn's contract."""
 
 import copy
-import inspect
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -9,7 +8,7 @@ from sklearn.utils import check_random_state
 from torch.utils.data import Dataset
 
 from ._pool import pool_length
-from ._validation import check_images, check_n_instances, check_roi_masks
+from ._validation import accepts_keyword, check_images, check_n_instances, check_roi_masks
 from .strategies import dual_criterion_sampling
 
 __all__ = ["ActiveLearner"]
@@ -82,20 +81,25 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         masks, available = check_roi_masks(roi_masks, len(X), X.shape[2:])
         return X, y, masks, available
 
-    def _fit_estimator(self, estimator, X, y, only_new=False):
-        if only_new and hasattr(estimator, "partial_fit"):
-            estimator.partial_fit(X, y)
-        else:
-            estimator.fit(X, y)
+    def _fit_estimator(self, estimator, X, y, masks, only_new=False):
+        method = "partial_fit" if only_new and hasattr(estimator, "partial_fit") else "fit"
+        kwargs = {}
+        key = roi_fit_param(estimator, method)
+        if key is not None and _uses_roi_masks(estimator):
+            kwargs[key] = masks
+        getattr(estimator, method)(X, y, **kwargs)
         return estimator
 
     def fit(self, X, y, roi_masks=None):
         """Replace the labelled set by ``X, y`` (and their ROI masks) and fit on it.
 
-        On error the learner is left as it was.
+        The masks reach the estimator's ``fit`` when it accepts ``roi_masks``
+        (a :class:`~xal_sklearn.CNNClassifier` with ``roi_loss`` set, or a
+        Pipeline ending in one); other estimators are fitted on ``X, y``. On
+        error the learner is left as it was.
         """
         X, y, masks, available = self._check_labelled(X, y, roi_masks)
-        return self._commit(self._fit_estimator(clone(self.estimator), X, y),
+        return self._commit(self._fit_estimator(clone(self.estimator), X, y, masks),
                             X, y, masks, available)
 
     def _commit(self, estimator, X, y, masks, available):
@@ -149,9 +153,10 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
             np.concatenate([a, b]) for a, b in zip(old, (X, y, masks, available))
         )
         if only_new:
-            estimator = self._fit_estimator(copy.deepcopy(self.estimator_), X, y, only_new=True)
+            estimator = self._fit_estimator(copy.deepcopy(self.estimator_), X, y, masks,
+                                            only_new=True)
         else:
-            estimator = self._fit_estimator(clone(self.estimator), X_all, y_all)
+            estimator = self._fit_estimator(clone(self.estimator), X_all, y_all, masks_all)
         return self._commit(estimator, X_all, y_all, masks_all, available_all)
 
     # --- querying ---------------------------------------------------------------
@@ -174,7 +179,7 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         n_instances = check_n_instances(n_instances, pool_length(X_pool))
         self._ensure_fitted()
         kwargs = dict(query_kwargs)
-        if "random_state" not in kwargs and _accepts(self.query_strategy, "random_state"):
+        if "random_state" not in kwargs and accepts_keyword(self.query_strategy, "random_state"):
             kwargs["random_state"] = self._query_random_state()
         result = self.query_strategy(self, X_pool, n_instances=n_instances, **kwargs)
         if isinstance(result, tuple):  # old modAL strategies return (idx, X)
@@ -215,10 +220,21 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         return hasattr(self, "estimator_")
 
 
-def _accepts(func, name):
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-    # only an explicit parameter: modAL strategies forward **kwargs to predict_proba
-    return name in params
+def roi_fit_param(estimator, method="fit"):
+    """The keyword under which ``estimator.<method>`` takes ROI masks, or None.
+
+    ``"roi_masks"`` for an estimator whose method has that parameter;
+    ``"<step>__roi_masks"`` for a Pipeline whose last step's method has it.
+    """
+    steps = getattr(estimator, "steps", None)
+    if steps:  # a Pipeline routes "<step>__<param>" to that step's fit
+        name, last = steps[-1]
+        return f"{name}__roi_masks" if roi_fit_param(last, method) else None
+    func = getattr(estimator, method, None)
+    return "roi_masks" if func is not None and accepts_keyword(func, "roi_masks") else None
+
+
+def _uses_roi_masks(estimator):
+    # a CNNClassifier without roi_loss would only warn that it ignores them
+    last = estimator.steps[-1][1] if getattr(estimator, "steps", None) else estimator
+    return getattr(last, "roi_loss", True) is not None

@@ -7,7 +7,7 @@ from sklearn.utils import Bunch
 
 from ._pool import iter_pool, pool_length, progress_bar
 from ._validation import check_alpha, resolve_estimator
-from .alignment import ALIGNMENT_KERNELS
+from .alignment import alignment_t, check_alignment_name
 from .gradcam import GradCAMEngine
 from .uncertainty import _uncertainty_t, check_uncertainty_name
 
@@ -29,7 +29,8 @@ def _check_missing_roi(missing_roi):
 
 
 def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="entropy",
-               alignment="soft_dice", threshold=0.5, missing_roi="uncertainty", layer=None,
+               alignment="soft_dice", threshold=0.5, tolerance=0, missing_roi="uncertainty",
+               layer=None,
                batch_size=None, return_maps=False, num_workers=0, progress=None):
     """Score every pool sample for explainability-guided active learning.
 
@@ -55,10 +56,13 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
         misalignment.
     uncertainty : {"entropy", "margin", "least_confident"}, default="entropy"
         Normalised to [0, 1]; see :mod:`xal_sklearn.uncertainty`.
-    alignment : {"soft_dice", "dice", "iou", "pointing_game"}, default="soft_dice"
-        How the Grad-CAM map is compared with the ROI (see
-        :mod:`xal_sklearn.alignment`); ``threshold`` binarises the map for
-        "dice" and "iou".
+    alignment : str, default="soft_dice"
+        How the Grad-CAM map is compared with the ROI: a key of
+        :data:`xal_sklearn.alignment.ALIGNMENT_METRICS` ("soft_dice", "dice",
+        "iou", "pointing_game", "roi_auc", "mass_in_roi"; see
+        :mod:`xal_sklearn.alignment` for each one's chance level).
+        ``threshold`` binarises the map for "dice" and "iou"; ``tolerance``
+        (pixels) grows the mask for "pointing_game".
     missing_roi : "uncertainty", "exclude" or float in [0, 1], default="uncertainty"
         Policy for samples without an ROI, whose alignment cannot be judged:
         "uncertainty" scores them by uncertainty alone (on the same [0, 1]
@@ -83,26 +87,25 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
         ``uncertainty`` (N,) in [0, 1], ``alignment`` (N,) in [0, 1] or NaN
         without ROI, ``misalignment`` (N,) = 1 - alignment (NaN without ROI),
         ``roi_available`` (N,) bool, ``combined`` (N,) the acquisition score
-        (higher is queried first), and ``maps`` if requested.
+        (higher is queried first), ``blank_map`` (N,) bool (the Grad-CAM map
+        is zero everywhere: the explained class has no positive evidence at
+        that layer), ``grid_shape`` the spatial shape of the explained layer's
+        output, and ``maps`` if requested.
     """
     alpha = check_alpha(alpha)
     check_uncertainty_name(uncertainty)
-    if alignment not in ALIGNMENT_KERNELS:
-        raise ValueError(
-            f"Unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENT_KERNELS)}."
-        )
+    check_alignment_name(alignment)
     missing_roi = _check_missing_roi(missing_roi)
     net, preprocess = resolve_estimator(classifier)
     n = pool_length(X_pool)
     batch_size = int(batch_size or net.batch_size)
     nonlinearity = net._get_predict_nonlinearity()
-    kernel = ALIGNMENT_KERNELS[alignment]
 
     # Results go into arrays allocated up front: nothing allocated per batch outlives
     # it, so the heap does not fragment and memory stays flat however large the pool.
     res = Bunch(proba=np.empty((n, len(net.classes_)), dtype=np.float32),
                 uncertainty=np.empty(n), alignment=np.empty(n),
-                roi_available=np.empty(n, dtype=bool))
+                roi_available=np.empty(n, dtype=bool), blank_map=np.empty(n, dtype=bool))
     with GradCAMEngine(net, layer) as engine:
         batches = iter_pool(X_pool, roi_masks, batch_size, preprocess, num_workers)
         for x, masks, available, start in progress_bar(batches, progress, -(-n // batch_size),
@@ -113,13 +116,16 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
             res.proba[rows] = proba.cpu().numpy()
             res.uncertainty[rows] = _uncertainty_t(proba.double(), uncertainty).cpu().numpy()
             masks = masks.to(cams.device, non_blocking=True)
-            res.alignment[rows] = kernel(cams.double(), masks, threshold).cpu().numpy()
+            res.alignment[rows] = alignment_t(alignment, cams.double(), masks, threshold,
+                                              tolerance).cpu().numpy()
             res.roi_available[rows] = available.numpy()
+            res.blank_map[rows] = (cams.reshape(len(cams), -1).amax(1) <= 0).cpu().numpy()
             if return_maps:
                 if "maps" not in res:
                     res.maps = np.empty((n,) + tuple(cams.shape[1:]), dtype=np.float32)
                 res.maps[rows] = cams.cpu().numpy()
 
+    res.grid_shape = engine.grid_shape
     res.roi_available &= ~np.isnan(res.alignment)
     res.y_pred = net.classes_[res.proba.argmax(axis=1)]
     res.misalignment = 1.0 - res.alignment

@@ -17,9 +17,9 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from .._validation import check_images
+from .._validation import accepts_keyword, check_images
 from ..datasets import group_train_test_split
-from ..learner import ActiveLearner, _accepts
+from ..learner import ActiveLearner
 from ..scoring import score_pool
 
 __all__ = ["run_experiment", "load_results", "METRICS"]
@@ -180,7 +180,7 @@ def _run_one(estimator, dataset, name, func, kwargs, seed, cfg, out_dir, threads
                      **_evaluate(learner, *test_set),
                      queried="[]", queried_uncertainty="[]", queried_misalignment="[]")]
     n_rounds = -(-(cfg["budget"] - cfg["initial_size"]) // cfg["query_size"])
-    wants_masks = _accepts(func, "roi_masks")
+    wants_masks = accepts_keyword(func, "roi_masks")
     bar = tqdm(total=n_rounds, initial=len(rows) - 1, desc=f"{name} seed {seed}",
                disable=None if progress is None else not progress, leave=False)
     while True:
