@@ -59,8 +59,9 @@ def test_tidy_rows_and_protocol(finished, data):
         assert not set(queried) & set(test)  # the pool is the training split only
     for seed in (0, 1):  # same initial model for every strategy: identical round-0 metrics
         first = table[(table["seed"] == seed) & (table["round"] == 0)]
-        assert first["accuracy"].nunique() == 1 and first["attention_dice"].nunique() == 1
-    for metric in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "attention_dice"):
+        assert first["accuracy"].nunique() == 1 and first["attention_soft_dice"].nunique() == 1
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "attention_soft_dice",
+                   "attention_roi_auc", "attention_mass_in_roi"):
         assert table[metric].between(0, 1).all()
     assert (out / "results.csv").is_file() and (out / "config.json").is_file()
     cfg = json.loads((out / "config.json").read_text())

@@ -6,13 +6,14 @@ measured by the Dice between its Grad-CAM map and the expert's region of
 interest.
 """
 
-from .alignment import dice, iou, pointing_game, soft_dice
+from .alignment import dice, iou, mass_in_roi, pointing_game, roi_auc, soft_dice
 from .classifier import CNNClassifier
 from .gradcam import gradcam
 from .learner import ActiveLearner
 from .modules import SmallCNN
 from .scoring import score_pool
-from .strategies import dual_criterion_sampling, misalignment_sampling, random_sampling
+from .strategies import (dual_criterion_sampling, misalignment_sampling, random_sampling,
+                         uncertainty_sampling)
 from .uncertainty import normalized_uncertainty
 
 __version__ = "0.1.0"
@@ -25,10 +26,13 @@ __all__ = [
     "dual_criterion_sampling",
     "gradcam",
     "iou",
+    "mass_in_roi",
     "misalignment_sampling",
     "normalized_uncertainty",
     "pointing_game",
     "random_sampling",
+    "roi_auc",
     "score_pool",
     "soft_dice",
+    "uncertainty_sampling",
 ]

@@ -85,7 +85,7 @@ class CNNClassifier(NeuralNetClassifier):
         ``gradcam_layer`` and the mask (the reference method), ``"outside"``
         the share of Grad-CAM mass outside the mask, ``"rrr"`` squared input
         gradients outside the mask. None trains on cross-entropy only.
-    roi_weight : float >= 0, default=1.0
+    roi_weight : float >= 0, default=0.1
         Weight of the attention loss against the cross-entropy.
     roi_dilation : int >= 0, default=0
         Cells by which masks are grown on the attention grid (``"dice"``,
@@ -132,7 +132,7 @@ class CNNClassifier(NeuralNetClassifier):
         classes=None,
         gradcam_layer=None,
         roi_loss=None,
-        roi_weight=1.0,
+        roi_weight=0.1,
         roi_dilation=0,
         roi_warmup=0,
         lr_schedule="cosine",
@@ -381,7 +381,11 @@ class CNNClassifier(NeuralNetClassifier):
         handle = None
         if self.roi_loss != "rrr":
             layer = resolve_layer(self.module_, self.gradcam_layer)
-            handle = layer.register_forward_hook(lambda m, i, o: captured.setdefault("A", o))
+            def keep(module, inputs, output):
+                captured["A"] = output
+                return output.clone()  # an in-place op after the layer must not alter A
+
+            handle = layer.register_forward_hook(keep)
         try:
             y_pred = self.infer(x, **fit_params)
         finally:

@@ -1,46 +1,66 @@
 """The ``xal`` command: run active-learning experiments and report them."""
 
 import argparse
+import math
+import signal
 import sys
 from pathlib import Path
 
+from .alignment import ALIGNMENT_METRICS
+from .roi_loss import ROI_LOSSES
+from .uncertainty import UNCERTAINTY_MEASURES
+
 STRATEGY_NAMES = ("random", "entropy", "margin", "least_confident", "misalignment", "dual")
 
+DEMO_NOTE = ("The demo trains on synthetic phantoms whose corner marker agrees with the label "
+             "90 % of the time (a shortcut a model can learn instead of the lesion) and tests "
+             "on phantoms without the marker, so test accuracy rewards looking at the lesion "
+             "rather than at the marker.")
 
-def _strategies(names, alphas, uncertainty):
-    from modAL.uncertainty import entropy_sampling, margin_sampling, uncertainty_sampling
 
-    from . import dual_criterion_sampling, misalignment_sampling, random_sampling
+def _strategies(names, alphas, uncertainty, alignment):
+    from . import (dual_criterion_sampling, misalignment_sampling, random_sampling,
+                   uncertainty_sampling)
 
-    simple = {"random": random_sampling, "entropy": entropy_sampling, "margin": margin_sampling,
-              "least_confident": uncertainty_sampling}
     out = {}
     for name in names:
         if name == "dual":
             for a in alphas:
-                out[f"dual a={a:g}"] = (dual_criterion_sampling,
-                                        {"alpha": a, "uncertainty": uncertainty})
+                out[f"dual a={a:g}"] = (dual_criterion_sampling, {
+                    "alpha": a, "uncertainty": uncertainty, "alignment": alignment})
         elif name == "misalignment":
-            out[name] = (misalignment_sampling, {"uncertainty": uncertainty})
-        else:
-            out[name] = simple[name]
+            out[name] = (misalignment_sampling, {"uncertainty": uncertainty,
+                                                 "alignment": alignment})
+        elif name == "random":
+            out[name] = random_sampling
+        else:  # ranks as modAL's entropy / margin / uncertainty sampling
+            out[name] = (uncertainty_sampling, {"uncertainty": name})
     return out
 
 
-def _load_data(spec, image_size, n_samples, seed):
+def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise"):
+    """(dataset, test_set or None, description) for ``--data``."""
     from .datasets import load_brain_tumor_figshare, load_image_folder, make_lesion_phantoms
 
     kind, _, path = spec.partition(":")
     if kind == "phantoms":
-        return make_lesion_phantoms(n_samples, image_size or 48, shortcut=0.9,
-                                    random_state=seed), "synthetic phantoms (shortcut 0.9)"
+        size = image_size or 48
+        train = make_lesion_phantoms(n_samples, size, shortcut=0.9, random_state=seed)
+        test = make_lesion_phantoms(max(n_samples // 2, 30), size, shortcut=0.0,
+                                    random_state=seed + 10_000)
+        if rgb:
+            train.X, test.X = train.X.repeat(3, axis=1), test.X.repeat(3, axis=1)
+        return train, test, "synthetic phantoms (shortcut 0.9 in the pool, none in the test set)"
     if not path:
         raise ValueError(f"--data {kind} needs a path: {kind}:PATH.")
     if kind == "folder":
-        return load_image_folder(path, image_size=image_size or 128, n_jobs=-1), f"folder {path}"
+        return (load_image_folder(path, image_size=image_size or 128, as_gray=not rgb,
+                                  on_error=on_error, n_jobs=-1), None, f"folder {path}")
     if kind == "brain-tumor-figshare":
-        return (load_brain_tumor_figshare(path, image_size=image_size or 128),
-                "brain-tumour MRI (figshare, Cheng et al.)")
+        data = load_brain_tumor_figshare(path, image_size=image_size or 128)
+        if rgb:
+            data.X = data.X.repeat(3, axis=1)
+        return data, None, "brain-tumour MRI (figshare, Cheng et al.)"
     raise ValueError(f"Unknown --data {spec!r}; use phantoms, folder:PATH or "
                      "brain-tumor-figshare:PATH.")
 
@@ -57,19 +77,32 @@ def _parser():
     run.add_argument("--strategies", default="random,entropy,dual",
                      help=f"comma-separated, of {', '.join(STRATEGY_NAMES)}")
     run.add_argument("--alpha", default="0.3", help="comma-separated alphas for dual")
-    run.add_argument("--uncertainty", default="entropy",
-                     choices=("entropy", "margin", "least_confident"))
+    run.add_argument("--uncertainty", default="entropy", choices=UNCERTAINTY_MEASURES)
+    run.add_argument("--alignment", default="soft_dice", choices=tuple(ALIGNMENT_METRICS),
+                     help="how dual/misalignment compare Grad-CAM with the ROI")
+    run.add_argument("--roi-loss", default=None, choices=ROI_LOSSES,
+                     help="train with an attention loss on the labelled ROIs")
+    run.add_argument("--roi-weight", type=float, default=0.1, help="weight of --roi-loss")
+    run.add_argument("--reference", default="random",
+                     help="strategy the others are compared with in the report")
     run.add_argument("--initial", type=int, default=30, help="initial labelled samples")
     run.add_argument("--query-size", type=int, default=20, help="labels per round")
     run.add_argument("--budget", type=int, default=110, help="labels in total")
-    run.add_argument("--seeds", type=int, default=2, help="number of seeds (0, 1, ...)")
+    run.add_argument("--seeds", type=int, default=None,
+                     help="number of seeds (0, 1, ...); default 2 for phantoms, 5 otherwise")
     run.add_argument("--test-size", type=float, default=0.2, help="fraction of groups")
     run.add_argument("--image-size", type=int, default=None,
                      help="default 48 for phantoms, 128 otherwise")
     run.add_argument("--epochs", type=int, default=30)
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--lr", type=float, default=1e-3)
-    run.add_argument("--n-jobs", type=int, default=1)
+    run.add_argument("--n-jobs", type=int, default=1, help="parallel runs; -1: all cores")
+    run.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                     help="where the networks train and score")
+    run.add_argument("--rgb", action="store_true",
+                     help="keep 3 colour channels (default: convert to grayscale)")
+    run.add_argument("--on-error", default="raise", choices=("raise", "skip"),
+                     help="folder data: stop at a bad manifest row, or skip it with a warning")
     run.add_argument("--out", default=None, help="results folder (default xal_results/<data>)")
     run.add_argument("--force", action="store_true",
                      help="discard a results folder of another configuration")
@@ -79,10 +112,8 @@ def _parser():
     return p
 
 
-def _run(args, parser):
-    from . import CNNClassifier
-    from .experiments import run_experiment, summary_table, write_report
-
+def _check_run_args(args, parser):
+    """Every argument is checked before anything is loaded or written."""
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [n for n in names if n not in STRATEGY_NAMES]
     if unknown or not names:
@@ -94,37 +125,91 @@ def _run(args, parser):
         parser.error(f"--alpha must be comma-separated numbers, got {args.alpha!r}")
     if any(not 0 <= a <= 1 for a in alphas):
         parser.error("--alpha values must lie in [0, 1]")
-    for flag in ("initial", "query_size", "budget", "seeds", "epochs", "n_samples"):
+    if args.seeds is None:
+        args.seeds = 2 if args.data.partition(":")[0] == "phantoms" else 5
+    for flag in ("initial", "query_size", "budget", "seeds", "epochs", "n_samples",
+                 "batch_size"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.image_size is not None and args.image_size < 8:
+        parser.error("--image-size must be >= 8")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be a positive number, got {args.lr}")
+    if not (math.isfinite(args.roi_weight) and args.roi_weight >= 0):
+        parser.error(f"--roi-weight must be a number >= 0, got {args.roi_weight}")
+    if args.n_jobs == 0 or args.n_jobs < -1:
+        parser.error("--n-jobs must be >= 1, or -1 for all cores")
+    if not 0 < args.test_size < 1:
+        parser.error("--test-size must lie in (0, 1)")
     if args.budget < args.initial:
         parser.error(f"--budget ({args.budget}) is smaller than --initial ({args.initial})")
     out = Path(args.out or Path("xal_results") / args.data.partition(":")[0])
-    dataset, description = _load_data(args.data, args.image_size, args.n_samples, 0)
-    strategies = _strategies(names, alphas, args.uncertainty)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} is a file, not a folder")
+    return names, alphas, out
+
+
+def _run(args, parser):
+    from . import CNNClassifier
+    from .experiments import degenerate_runs, run_experiment, summary_table, write_report
+
+    names, alphas, out = _check_run_args(args, parser)
+    dataset, test_set, description = _load_data(args.data, args.image_size, args.n_samples, 0,
+                                                rgb=args.rgb, on_error=args.on_error)
+    strategies = _strategies(names, alphas, args.uncertainty, args.alignment)
+    reference = args.reference if args.reference in strategies else None
+    if args.reference != "random" and reference is None:
+        parser.error(f"--reference {args.reference!r} is not among the strategies run: "
+                     f"{', '.join(strategies)}")
     net = CNNClassifier(n_classes=len(dataset.target_names), max_epochs=args.epochs,
-                        batch_size=args.batch_size, lr=args.lr)
+                        batch_size=args.batch_size, lr=args.lr, roi_loss=args.roi_loss,
+                        roi_weight=args.roi_weight, device=args.device)
+    note = DEMO_NOTE if test_set is not None else None
     print(f"xal run: {description}, {len(dataset.y)} images of "
           f"{'x'.join(map(str, dataset.X.shape[1:]))}; strategies "
-          f"{', '.join(strategies)}; {args.seeds} seed(s); "
+          f"{', '.join(strategies)}; {args.seeds} seed(s); training with "
+          f"{'ROI loss ' + args.roi_loss if args.roi_loss else 'cross-entropy only'}; "
           f"results in {out}", flush=True)
+    if note:
+        print(note, flush=True)
     results = run_experiment(
         net, dataset, strategies, initial_size=args.initial,
         query_size=args.query_size, budget=args.budget, seeds=range(args.seeds),
         test_size=args.test_size, out_dir=out, n_jobs=args.n_jobs, force=args.force,
-        progress=False if args.no_progress else None,
-        extra_config={"data": args.data, "description": description,
-                      "image_size": list(dataset.X.shape[2:]), "epochs": args.epochs})
-    report = write_report(out, dataset)
-    for metric in ("accuracy", "attention_dice"):
+        progress=False if args.no_progress else None, test_set=test_set,
+        extra_config={"data": args.data, "description": description, "note": note,
+                      "image_size": list(dataset.X.shape[2:]), "epochs": args.epochs,
+                      "rgb": args.rgb})
+    report = write_report(out, dataset, reference=reference or "random")
+    for metric in ("accuracy", "attention_roi_auc"):
         print(f"\n{metric} (mean ± std over seeds) by number of labels:")
         print(summary_table(results, metric).to_string())
+    print(f"\nChance level of attention_roi_auc: 0.5 (random maps: "
+          f"{results['chance_roi_auc'].mean():.3f}).")
+    if reference:
+        from .experiments import verdict_table
+
+        print(f"\nAgainst {reference} (paired by seed, 95 % bootstrap interval of the "
+              "accuracy difference at the final budget):")
+        for _, row in verdict_table(results, "accuracy", reference).iterrows():
+            lo, hi = row["ci_low_final"], row["ci_high_final"]
+            interval = "" if lo != lo else f" [{lo:+.3f}, {hi:+.3f}]"
+            print(f"  {row['strategy']}: {row['mean_difference_final']:+.3f}{interval} -> "
+                  f"{row['verdict_final']}")
+    for warning in degenerate_runs(results):
+        print(f"WARNING: {warning}")
     print(f"\nReport: {report}")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    # SIGTERM (kill, a scheduler's time limit) stops a run as safely as Ctrl-C
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if args.command == "run":
             _run(args, parser)
@@ -137,6 +222,13 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as exc:
         print(f"xal: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("xal: interrupted. Every finished round is kept in the results folder and the "
+              "interrupted one is discarded; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
@@ -149,7 +241,8 @@ def _dataset_for_report(args):
     if "data" not in extra:
         return None
     size = extra.get("image_size", [None])[0]
-    dataset, _ = _load_data(extra["data"], size, cfg["dataset"]["n_samples"], 0)
+    dataset, _, _ = _load_data(extra["data"], size, cfg["dataset"]["n_samples"], 0,
+                               rgb=extra.get("rgb", False))
     return dataset
 
 

@@ -60,6 +60,11 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         Whether a non-empty ROI was given for each labelled image.
     n_queries_ : int
         Number of ``query`` calls so far.
+    query_scores_ : Bunch or None
+        The scores the strategy itself computed for the last queried samples
+        (``uncertainty``, ``alignment``, ``misalignment``, ``combined``, in
+        query order), for strategies that take ``return_scores``; None for
+        others (such as modAL's).
     """
 
     def __init__(self, estimator, query_strategy=dual_criterion_sampling, X_training=None,
@@ -181,9 +186,14 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         kwargs = dict(query_kwargs)
         if "random_state" not in kwargs and accepts_keyword(self.query_strategy, "random_state"):
             kwargs["random_state"] = self._query_random_state()
+        reports = accepts_keyword(self.query_strategy, "return_scores")
+        if reports:
+            kwargs.setdefault("return_scores", True)
         result = self.query_strategy(self, X_pool, n_instances=n_instances, **kwargs)
-        if isinstance(result, tuple):  # old modAL strategies return (idx, X)
-            result = result[0]
+        scores = None
+        if isinstance(result, tuple):  # (idx, scores) from ours; old modAL ones give (idx, X)
+            result, scores = result[0], (result[1] if reports and kwargs["return_scores"]
+                                         else None)
         idx = np.asarray(result)
         if (idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or len(idx) != n_instances
                 or len(np.unique(idx)) != len(idx) or idx.min() < 0
@@ -193,6 +203,7 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
                 f"got {result!r}."
             )
         self.n_queries_ += 1
+        self.query_scores_ = scores
         return idx, _take(X_pool, idx)
 
     def _query_random_state(self):

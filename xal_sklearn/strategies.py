@@ -5,14 +5,31 @@ Each returns an int array of distinct pool indices, best first. They work with
 fitted :class:`~xal_sklearn.CNNClassifier` or with a fitted Pipeline ending in one.
 """
 
+import warnings
+
 import numpy as np
-from sklearn.utils import check_random_state
+from sklearn.utils import Bunch, check_random_state
 
 from ._pool import pool_length
-from ._validation import check_n_instances
+from ._validation import check_n_instances, resolve_estimator
 from .scoring import score_pool
+from .uncertainty import check_uncertainty_name, normalized_uncertainty
 
-__all__ = ["dual_criterion_sampling", "misalignment_sampling", "random_sampling", "top_k"]
+__all__ = ["dual_criterion_sampling", "misalignment_sampling", "random_sampling", "top_k",
+           "uncertainty_sampling", "NoROIWarning", "SCORE_FIELDS"]
+
+#: What a strategy called with ``return_scores=True`` reports per queried sample.
+SCORE_FIELDS = ("uncertainty", "alignment", "misalignment", "combined")
+
+
+class NoROIWarning(UserWarning):
+    """No pool sample has an ROI, so explanation-guided sampling is uncertainty sampling."""
+
+
+def _report(idx, scores, fields=SCORE_FIELDS):
+    """The strategy's own scores of the chosen samples (NaN where it has none)."""
+    return Bunch(**{f: (np.asarray(scores[f], dtype=np.float64)[idx] if f in scores
+                        else np.full(len(idx), np.nan)) for f in fields})
 
 
 def top_k(scores, n_instances, random_state=None):
@@ -31,7 +48,8 @@ def top_k(scores, n_instances, random_state=None):
 
 
 def dual_criterion_sampling(classifier, X_pool, n_instances=1, roi_masks=None, alpha=0.5,
-                            uncertainty="entropy", random_state=None, **score_kwargs):
+                            uncertainty="entropy", random_state=None, return_scores=False,
+                            **score_kwargs):
     """Query the samples the model is unsure about *and* looks at the wrong place for.
 
     Each pool sample is scored by
@@ -53,23 +71,39 @@ def dual_criterion_sampling(classifier, X_pool, n_instances=1, roi_masks=None, a
     uncertainty : {"entropy", "margin", "least_confident"}, default="entropy"
     random_state : int, RandomState instance or None
         Breaks ties between equal scores.
+    return_scores : bool, default=False
+        Also return the scores this call computed for the chosen samples.
     **score_kwargs
         Passed to :func:`~xal_sklearn.score_pool` (``alignment``,
-        ``threshold``, ``missing_roi``, ``layer``, ``batch_size``, ...).
+        ``threshold``, ``tolerance``, ``missing_roi``, ``layer``,
+        ``batch_size``, ...).
 
     Returns
     -------
     ndarray of int, shape (n_instances,)
         Distinct pool indices, highest score first.
+    scores : Bunch, only with ``return_scores=True``
+        ``uncertainty``, ``alignment``, ``misalignment``, ``combined`` of the
+        chosen samples, in the same order (NaN alignment without ROI).
+
+    Warns
+    -----
+    NoROIWarning
+        When no pool sample has an ROI: the strategy then reduces to
+        uncertainty sampling.
     """
     check_n_instances(n_instances, pool_length(X_pool))
     scores = score_pool(classifier, X_pool, roi_masks, alpha=alpha, uncertainty=uncertainty,
                         **score_kwargs)
-    return top_k(scores.combined, n_instances, random_state)
+    if alpha < 1 and not scores.roi_available.any():
+        warnings.warn("No pool sample has an ROI, so dual-criterion sampling reduces to "
+                      f"{uncertainty} (uncertainty) sampling.", NoROIWarning, stacklevel=2)
+    idx = top_k(scores.combined, n_instances, random_state)
+    return (idx, _report(idx, scores)) if return_scores else idx
 
 
 def misalignment_sampling(classifier, X_pool, n_instances=1, roi_masks=None,
-                          random_state=None, **score_kwargs):
+                          random_state=None, return_scores=False, **score_kwargs):
     """Query the samples whose Grad-CAM overlaps their ROI least (``alpha=0``).
 
     Samples without an ROI follow ``missing_roi`` (see
@@ -80,12 +114,38 @@ def misalignment_sampling(classifier, X_pool, n_instances=1, roi_masks=None,
         raise TypeError("misalignment_sampling fixes alpha=0; use dual_criterion_sampling "
                         "to weigh in uncertainty.")
     return dual_criterion_sampling(classifier, X_pool, n_instances, roi_masks=roi_masks,
-                                   alpha=0.0, random_state=random_state, **score_kwargs)
+                                   alpha=0.0, random_state=random_state,
+                                   return_scores=return_scores, **score_kwargs)
 
 
-def random_sampling(classifier, X_pool, n_instances=1, random_state=None, **kwargs):
-    """Uniformly random distinct pool indices (the baseline); other kwargs are ignored."""
+def uncertainty_sampling(classifier, X_pool, n_instances=1, uncertainty="entropy",
+                         random_state=None, return_scores=False, batch_size=None, **kwargs):
+    """Query the most uncertain samples, from class probabilities alone (no Grad-CAM).
+
+    Ranks like modAL's ``entropy_sampling`` / ``margin_sampling`` /
+    ``uncertainty_sampling`` for ``uncertainty`` = "entropy" / "margin" /
+    "least_confident", with ties broken at random by ``random_state``, and can
+    report its normalised scores (``return_scores=True``, see
+    :func:`dual_criterion_sampling`). Other keyword arguments (``roi_masks``
+    ...) are ignored.
+    """
+    check_uncertainty_name(uncertainty)
+    check_n_instances(n_instances, pool_length(X_pool))
+    net, preprocess = resolve_estimator(classifier)
+    X = X_pool if preprocess is None else preprocess.transform(X_pool)
+    u = normalized_uncertainty(net.predict_proba(X), uncertainty)
+    idx = top_k(u, n_instances, random_state)
+    return (idx, _report(idx, {"uncertainty": u, "combined": u})) if return_scores else idx
+
+
+def random_sampling(classifier, X_pool, n_instances=1, random_state=None, return_scores=False,
+                    **kwargs):
+    """Uniformly random distinct pool indices (the baseline); other kwargs are ignored.
+
+    With ``return_scores=True`` the reported scores are all NaN: nothing was scored.
+    """
     n_pool = pool_length(X_pool)
     n_instances = check_n_instances(n_instances, n_pool)
     rng = check_random_state(random_state)
-    return rng.choice(n_pool, size=n_instances, replace=False).astype(np.intp)
+    idx = rng.choice(n_pool, size=n_instances, replace=False).astype(np.intp)
+    return (idx, _report(idx, {})) if return_scores else idx

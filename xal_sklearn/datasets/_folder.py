@@ -40,11 +40,12 @@ def _size(image_size):
 
 def _read_manifest(manifest):
     try:
-        with open(manifest, newline="") as f:
+        # utf-8-sig: Excel's "CSV UTF-8" export starts with a byte-order mark
+        with open(manifest, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
             columns = reader.fieldnames or []
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataLoadError(f"Could not read manifest {manifest}: {exc}") from exc
     missing = {"image", "label"} - set(columns)
     if missing:
@@ -65,13 +66,29 @@ def _class_list(labels, classes):
         return unique
 
 
-def _load_row(root, row, line, manifest, size, as_gray, vindr, class_index):
+def _inside(root, name, where, what, allow_outside_root):
+    """``root / name``, refusing a path that leaves the data folder unless allowed."""
+    path = root / name
+    if not allow_outside_root:
+        resolved, top = path.resolve(), root.resolve()
+        if Path(name).is_absolute() or not resolved.is_relative_to(top):
+            raise DataLoadError(f"{where}: {what} path {name!r} is outside the data folder "
+                                f"{root}; pass allow_outside_root=True if that is intended.")
+    return path
+
+
+def _load_row(root, row, line, manifest, size, as_gray, vindr, class_index,
+              allow_outside_root=False):
     where = f"{manifest}, line {line}"
-    label = row["label"].strip()
+    label = (row.get("label") or "").strip()
+    if not label:
+        raise DataLoadError(f"{where}: blank label; every row needs a class (leave unlabelled "
+                            "images out of the manifest).")
     if label not in class_index:
         raise DataLoadError(f"{where}: unknown label {label!r}; classes are {list(class_index)}.")
-    image_path = root / row["image"].strip()
-    if not row["image"].strip() or not image_path.is_file():
+    image_name = (row.get("image") or "").strip()
+    image_path = _inside(root, image_name, where, "image", allow_outside_root)
+    if not image_name or not image_path.is_file():
         raise DataLoadError(f"{where}: image file {image_path} does not exist.")
     frame = row.get("frame", "").strip()
     try:
@@ -82,13 +99,16 @@ def _load_row(root, row, line, manifest, size, as_gray, vindr, class_index):
     mask_name = (row.get("mask") or "").strip()
     available = True
     if mask_name:
-        mask_path = root / mask_name
+        mask_path = _inside(root, mask_name, where, "mask", allow_outside_root)
         if not mask_path.is_file():
             raise DataLoadError(f"{where}: mask file {mask_path} does not exist.")
         try:
-            mask = read_image(mask_path, as_gray=True)[0] > 0
+            values = read_image(mask_path, as_gray=True)[0]
         except DataLoadError as exc:
             raise DataLoadError(f"{where}: {exc}") from exc
+        if np.isnan(values).any():
+            raise DataLoadError(f"{where}: mask {mask_path} contains NaN values.")
+        mask = values > 0
         if mask.shape != shape:
             raise DataLoadError(f"{where}: mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} "
                                 f"but image {image_path} is {shape[1]}x{shape[0]}.")
@@ -156,7 +176,7 @@ def _as_ids(values):
 
 def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True, classes=None,
                       boxes=None, on_error="raise", n_jobs=None, cache=True, cache_dir=None,
-                      progress=None):
+                      progress=None, allow_outside_root=False):
     """Load a folder of images with labels and ROIs described by a CSV manifest.
 
     Parameters
@@ -179,7 +199,7 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
     classes : sequence of str, optional
         Label order; default the sorted labels (numerically if all integers).
     boxes : str or path-like, optional
-        VinDr-CXR style box CSV (``image_id, class_name, x_min, y_min, x_max,
+        Relative to ``root`` unless absolute, like ``manifest``. VinDr-CXR style box CSV (``image_id, class_name, x_min, y_min, x_max,
         y_max``); ``image_id`` is the manifest's ``image_id`` column or the
         image file name without extension. An image listed there with no box
         ("No finding") is annotated without lesion: ``roi_available`` True,
@@ -198,6 +218,14 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
         Default :func:`default_cache_dir`.
     progress : bool or None
         tqdm progress bar (None: only on a terminal).
+    allow_outside_root : bool, default=False
+        Image and mask paths must stay inside ``root`` (no ``..``, no absolute
+        paths), so a manifest from elsewhere cannot read arbitrary files;
+        True lifts that rule.
+
+    Manifest rules: UTF-8 with or without a byte-order mark; a blank label is
+    an error naming its line (unlabelled images are left out of a training
+    manifest); a mask holding NaN is refused.
 
     Returns
     -------
@@ -218,11 +246,14 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
     manifest = Path(manifest)
     manifest = manifest if manifest.is_absolute() else root / manifest
     size = _size(image_size)
+    if boxes is not None:
+        boxes = Path(boxes) if Path(boxes).is_absolute() else root / boxes
     rows = _read_manifest(manifest)
-    target_names = _class_list([r["label"].strip() for r in rows], classes)
+    target_names = _class_list([(r["label"] or "").strip() for r in rows
+                                if (r["label"] or "").strip()], classes)
     class_index = {c: i for i, c in enumerate(target_names)}
     params = dict(version=_CACHE_VERSION, size=size, as_gray=as_gray, classes=target_names,
-                  on_error=on_error, boxes=None if boxes is None else str(Path(boxes).resolve()),
+                  on_error=on_error, allow_outside_root=allow_outside_root, boxes=None if boxes is None else str(Path(boxes).resolve()),
                   boxes_bytes=None if boxes is None or not Path(boxes).is_file()
                   else hashlib.sha256(Path(boxes).read_bytes()).hexdigest())
     if cache:
@@ -234,7 +265,8 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
 
     def task(line, row):
         try:
-            return _load_row(root, row, line, manifest, size, as_gray, vindr, class_index)
+            return _load_row(root, row, line, manifest, size, as_gray, vindr, class_index,
+                             allow_outside_root)
         except (DataLoadError, ValueError) as exc:
             if on_error == "raise":
                 raise DataLoadError(str(exc) if str(manifest) in str(exc)

@@ -1,8 +1,10 @@
 """Active-learning simulations: learning curves, resumable runs, plots and reports."""
 
 from ._plots import plot_gradcam_grid, plot_learning_curves
-from ._report import summary_table, write_report
-from ._run import METRICS, load_results, run_experiment
+from ._report import degenerate_runs, summary_table, verdict_table, write_report
+from ._run import ATTENTION_METRICS, METRICS, load_results, run_experiment
+from ._stats import learning_curve_area, paired_comparison
 
-__all__ = ["METRICS", "load_results", "plot_gradcam_grid", "plot_learning_curves",
-           "run_experiment", "summary_table", "write_report"]
+__all__ = ["ATTENTION_METRICS", "METRICS", "degenerate_runs", "learning_curve_area",
+           "load_results", "paired_comparison", "plot_gradcam_grid", "plot_learning_curves",
+           "run_experiment", "summary_table", "verdict_table", "write_report"]

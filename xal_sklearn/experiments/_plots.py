@@ -6,14 +6,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..alignment import ALIGNMENT_METRICS
+
 __all__ = ["plot_learning_curves", "plot_gradcam_grid"]
 
 METRIC_LABELS = {"accuracy": "test accuracy", "balanced_accuracy": "balanced accuracy",
                  "macro_f1": "macro F1", "roc_auc_ovr": "ROC AUC (one-vs-rest)",
-                 "attention_dice": "attention soft Dice (Grad-CAM vs ROI)"}
+                 **{f"attention_{name}": f"attention {name} (Grad-CAM vs ROI)"
+                    for name in ALIGNMENT_METRICS}}
 
 
-def plot_learning_curves(results, metrics=("accuracy", "attention_dice"), path=None, dpi=100):
+def plot_learning_curves(results, metrics=("accuracy", "attention_roi_auc"), path=None,
+                         dpi=100):
     """Mean (line) and min-max band over seeds of each metric against the number of labels.
 
     Parameters
@@ -43,6 +47,9 @@ def plot_learning_curves(results, metrics=("accuracy", "attention_dice"), path=N
             if stats["count"].max() > 1:
                 ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.2,
                                 color=line.get_color())
+        chance = metric.replace("attention_", "chance_")
+        if metric.startswith("attention_") and chance in results:
+            ax.axhline(results[chance].mean(), color="gray", ls="--", lw=1, label="chance")
         ax.set_xlabel("labelled samples")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.grid(alpha=0.3)

@@ -3,10 +3,13 @@
 import json
 from pathlib import Path
 
-from ._plots import METRIC_LABELS, plot_gradcam_grid, plot_learning_curves
-from ._run import load_results
+import numpy as np
 
-__all__ = ["summary_table", "write_report"]
+from ._plots import METRIC_LABELS, plot_gradcam_grid, plot_learning_curves
+from ._run import ATTENTION_METRICS, load_results
+from ._stats import learning_curve_area, paired_comparison
+
+__all__ = ["degenerate_runs", "summary_table", "verdict_table", "write_report"]
 
 
 def summary_table(results, metric="accuracy", fmt="{:.3f}"):
@@ -26,23 +29,79 @@ def _markdown(table, index_name):
     return "\n".join([header, rule, *body])
 
 
-def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_dice"),
-                 grid_strategies=None):
+def degenerate_runs(results):
+    """Plain-words warnings for rounds whose model is degenerate.
+
+    A model that predicts one class for the whole test split, or whose
+    Grad-CAM maps are all zero for most test images, produces numbers that
+    look like results but mean little; each such (strategy, seed) is listed
+    with the affected label counts.
+    """
+    notes = []
+    if "n_predicted_classes" in results:
+        bad = results[results["n_predicted_classes"] <= 1]
+        for (name, seed), part in bad.groupby(["strategy", "seed"], sort=False):
+            notes.append(f"`{name}` seed {seed} predicts a single class for the whole test "
+                         f"split at {_labels(part)} labels: its accuracy there is the share "
+                         "of that class, not learning.")
+    if "blank_map_fraction" in results:
+        bad = results[results["blank_map_fraction"] > 0.5]
+        for (name, seed), part in bad.groupby(["strategy", "seed"], sort=False):
+            share = part["blank_map_fraction"].max()
+            notes.append(f"`{name}` seed {seed}: Grad-CAM maps are all zero for up to "
+                         f"{share:.0%} of test images at {_labels(part)} labels; attention "
+                         "metrics there describe blank maps.")
+    return notes
+
+
+def _labels(part):
+    values = sorted(part["n_labelled"].unique())
+    return ", ".join(map(str, values[:6])) + (" ..." if len(values) > 6 else "")
+
+
+def verdict_table(results, metric="accuracy", reference="random"):
+    """Paired comparisons against ``reference`` at the final budget and by ALC, as one table."""
+    parts = [paired_comparison(results, metric, reference, summary=s) for s in ("final", "alc")]
+    table = parts[0].merge(parts[1], on=["strategy", "reference", "n_seeds"],
+                           suffixes=("_final", "_alc"))
+    return table
+
+
+def _fmt_diff(row, suffix):
+    mean, lo, hi = (row[f"{k}_{suffix}"] for k in ("mean_difference", "ci_low", "ci_high"))
+    ci = "" if np.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"
+    p = row[f"p_wilcoxon_{suffix}"]
+    return f"{mean:+.3f}{ci}", "n/a" if np.isnan(p) else f"{p:.3f}", row[f"verdict_{suffix}"]
+
+
+def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"),
+                 grid_strategies=None, reference="random"):
     """Write ``report.md`` and PNGs (learning curves; Grad-CAM grid if ``dataset`` is given).
+
+    The report states the data and protocol, warns about degenerate runs,
+    tabulates each metric by number of labels, gives every attention metric
+    beside its chance level, and, when ``reference`` is one of the
+    strategies, a paired verdict per strategy (better / worse / no detectable
+    difference, from the 95 % bootstrap interval of the per-seed difference)
+    at the final budget and by area under the learning curve.
 
     Returns the path of ``report.md``.
     """
     out_dir = Path(out_dir)
     results = load_results(out_dir)
     config = json.loads((out_dir / "config.json").read_text())
+    metrics = [m for m in metrics if m in results]
     plot_learning_curves(results, metrics, path=out_dir / "learning_curves.png")
+    test = config.get("test_set")
+    split = (f"an explicit test set of {test['n_samples']} images (the whole dataset is the pool)"
+             if test else f"test split: {config['test_size']:.0%} of the groups")
     lines = [
         "# Active-learning experiment",
         "",
         f"Data: {config.get('extra', {}).get('description', 'dataset')} "
         f"({config['dataset']['n_samples']} samples, images "
         f"{'x'.join(map(str, config['dataset']['image_shape']))}, "
-        f"{config['n_classes']} classes); test split: {config['test_size']:.0%} of the groups; "
+        f"{config['n_classes']} classes); {split}; "
         f"{config['initial_size']} initial labels, {config['query_size']} per round, budget "
         f"{config['budget']}; seeds {config['seeds']}.",
         "",
@@ -53,15 +112,52 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_dice"),
             for n, s in config["strategies"].items()) + ".",
         "",
     ]
+    note = config.get("extra", {}).get("note")
+    if note:
+        lines += [note, ""]
+    warnings = degenerate_runs(results)
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    strategies = list(dict.fromkeys(results["strategy"]))
+    if reference in strategies and len(strategies) > 1:
+        lines += [f"## Verdicts against `{reference}` (paired by seed)", "",
+                  "Difference in accuracy (strategy - reference), mean over seeds with a 95 % "
+                  "bootstrap interval, at the final budget and as the normalised area under "
+                  "the learning curve (ALC: the average accuracy over the whole budget). "
+                  "The verdict comes from the interval: 'better' or 'worse' only when it "
+                  "excludes 0. Wilcoxon signed-rank p-values beside (with 5 seeds the "
+                  "smallest possible two-sided p is 0.0625).", "",
+                  "| strategy | seeds | final: difference | p | verdict | ALC: difference "
+                  "| p | verdict |", "|" + " --- |" * 8]
+        for _, row in verdict_table(results, "accuracy", reference).iterrows():
+            cells = [row["strategy"], str(row["n_seeds"]), *_fmt_diff(row, "final"),
+                     *_fmt_diff(row, "alc")]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        alc = learning_curve_area(results, "accuracy").groupby("strategy", sort=False)["alc"]
+        lines += ["ALC of accuracy, mean ± std over seeds: " + "; ".join(
+            f"`{n}` {m:.3f} ± {sd:.3f}" if not np.isnan(sd) else f"`{n}` {m:.3f}"
+            for n, m, sd in zip(alc.mean().index, alc.mean(), alc.std())) + ".", ""]
     for metric in metrics:
         lines += [f"## {METRIC_LABELS.get(metric, metric)} (mean ± std over seeds)", "",
                   _markdown(summary_table(results, metric), "labels"), ""]
     final = results[results["n_labelled"] == results["n_labelled"].max()]
-    lines += ["## All metrics at the final budget", "",
+    attention = [c for c in ATTENTION_METRICS if c in results]
+    lines += ["## All metrics at the final budget (mean over seeds)", "",
               _markdown(final.groupby("strategy", sort=False)[
-                  ["accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "attention_dice"]]
-                  .mean().round(3), "strategy"), "",
-              "![learning curves](learning_curves.png)", ""]
+                  ["accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr"]]
+                  .mean().round(3), "strategy"), ""]
+    if attention:
+        chance = {c: results[c.replace("attention_", "chance_")].mean() for c in attention
+                  if c.replace("attention_", "chance_") in results}
+        table = final.groupby("strategy", sort=False)[attention].mean().round(3)
+        table.columns = [f"{c.replace('attention_', '')} (chance {chance[c]:.3f})"
+                         if c in chance else c.replace("attention_", "") for c in attention]
+        lines += ["Attention at the final budget: agreement of the predicted class's Grad-CAM "
+                  "with the ROI over test images that have one, each beside its chance level "
+                  "(random maps on the same attention grid).", "",
+                  _markdown(table, "strategy"), ""]
+    lines += ["![learning curves](learning_curves.png)", ""]
     if dataset is not None:
         names = list(config["strategies"])
         pair = grid_strategies or (names[0], names[-1])

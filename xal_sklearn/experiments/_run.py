@@ -18,14 +18,17 @@ from sklearn.base import clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from .._validation import accepts_keyword, check_images
+from ..alignment import ALIGNMENT_METRICS, alignment_t, chance_alignment
 from ..datasets import group_train_test_split
 from ..learner import ActiveLearner
 from ..scoring import score_pool
 
-__all__ = ["run_experiment", "load_results", "METRICS"]
+__all__ = ["run_experiment", "load_results", "METRICS", "ATTENTION_METRICS"]
 
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "attention_dice")
-_STATE_VERSION = 1
+#: One results column per alignment metric of the registry: its mean over test images with an ROI.
+ATTENTION_METRICS = tuple(f"attention_{name}" for name in ALIGNMENT_METRICS)
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr") + ATTENTION_METRICS
+_STATE_VERSION = 2
 
 
 # --- configuration --------------------------------------------------------------------
@@ -111,7 +114,7 @@ def _masks(dataset, idx):
 
 
 def _evaluate(learner, X_test, y_true, masks_test, n_classes):
-    s = score_pool(learner, X_test, masks_test, progress=False)
+    s = score_pool(learner, X_test, masks_test, return_maps=True, progress=False)
     y_pred = s.y_pred
     row = {
         "accuracy": accuracy_score(y_true, y_pred),
@@ -119,14 +122,29 @@ def _evaluate(learner, X_test, y_true, masks_test, n_classes):
         "macro_f1": f1_score(y_true, y_pred, average="macro", labels=np.arange(n_classes),
                              zero_division=0),
         "roc_auc_ovr": np.nan,
-        "attention_dice": float(np.nanmean(s.alignment)) if s.roi_available.any() else np.nan,
+        # flags of a degenerate model, which the report points out
+        "n_predicted_classes": int(len(np.unique(y_pred))),
+        "blank_map_fraction": float(np.mean(s.blank_map)),
     }
+    has_roi = s.roi_available
+    maps, masks = torch.from_numpy(s.maps[has_roi]), torch.from_numpy(masks_test[has_roi])
+    for name, column in zip(ALIGNMENT_METRICS, ATTENTION_METRICS):
+        row[column] = (float(np.nanmean(alignment_t(name, maps.double(), masks).numpy()))
+                       if has_roi.any() else np.nan)
     if len(np.unique(y_true)) == n_classes:
         proba = s.proba / s.proba.sum(1, keepdims=True)
         row["roc_auc_ovr"] = (roc_auc_score(y_true, proba[:, 1]) if n_classes == 2 else
                               roc_auc_score(y_true, proba, multi_class="ovr",
                                             labels=np.arange(n_classes)))
-    return row
+    return row, s.grid_shape
+
+
+def _chance_levels(masks_test, grid_shape, seed):
+    """Each metric's value for random maps on the attention grid (see chance_alignment)."""
+    has_roi = masks_test.reshape(len(masks_test), -1).any(axis=1)
+    return {f"chance_{name}": (chance_alignment(masks_test[has_roi], name, grid_shape,
+                                                random_state=seed) if has_roi.any() else np.nan)
+            for name in ALIGNMENT_METRICS}
 
 
 def _atomic_write(path, data):
@@ -149,18 +167,43 @@ def _checkpoint_path(out_dir, name, seed):
     return Path(out_dir) / "checkpoints" / f"{name}__seed{seed}.pkl"
 
 
-def _run_one(estimator, dataset, name, func, kwargs, seed, cfg, out_dir, threads, progress):
+def _split(dataset, test_set, cfg, seed):
+    """Training indices and the test split ``(X, y, masks)`` of one seed."""
+    if test_set is not None:  # the whole dataset is the pool
+        return (np.arange(len(dataset["y"])),
+                (test_set["X"], np.asarray(test_set["y"]), _masks(test_set, slice(None))))
+    train, test = group_train_test_split(dataset["groups"], cfg["test_size"], random_state=seed)
+    return train, (dataset["X"][test], np.asarray(dataset["y"])[test], _masks(dataset, test))
+
+
+def _scores_logged(learner, n):
+    """The queried samples' scores as the strategy computed them (NaN if it reports none)."""
+    scores = getattr(learner, "query_scores_", None)
+    out = {}
+    for field in ("uncertainty", "alignment", "misalignment", "combined"):
+        values = (np.full(n, np.nan) if scores is None or field not in scores
+                  else np.asarray(scores[field], dtype=np.float64))
+        out[f"queried_{field}"] = json.dumps([None if np.isnan(v) else round(float(v), 6)
+                                              for v in values])
+    return out
+
+
+def _run_one(estimator, dataset, test_set, name, func, kwargs, seed, cfg, out_dir, threads,
+             progress):
     from tqdm.auto import tqdm
 
     torch.set_num_threads(threads)
     X, y = dataset["X"], np.asarray(dataset["y"])
-    train, test = group_train_test_split(dataset["groups"], cfg["test_size"], random_state=seed)
+    train, (X_test, y_test, masks_test) = _split(dataset, test_set, cfg, seed)
     rng = np.random.RandomState(seed)
     initial = np.sort(rng.choice(train, cfg["initial_size"], replace=False))
-    test_set = (X[test], y[test], _masks(dataset, test), cfg["n_classes"])
     ckpt = _checkpoint_path(out_dir, name, seed) if out_dir is not None else None
     learner = ActiveLearner(_set_random_state(clone(estimator), seed), query_strategy=func,
                             random_state=seed)
+
+    def evaluate():
+        return _evaluate(learner, X_test, y_test, masks_test, cfg["n_classes"])
+
     state = None
     if ckpt is not None and ckpt.is_file():
         with open(ckpt, "rb") as f:
@@ -173,12 +216,14 @@ def _run_one(estimator, dataset, name, func, kwargs, seed, cfg, out_dir, threads
                         np.asarray(dataset["roi_available"])[labelled])
         learner.n_queries_ = state["n_queries"]
         learner._query_random_state().set_state(state["rng_state"])
+        chance = {k: v for k, v in rows[0].items() if k.startswith("chance_")}
     else:
         labelled = initial
         learner.fit(X[labelled], y[labelled], _masks(dataset, labelled))
-        rows = [dict(strategy=name, seed=seed, round=0, n_labelled=len(labelled),
-                     **_evaluate(learner, *test_set),
-                     queried="[]", queried_uncertainty="[]", queried_misalignment="[]")]
+        metrics, grid_shape = evaluate()
+        chance = _chance_levels(masks_test, grid_shape, seed)  # once per run
+        rows = [dict(strategy=name, seed=seed, round=0, n_labelled=len(labelled), **metrics,
+                     **chance, queried="[]", **_scores_logged(None, 0))]
     n_rounds = -(-(cfg["budget"] - cfg["initial_size"]) // cfg["query_size"])
     wants_masks = accepts_keyword(func, "roi_masks")
     bar = tqdm(total=n_rounds, initial=len(rows) - 1, desc=f"{name} seed {seed}",
@@ -200,18 +245,12 @@ def _run_one(estimator, dataset, name, func, kwargs, seed, cfg, out_dir, threads
         # the strategy sees images (and ROIs), never the pool's labels
         idx, _ = learner.query(X[pool], n_instances=n_query, **query_kwargs)
         chosen = pool[idx]
-        chosen_masks = _masks(dataset, chosen)
-        why = score_pool(learner, X[chosen], chosen_masks, alpha=kwargs.get("alpha", 0.5),
-                         progress=False)
-        learner.teach(X[chosen], y[chosen], roi_masks=chosen_masks)
+        logged = _scores_logged(learner, len(chosen))
+        learner.teach(X[chosen], y[chosen], roi_masks=_masks(dataset, chosen))
         labelled = np.concatenate([labelled, chosen])
-        rows.append(dict(
-            strategy=name, seed=seed, round=len(rows), n_labelled=len(labelled),
-            **_evaluate(learner, *test_set),
-            queried=json.dumps(chosen.tolist()),
-            queried_uncertainty=json.dumps(np.round(why.uncertainty, 6).tolist()),
-            queried_misalignment=json.dumps([None if np.isnan(v) else round(float(v), 6)
-                                             for v in why.misalignment])))
+        metrics, _ = evaluate()
+        rows.append(dict(strategy=name, seed=seed, round=len(rows), n_labelled=len(labelled),
+                         **metrics, **chance, queried=json.dumps(chosen.tolist()), **logged))
         bar.update(1)
     bar.close()
     return rows
@@ -219,9 +258,66 @@ def _run_one(estimator, dataset, name, func, kwargs, seed, cfg, out_dir, threads
 
 # --- the experiment -----------------------------------------------------------------
 
+def _check_test_set(test_set, dataset, n_classes):
+    if test_set is None:
+        return None
+    missing = [k for k in ("X", "y", "roi_masks", "roi_available") if k not in test_set]
+    if missing:
+        raise ValueError(f"test_set lacks {missing}; give a Bunch like the datasets' "
+                         "(X, y, roi_masks, roi_available).")
+    X_test = check_images(test_set["X"], name="test_set.X")
+    shape, train_shape = X_test.shape[1:], np.shape(dataset["X"])[1:]
+    if shape != tuple(train_shape):
+        raise ValueError(f"test_set images have shape {shape} but the dataset's are "
+                         f"{tuple(train_shape)}.")
+    y_test = np.asarray(test_set["y"])
+    if len(y_test) != len(X_test):
+        raise ValueError(f"test_set has {len(X_test)} images but {len(y_test)} labels.")
+    outside = sorted(set(y_test.tolist()) - set(range(n_classes)))
+    if outside:
+        raise ValueError(f"test_set labels {outside} are outside the training classes "
+                         f"0..{n_classes - 1}.")
+    masks = np.asarray(test_set["roi_masks"])
+    if masks.shape != (len(X_test),) + tuple(shape[1:]):
+        raise ValueError(f"test_set.roi_masks has shape {masks.shape}; expected "
+                         f"{(len(X_test),) + tuple(shape[1:])}.")
+    return dict(test_set, X=X_test, y=y_test)
+
+
+def _prepare_out_dir(out_dir, cfg, force):
+    """Create or reuse the results folder; return a function that undoes a fresh start."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out / out_dir {out_dir} is a file, not a folder.")
+    config_file = out_dir / "config.json"
+    fresh = not config_file.is_file()
+    if not fresh:
+        old = json.loads(config_file.read_text())
+        if old.get("hash") != cfg["hash"]:
+            if not force:
+                raise ValueError(
+                    f"{out_dir} holds results of a different configuration; use another "
+                    "folder, or force=True (--force) to discard them and start over.")
+            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+            (out_dir / "results.csv").unlink(missing_ok=True)
+            fresh = True
+    created = [p for p in (out_dir, out_dir / "checkpoints") if not p.exists()]
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _atomic_write(config_file, json.dumps(dict(cfg, versions=_versions()), indent=2).encode())
+
+    def undo_if_nothing_ran():
+        # a start refused before any round finished leaves the folder as it found it
+        if fresh and not any((out_dir / "checkpoints").iterdir()):
+            config_file.unlink(missing_ok=True)
+            for folder in reversed(created):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+    return undo_if_nothing_ran
+
+
 def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=60, budget=570,
                    seeds=(0, 1, 2), test_size=0.2, out_dir=None, n_jobs=None, force=False,
-                   progress=None, extra_config=None):
+                   progress=None, extra_config=None, test_set=None):
     """Simulate pool-based active learning and record learning curves.
 
     For each seed the data is split by ``groups`` (no subject in both train
@@ -249,7 +345,7 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         Labels at the start, per round, and in total.
     seeds : sequence of int
     test_size : float
-        Fraction of groups held out for testing.
+        Fraction of groups held out for testing (ignored with ``test_set``).
     out_dir : path-like, optional
         Results folder: ``config.json`` (configuration, package versions,
         seeds), ``checkpoints/`` (one file per strategy and seed, rewritten
@@ -267,30 +363,56 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         tqdm bars per run with the current accuracy (None: only on a terminal).
     extra_config : dict, optional
         Stored in ``config.json`` (the CLI records the data source there).
+    test_set : Bunch, optional
+        An explicit test split (``X``, ``y``, ``roi_masks``, ``roi_available``,
+        labels among the dataset's classes). Then the whole ``dataset`` is the
+        pool (no group split, ``groups`` not needed): train on one
+        distribution, test on another, e.g. shortcut phantoms against
+        marker-free ones.
 
     Returns
     -------
     pandas.DataFrame
         One row per strategy x seed x round: ``n_labelled``, the metrics in
         ``METRICS`` (accuracy, balanced accuracy, macro-F1, one-vs-rest ROC AUC,
-        mean soft Dice of the predicted-class Grad-CAM with the ROI over test
-        samples that have one), and the queried dataset indices with their
-        uncertainty and misalignment.
+        and ``attention_<metric>`` for every metric of
+        :data:`~xal_sklearn.alignment.ALIGNMENT_METRICS`: the mean agreement of
+        the predicted-class Grad-CAM with the ROI over test samples that have
+        one), ``chance_<metric>`` (random maps on the same grid, once per run),
+        ``n_predicted_classes`` and ``blank_map_fraction`` (flags of a
+        degenerate model), and the queried dataset indices with the scores the
+        strategy itself computed for them (``queried_uncertainty``,
+        ``queried_alignment``, ``queried_misalignment``, ``queried_combined``;
+        null where it computed none, e.g. random sampling).
+
+    Notes
+    -----
+    Every argument is checked before anything is written. Interrupting a run
+    (Ctrl-C, SIGTERM, kill) never records the interrupted round: checkpoints
+    are written only after a round's training, query and evaluation finished,
+    so calling again resumes with results identical to an uninterrupted run.
     """
     strategies = _normalise_strategies(strategies)
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct integers, got {seeds!r}.")
-    for key in ("X", "y", "roi_masks", "roi_available", "groups"):
+    needed = ("X", "y", "roi_masks", "roi_available") + (("groups",) if test_set is None else ())
+    for key in needed:
         if key not in dataset:
             raise ValueError(f"dataset lacks {key!r}; use a loader from xal_sklearn.datasets.")
     check_images(dataset["X"][:1], name="dataset.X")
     y = np.asarray(dataset["y"])
     n_classes = len(dataset.get("target_names", np.unique(y)))
-    if not 0 < test_size < 1:
+    if n_classes < 2 or len(np.unique(y)) < 2:
+        raise ValueError(f"The dataset has {len(np.unique(y))} class(es) in y and "
+                         f"{n_classes} class name(s); active learning of a classifier needs "
+                         "at least 2.")
+    test_set = _check_test_set(test_set, dataset, n_classes)
+    if test_set is None and not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1), got {test_size!r}.")
     for seed in seeds:
-        train, _ = group_train_test_split(dataset["groups"], test_size, random_state=seed)
+        train = (np.arange(len(y)) if test_set is not None else
+                 group_train_test_split(dataset["groups"], test_size, random_state=seed)[0])
         _check_sizes(initial_size, query_size, budget, len(train))
         missing = sorted(set(range(n_classes)) - set(y[train].tolist()))
         if missing:
@@ -311,31 +433,27 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
                        for n, (f, kw) in strategies.items()},
         "initial_size": int(initial_size), "query_size": int(query_size), "budget": int(budget),
         "seeds": seeds, "test_size": float(test_size), "n_classes": n_classes,
+        "test_set": None if test_set is None else {
+            "n_samples": len(test_set["y"]),
+            "fingerprint": _fingerprint(dict(test_set, groups=np.zeros(len(test_set["y"]))))},
         "extra": extra_config or {},
     }
     cfg["hash"] = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        config_file = out_dir / "config.json"
-        if config_file.is_file():
-            old = json.loads(config_file.read_text())
-            if old.get("hash") != cfg["hash"]:
-                if not force:
-                    raise ValueError(
-                        f"{out_dir} holds results of a different configuration; use another "
-                        "folder, or force=True (--force) to discard them and start over.")
-                shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-                (out_dir / "results.csv").unlink(missing_ok=True)
-        (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        _atomic_write(config_file, json.dumps(dict(cfg, versions=_versions()), indent=2).encode())
-
     runs = [(name, seed) for seed in seeds for name in strategies]
     n_parallel = max(1, min(effective_n_jobs(n_jobs), len(runs)))
     threads = max(1, (os.cpu_count() or 1) // n_parallel)
-    results = Parallel(n_jobs=n_jobs)(
-        delayed(_run_one)(estimator, dataset, name, *strategies[name], seed, cfg, out_dir,
-                          threads, progress) for name, seed in runs)
+    undo = lambda: None  # noqa: E731
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        undo = _prepare_out_dir(out_dir, cfg, force)
+    try:
+        results = Parallel(n_jobs=n_jobs)(
+            delayed(_run_one)(estimator, dataset, test_set, name, *strategies[name], seed, cfg,
+                              out_dir, threads, progress) for name, seed in runs)
+    except BaseException:
+        undo()
+        raise
     table = pd.DataFrame([row for rows in results for row in rows])
     if out_dir is not None:
         _atomic_write(out_dir / "results.csv", table.to_csv(index=False).encode())

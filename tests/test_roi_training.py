@@ -1,0 +1,271 @@
+"""ROI-guided training (roi_loss) and the localisation metrics."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from torch import nn
+
+from xal_sklearn import (ActiveLearner, CNNClassifier, mass_in_roi, pointing_game, roi_auc,
+                         score_pool)
+from xal_sklearn.alignment import ALIGNMENT_METRICS, chance_alignment
+from xal_sklearn.datasets import make_lesion_phantoms
+from xal_sklearn.roi_loss import gradcam_from_activations, masks_to_grid, roi_loss_term
+
+
+class GapNet(nn.Module):
+    """Conv -> tanh -> global average pool -> linear, smooth for finite differences."""
+
+    def __init__(self, in_channels=1, n_classes=3):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_channels, 3, 3, padding=1), nn.Tanh())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, n_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _batch(seed=0, n=4, size=6):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, size, size, generator=g, dtype=torch.float64)
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    masks[:, 1:4, 2:5] = True
+    return x, masks
+
+
+@pytest.mark.parametrize("kind", ["dice", "outside"])
+def test_gradcam_losses_match_finite_differences(kind):
+    torch.manual_seed(0)
+    net = GapNet().double()
+    x, masks = _batch()
+    target = torch.tensor([0, 1, 2, 0])
+
+    def loss_of_activations(A):
+        logits = net.head(A)
+        return roi_loss_term(kind, x=x, logits=logits, activations=A, target=target,
+                             masks=masks, has_roi=torch.ones(4, dtype=torch.bool))
+
+    A = net.features(x).detach().requires_grad_(True)
+    # with a global-pooling + linear head the Grad-CAM weights are the head's weights, so the
+    # first-order gradient is the exact one and finite differences must agree
+    assert torch.autograd.gradcheck(loss_of_activations, (A,), eps=1e-6, atol=1e-5)
+
+
+def test_rrr_loss_matches_finite_differences():
+    torch.manual_seed(0)
+    net = GapNet().double()
+    x, masks = _batch(1)
+
+    def loss_of_input(inp):
+        return roi_loss_term("rrr", x=inp, logits=net(inp), activations=None,
+                             target=torch.zeros(4, dtype=torch.long), masks=masks,
+                             has_roi=torch.ones(4, dtype=torch.bool))
+
+    assert torch.autograd.gradcheck(loss_of_input, (x.clone().requires_grad_(True),),
+                                    eps=1e-6, atol=1e-5)
+
+
+def test_differentiable_gradcam_equals_captum_maps(tiny_net):
+    from xal_sklearn import gradcam
+
+    net, X = tiny_net
+    module = net.module_.eval()
+    captured = {}
+    def keep(m, i, o):  # as CNNClassifier's training step does: in-place ReLUs follow
+        captured["A"] = o
+        return o.clone()
+
+    handle = module.features[3].register_forward_hook(keep)
+    x = torch.from_numpy(X[:5])
+    logits = module(x)
+    handle.remove()
+    target = logits.argmax(1)
+    cam = gradcam_from_activations(captured["A"], logits, target).detach()
+    up = torch.nn.functional.interpolate(cam[:, None], size=X.shape[2:], mode="bilinear")[:, 0]
+    peak = up.reshape(5, -1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    np.testing.assert_allclose((up / peak).numpy(), gradcam(net, X[:5], layer="features.3"),
+                               atol=1e-5)
+
+
+def test_batch_without_roi_gives_exactly_cross_entropy():
+    logits = torch.randn(4, 3, requires_grad=True)
+    term = roi_loss_term("dice", x=None, logits=logits, activations=None,
+                         target=torch.zeros(4, dtype=torch.long),
+                         masks=torch.zeros(4, 6, 6, dtype=torch.bool),
+                         has_roi=torch.zeros(4, dtype=torch.bool))
+    assert term.item() == 0.0 and not term.requires_grad
+
+
+def test_empty_masks_train_exactly_like_no_roi_loss(phantoms):
+    X, y = phantoms.X[:64], phantoms.y[:64]
+    plain = CNNClassifier(n_classes=3, max_epochs=2, random_state=0).fit(X, y)
+    guided = CNNClassifier(n_classes=3, max_epochs=2, random_state=0, roi_loss="dice")
+    guided.fit(X, y, roi_masks=np.zeros((64,) + X.shape[2:], bool))
+    assert plain.history[:, "train_loss"] == guided.history[:, "train_loss"]
+    for a, b in zip(plain.module_.parameters(), guided.module_.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_masks_to_grid_area_average_and_dilation():
+    m = torch.zeros(1, 4, 4, dtype=torch.bool)
+    m[0, 0, 0] = True
+    grid = masks_to_grid(m, (2, 2))
+    assert grid[0, 0, 0].item() == pytest.approx(0.25) and grid[0, 1, 1].item() == 0
+    assert masks_to_grid(m, (2, 2), dilation=1)[0].min().item() == pytest.approx(0.25)
+
+
+@pytest.mark.slow
+def test_roi_loss_moves_attention_off_a_decoy_marker():
+    # the corner marker always agrees with the label: a net can read it instead of the lesion
+    train = make_lesion_phantoms(240, 32, shortcut=1.0, random_state=0)
+    test = make_lesion_phantoms(120, 32, shortcut=0.0, random_state=1)
+    mass = {}
+    for loss in (None, "dice"):
+        net = CNNClassifier(n_classes=3, max_epochs=12, random_state=0, roi_loss=loss)
+        net.fit(train.X, train.y, roi_masks=train.roi_masks if loss else None)
+        s = score_pool(net, test.X, test.roi_masks, alignment="mass_in_roi", progress=False)
+        mass[loss] = np.nanmean(s.alignment)
+    assert mass["dice"] > 1.5 * mass[None], mass
+
+
+def test_bad_roi_arguments(phantoms):
+    X, y, M = phantoms.X[:20], phantoms.y[:20], phantoms.roi_masks[:20]
+    with pytest.raises(ValueError, match="Unknown roi_loss 'gradmask'"):
+        CNNClassifier(n_classes=3, roi_loss="gradmask").fit(X, y, roi_masks=M)
+    for w in (-1.0, float("nan"), "a"):
+        with pytest.raises(ValueError, match="roi_weight"):
+            CNNClassifier(n_classes=3, roi_loss="dice", roi_weight=w).fit(X, y, roi_masks=M)
+    net = CNNClassifier(n_classes=3, roi_loss="dice", max_epochs=1)
+    with pytest.raises(ValueError, match="19 masks but X has 20"):
+        net.fit(X, y, roi_masks=M[:19])
+    with pytest.raises(ValueError, match="aspect"):
+        net.fit(X, y, roi_masks=M[:, :, :20])
+    assert not net.initialized_
+    bad_layer = CNNClassifier(n_classes=3, roi_loss="dice", gradcam_layer="classifier.3",
+                              max_epochs=1)
+    with pytest.raises(ValueError, match="convolutional Grad-CAM layer"):
+        bad_layer.fit(X, y, roi_masks=M)
+    assert not bad_layer.initialized_
+    with pytest.warns(UserWarning, match="ignored because roi_loss=None"):
+        CNNClassifier(n_classes=3, max_epochs=1).fit(X, y, roi_masks=M)
+
+
+def test_masks_at_another_resolution_and_with_none_entries(phantoms):
+    X, y, M = phantoms.X[:24], phantoms.y[:24], phantoms.roi_masks[:24]
+    half = M[:, ::2, ::2]
+    net = CNNClassifier(n_classes=3, roi_loss="outside", max_epochs=1, random_state=0)
+    net.fit(X, y, roi_masks=half)
+    listed = [None if i % 2 else m for i, m in enumerate(M)]
+    net.fit(X, y, roi_masks=listed)
+    assert net.initialized_
+
+
+def test_sklearn_tools_slice_masks_with_samples(phantoms):
+    X, y, M = phantoms.X[:60], phantoms.y[:60], phantoms.roi_masks[:60]
+    net = CNNClassifier(n_classes=3, roi_loss="dice", max_epochs=1, random_state=0)
+    assert clone(net).get_params()["roi_loss"] == "dice"
+    fitted = pickle.loads(pickle.dumps(clone(net).fit(X, y, roi_masks=M)))
+    assert fitted.predict(X[:3]).shape == (3,)
+    pipe = Pipeline([("scale", FunctionTransformer(lambda a: a * 1.0)), ("net", clone(net))])
+    pipe.fit(X.astype(np.float64), y, net__roi_masks=M)
+    scores = cross_val_score(clone(net), X, y, cv=3, params={"roi_masks": M})
+    assert scores.shape == (3,)
+    search = GridSearchCV(clone(net), {"roi_weight": [0.1, 1.0]}, cv=2)
+    search.fit(X, y, roi_masks=M)
+    assert search.best_params_["roi_weight"] in (0.1, 1.0)
+
+
+def test_active_learner_passes_masks_only_to_estimators_that_take_them(phantoms):
+    seen = []
+
+    class Recording(CNNClassifier):
+        def fit(self, X, y, roi_masks=None, **kw):
+            seen.append(roi_masks)
+            return super().fit(X, y, roi_masks=roi_masks, **kw)
+
+    X, y, M = phantoms.X[:30], phantoms.y[:30], phantoms.roi_masks[:30]
+    learner = ActiveLearner(Recording(n_classes=3, roi_loss="dice", max_epochs=1))
+    learner.fit(X[:20], y[:20], roi_masks=M[:20])
+    learner.teach(X[20:], y[20:], roi_masks=M[20:])
+    assert len(seen) == 2 and seen[1].shape == (30,) + M.shape[1:]
+    np.testing.assert_array_equal(seen[1], M)
+
+    class NoMasks:  # a modAL-style estimator whose fit takes X, y only
+        def fit(self, X, y):
+            self.classes_ = np.unique(y)
+            return self
+
+        def get_params(self, deep=True):
+            return {}
+
+        def set_params(self, **p):
+            return self
+
+    learner = ActiveLearner(NoMasks(), X_training=X, y_training=y, roi_training=M)
+    learner.fit(X, y, roi_masks=M)
+    assert list(learner.classes_) == [0, 1, 2]
+
+
+# --- localisation metrics ------------------------------------------------------------
+
+def test_roi_auc_equals_sklearn_per_sample(rng):
+    maps = rng.rand(6, 9, 9).round(1)  # rounding makes ties
+    masks = rng.rand(6, 9, 9) > 0.8
+    expected = [roc_auc_score(m.ravel(), p.ravel()) for p, m in zip(maps, masks)]
+    np.testing.assert_allclose(roi_auc(maps, masks), expected, atol=1e-12)
+
+
+def test_roi_auc_edge_cases():
+    maps = np.zeros((3, 4, 4))
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, 0, 0] = True  # blank map: every pixel tied -> 0.5
+    masks[2] = True  # no background -> undefined
+    got = roi_auc(maps, masks)
+    assert got[0] == 0.5 and np.isnan(got[1]) and np.isnan(got[2])
+
+
+def test_mass_in_roi_and_pointing_tolerance_hand_computed():
+    maps = np.zeros((2, 5, 5))
+    masks = np.zeros((2, 5, 5), bool)
+    maps[0, 0, 0], maps[0, 4, 4] = 3.0, 1.0
+    masks[0, 4, 4] = True
+    assert mass_in_roi(maps, masks)[0] == pytest.approx(0.25)
+    maps[1, 0, 0] = 1.0  # peak at (0, 0); mask at (2, 0): distance 2
+    masks[1, 2, 0] = True
+    assert pointing_game(maps, masks)[1] == 0.0
+    assert pointing_game(maps, masks, tolerance=1.5)[1] == 0.0
+    assert pointing_game(maps, masks, tolerance=2)[1] == 1.0
+    with pytest.raises(ValueError, match="tolerance"):
+        pointing_game(maps, masks, tolerance=-1)
+
+
+def test_chance_levels_of_random_maps(rng):
+    masks = np.zeros((200, 32, 32), bool)
+    masks[:, 4:12, 4:12] = True  # area fraction 1/16
+    assert chance_alignment(masks, "roi_auc", (8, 8)) == pytest.approx(0.5, abs=0.02)
+    assert chance_alignment(masks, "mass_in_roi", (8, 8)) == pytest.approx(1 / 16, abs=0.01)
+    assert chance_alignment(masks, "pointing_game", (8, 8)) == pytest.approx(1 / 16, abs=0.04)
+    with pytest.raises(ValueError, match="Unknown alignment"):
+        chance_alignment(masks, "accuracy")
+
+
+def test_score_pool_reads_every_registered_metric(fitted_net, phantoms):
+    X, M = phantoms.X[160:190], phantoms.roi_masks[160:190]
+    maps = score_pool(fitted_net, X, M, return_maps=True, progress=False).maps
+    for name in ALIGNMENT_METRICS:
+        s = score_pool(fitted_net, X, M, alignment=name, progress=False)
+        assert np.all((s.alignment >= 0) & (s.alignment <= 1))
+        if name == "roi_auc":
+            np.testing.assert_allclose(s.alignment, roi_auc(maps, M), atol=1e-6)
+    with pytest.raises(ValueError, match="choose one of soft_dice"):
+        score_pool(fitted_net, X, M, alignment="auc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        score_pool(fitted_net, X, M, alignment="pointing_game", tolerance=2, progress=False)
