@@ -124,6 +124,10 @@ class CNNClassifier(NeuralNetClassifier):
     >>> net.fit(X, y).predict_proba(X_pool)  # doctest: +SKIP
     """
 
+    #: On the CPU, keep 2-D conv weights and batches in channels-last layout (same results,
+    #: faster kernels). Set to False on the class or an instance for skorch's plain layout.
+    cpu_channels_last = True
+
     def __init__(
         self,
         module=SmallCNN,
@@ -252,7 +256,13 @@ class CNNClassifier(NeuralNetClassifier):
             if "in_channels" in accepted and "in_channels" not in kwargs:
                 kwargs["in_channels"] = getattr(self, "n_channels_in_", 1)
         self.module_ = self.initialized_instance(self.module, kwargs)
+        if self._channels_last():
+            # measured 1.3-1.4x faster training on 2 CPU cores (benchmarks/bench_training.py)
+            self.module_ = self.module_.to(memory_format=torch.channels_last)
         return self
+
+    def _channels_last(self):
+        return self.cpu_channels_last and str(self.device) == "cpu"
 
     def get_dataset(self, X, y=None):
         if isinstance(X, torch.Tensor) and X.dtype != torch.float32 and X.is_floating_point():
@@ -364,6 +374,8 @@ class CNNClassifier(NeuralNetClassifier):
     def infer(self, x, **fit_params):
         if isinstance(x, Mapping) and "roi" in x:  # an ImageDataset batch with masks
             x = x["x"]
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and self._channels_last():
+            x = x.contiguous(memory_format=torch.channels_last)
         return super().infer(x, **fit_params)
 
     def _roi_active(self):

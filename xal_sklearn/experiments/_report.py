@@ -112,6 +112,11 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
             for n, s in config["strategies"].items()) + ".",
         "",
     ]
+    params = config.get("estimator_params", {})
+    roi_loss = params.get("roi_loss", "None").strip("'")
+    lines += ["Training: " + ("cross-entropy only." if roi_loss == "None" else
+                              f"cross-entropy + {params.get('roi_weight')} x the `{roi_loss}` "
+                              "attention loss on the labelled images' ROIs."), ""]
     note = config.get("extra", {}).get("note")
     if note:
         lines += [note, ""]
