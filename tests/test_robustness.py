@@ -218,8 +218,8 @@ def test_degenerate_runs_are_flagged():
                           "n_labelled": [10, 20, 10], "n_predicted_classes": [1, 3, 3],
                           "blank_map_fraction": [0.0, 0.0, 1.0]})
     notes = degenerate_runs(table)
-    assert any("`a` seed 0 predicts a single class" in n and "10 labels" in n for n in notes)
-    assert any("`b` seed 0: Grad-CAM maps are all zero for up to 100%" in n for n in notes)
+    assert any("`a` predicts a single class" in n and "seed 0 at 10 labels" in n for n in notes)
+    assert any("`b`: Grad-CAM maps are all zero for up to 100%" in n for n in notes)
     assert degenerate_runs(table.assign(n_predicted_classes=3, blank_map_fraction=0)) == []
 
 

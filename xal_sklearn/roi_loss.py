@@ -114,15 +114,16 @@ def roi_loss_term(kind, *, x, logits, activations, target, masks, has_roi, dilat
     Parameters
     ----------
     kind : one of ``ROI_LOSSES``
-    x : tensor (B, C, *spatial)
+    x : tensor (B, C, ...)
         The input batch; for ``"rrr"`` it must require gradients.
     logits : tensor (B, n_classes)
-    activations : tensor (B, K, *grid) or None
+    activations : tensor (B, K, ...) or None
         Output of the Grad-CAM layer in the same forward pass (``"dice"``,
         ``"outside"``).
     target : int tensor (B,)
         True class column of each sample.
-    masks : bool tensor (B, *mask_spatial)
+    masks : bool tensor (B, ...)
+        At any resolution with the images' aspect ratio.
     has_roi : bool tensor (B,)
     dilation : int
         Cells by which the mask is grown on the attention grid.
