@@ -155,3 +155,15 @@ def test_cosine_schedule_by_default(data):
     assert const.optimizer_.param_groups[0]["lr"] == 0.01
     with pytest.raises(ValueError, match="lr_schedule must be"):
         CNNClassifier(n_classes=3, lr_schedule="step").fit(X, y)
+
+
+def test_channels_last_cpu_path_predicts_like_the_plain_layout(fitted_net, phantoms):
+    import copy
+
+    plain = copy.deepcopy(fitted_net)
+    plain.cpu_channels_last = False
+    for p in plain.module_.parameters():
+        p.data = p.data.contiguous()
+    assert fitted_net.module_.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(fitted_net.predict_proba(phantoms.X[:50]),
+                               plain.predict_proba(phantoms.X[:50]), atol=1e-5)

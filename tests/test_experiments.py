@@ -98,15 +98,13 @@ def test_kill_9_then_resume_via_cli(tmp_path):
            "--seeds", "1", "--epochs", "2", "--strategies", "random,dual", "--out", str(out),
            "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = out / "checkpoints" / "random__seed0.pkl"
+    progress = out / "checkpoints" / "random__seed0" / "progress.json"
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
-            import pickle
-
-            if len(pickle.loads(ckpt.read_bytes())["rows"]) >= 2:
+            if len(json.loads(progress.read_text())["rows"]) >= 2:
                 break
-        except (OSError, EOFError, pickle.UnpicklingError):
+        except (OSError, ValueError):
             pass
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
@@ -166,7 +164,7 @@ def test_dask_local_cluster(data, tmp_path):
             distributed.Client(cluster), joblib.parallel_config(backend="dask"):
         table = run(data, tmp_path, {"random": random_sampling}, n_jobs=2)
     assert len(table) == 8 and set(table["seed"]) == {0, 1}
-    assert len(list((tmp_path / "checkpoints").glob("*.pkl"))) == 2
+    assert len(list((tmp_path / "checkpoints").glob("*__seed*/progress.json"))) == 2
 
 
 def test_plots_and_report(finished, data):

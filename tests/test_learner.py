@@ -196,3 +196,54 @@ def test_query_a_lazy_dataset_pool(data):
     ref = dual_criterion_sampling(learner, Xp, 4, roi_masks=Mp, random_state=0)
     np.testing.assert_array_equal(idx, ref)
     np.testing.assert_array_equal(items[0][0], Xp[idx[0]])
+
+
+def test_save_load_round_trip_without_pickle(tmp_path, phantoms):
+    import json
+
+    from xal_sklearn import CNNClassifier
+    from xal_sklearn._persist import FormatError
+
+    X, y, M = phantoms.X[:40], phantoms.y[:40], phantoms.roi_masks[:40]
+    template = CNNClassifier(n_classes=3, max_epochs=2, random_state=0)
+    learner = ActiveLearner(template, random_state=3).fit(X[:20], y[:20], roi_masks=M[:20])
+    learner.query(X[20:], n_instances=4, roi_masks=M[20:])
+    learner.save(tmp_path / "l")
+    assert sorted(p.name for p in (tmp_path / "l").iterdir()) == [
+        "estimator.pt", "labelled.npz", "learner.json"]
+    back = ActiveLearner.load(tmp_path / "l", template)
+    np.testing.assert_array_equal(back.predict_proba(X[20:]), learner.predict_proba(X[20:]))
+    np.testing.assert_array_equal(back.roi_training_, learner.roi_training_)
+    # the query generator continues where it was: same next queries
+    a, _ = learner.query(X[20:], n_instances=5, roi_masks=M[20:])
+    b, _ = back.query(X[20:], n_instances=5, roi_masks=M[20:])
+    assert list(a) == list(b) and back.n_queries_ == learner.n_queries_
+    meta = json.loads((tmp_path / "l" / "learner.json").read_text())
+    meta["version"] = 99
+    (tmp_path / "l" / "learner.json").write_text(json.dumps(meta))
+    with pytest.raises(FormatError, match="format version 99"):
+        ActiveLearner.load(tmp_path / "l", template)
+    learner.save(tmp_path / "n", include_data=False)
+    with pytest.raises(ValueError, match="saved without its labelled images"):
+        ActiveLearner.load(tmp_path / "n", template)
+    assert ActiveLearner.load(tmp_path / "n", template, X_training=X[:20],
+                              y_training=y[:20]).n_queries_ == learner.n_queries_
+
+
+def test_loading_a_planted_pickle_runs_no_code(tmp_path, phantoms):
+    import pickle
+
+    from xal_sklearn import CNNClassifier
+
+    template = CNNClassifier(n_classes=3, max_epochs=1)
+    ActiveLearner(template).fit(phantoms.X[:10], phantoms.y[:10]).save(tmp_path / "l")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "l" / "estimator.pt").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(Exception):
+        ActiveLearner.load(tmp_path / "l", template)
+    assert not marker.exists()

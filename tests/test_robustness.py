@@ -161,7 +161,7 @@ def _cli(out, *extra):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_training_then_resume_equals_uninterrupted(tmp_path, sig):
     out = tmp_path / "res"
-    ckpt = out / "checkpoints" / "random__seed0.pkl"
+    ckpt = out / "checkpoints" / "random__seed0"
     proc = subprocess.Popen(_cli(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not ckpt.exists():

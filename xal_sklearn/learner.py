@@ -1,12 +1,15 @@
 """A modAL-compatible active learner that keeps ROI masks and follows sklearn's contract."""
 
 import copy
+import json
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils import check_random_state
 from torch.utils.data import Dataset
 
+from ._persist import (atomic_folder, check_format, load_net, read_json, resolve_folder,
+                       rng_from_json, rng_to_json, save_net)
 from ._pool import pool_length
 from ._validation import accepts_keyword, check_images, check_n_instances, check_roi_masks
 from .strategies import dual_criterion_sampling
@@ -229,6 +232,99 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "estimator_")
+
+    # --- saving without pickle ------------------------------------------------------
+    _FORMAT, _VERSION = "xal-active-learner", 1
+
+    def save(self, path, include_data=True):
+        """Save the fitted learner to the folder ``path``, atomically and without pickle.
+
+        The folder holds ``learner.json`` (format version, query count, the query
+        generator's state, the estimator's fitted attributes), ``estimator.pt``
+        (the network's weights through skorch's ``save_params``) and, with
+        ``include_data``, ``labelled.npz`` (images, labels, ROI masks; plain arrays).
+        A crash leaves the previous save intact. Only skorch networks (such as
+        :class:`~xal_sklearn.CNNClassifier`) can be saved.
+
+        Parameters
+        ----------
+        path : path-like
+        include_data : bool, default=True
+            False leaves the labelled images out (the caller keeps them, as an
+            experiment or a labelling campaign does) and :meth:`load` then needs them.
+        """
+        self._ensure_fitted()
+        if not hasattr(self.estimator_, "save_params"):
+            raise TypeError(f"save supports skorch networks; the estimator is "
+                            f"{type(self.estimator_).__name__}.")
+        y = np.asarray(self.y_training_)
+        if include_data and y.dtype == object:
+            raise TypeError("Labels of dtype object cannot be saved without pickle; use "
+                            "numbers or strings.")
+        with atomic_folder(path) as tmp:
+            attrs = save_net(self.estimator_, tmp / "estimator.pt")
+            meta = {"format": self._FORMAT, "version": self._VERSION,
+                    "n_labelled": int(len(y)), "has_data": bool(include_data),
+                    "n_queries": int(self.n_queries_),
+                    "query_rng": rng_to_json(self._query_random_state()),
+                    "random_state": (self.random_state
+                                     if isinstance(self.random_state, (int, type(None)))
+                                     else None),
+                    "estimator_attrs": attrs,
+                    "query_strategy": getattr(self.query_strategy, "__qualname__", None)}
+            if include_data:
+                np.savez(tmp / "labelled.npz", X=self.X_training_, y=y,
+                         roi_masks=self.roi_training_, roi_available=self.roi_available_)
+            (tmp / "learner.json").write_text(json.dumps(meta, indent=1))
+        return self
+
+    @classmethod
+    def load(cls, path, estimator, query_strategy=dual_criterion_sampling, X_training=None,
+             y_training=None, roi_training=None):
+        """Load a learner saved by :meth:`save`; runs no code from the folder.
+
+        Parameters
+        ----------
+        path : path-like
+        estimator : skorch network
+            Unfitted template of the saved network (same class and parameters);
+            the saved weights are loaded into a clone of it.
+        query_strategy : callable, default=dual_criterion_sampling
+            Strategies are code, so they are given here rather than loaded.
+        X_training, y_training, roi_training : array-like, optional
+            The labelled set, needed when it was saved with ``include_data=False``.
+        """
+        path, meta = cls._read_meta(path)
+        if meta["has_data"]:
+            with np.load(path / "labelled.npz", allow_pickle=False) as f:
+                X, y, masks, available = (f["X"], f["y"], f["roi_masks"], f["roi_available"])
+        else:
+            if X_training is None or y_training is None:
+                raise ValueError(f"{path} was saved without its labelled images; pass "
+                                 "X_training and y_training.")
+            X, y, masks, available = cls._check_labelled(X_training, y_training, roi_training)
+        if len(y) != meta["n_labelled"]:
+            raise ValueError(f"{path} was saved with {meta['n_labelled']} labelled samples; "
+                             f"got {len(y)}.")
+        net = cls.load_estimator(path, estimator)
+        learner = cls(estimator, query_strategy, random_state=meta["random_state"])
+        learner._commit(net, X, y, masks, available)
+        learner.n_queries_ = meta["n_queries"]
+        rng_from_json(learner._query_random_state(), meta["query_rng"])
+        return learner
+
+    @classmethod
+    def _read_meta(cls, path):
+        path = resolve_folder(path)
+        meta = read_json(path / "learner.json")
+        check_format(meta, cls._FORMAT, cls._VERSION, str(path))
+        return path, meta
+
+    @classmethod
+    def load_estimator(cls, path, estimator):
+        """Only the fitted network of a learner saved by :meth:`save` (a clone of ``estimator``)."""
+        path, meta = cls._read_meta(path)
+        return load_net(estimator, path / "estimator.pt", meta["estimator_attrs"])
 
 
 def roi_fit_param(estimator, method="fit"):

@@ -1,7 +1,6 @@
 """Learning curves and Grad-CAM overlay grids."""
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -62,16 +61,18 @@ def plot_learning_curves(results, metrics=("accuracy", "attention_roi_auc"), pat
     return fig
 
 
-def _final_estimator(out_dir, strategy, seed):
-    from ._run import _checkpoint_path
+def _final_estimator(out_dir, strategy, seed, estimator):
+    from .._persist import resolve_folder
+    from ..learner import ActiveLearner
+    from ._run import _checkpoint_path, read_checkpoint
 
-    with open(_checkpoint_path(out_dir, strategy, seed), "rb") as f:
-        state = pickle.load(f)
-    return state["estimator"], state["rows"]
+    ckpt = _checkpoint_path(out_dir, strategy, seed)
+    net = ActiveLearner.load_estimator(resolve_folder(ckpt) / "learner", estimator)
+    return net, read_checkpoint(ckpt)["rows"]
 
 
 def plot_gradcam_grid(out_dir, dataset, strategies, seed=0, n_samples=4, path=None, dpi=100,
-                      random_state=0):
+                      random_state=0, estimator=None):
     """Grad-CAM overlays of two strategies' final models, side by side.
 
     Rows: the last samples each strategy queried, then test samples (the
@@ -90,6 +91,9 @@ def plot_gradcam_grid(out_dir, dataset, strategies, seed=0, n_samples=4, path=No
         Rows per group.
     path : path-like, optional
         Save the figure there (PNG).
+    estimator : skorch network, optional
+        Unfitted template of the experiment's network, into which the saved weights
+        are loaded; default: rebuilt from ``config.json`` (a ``CNNClassifier``).
     """
     import matplotlib
 
@@ -104,12 +108,18 @@ def plot_gradcam_grid(out_dir, dataset, strategies, seed=0, n_samples=4, path=No
     if len(strategies) != 2:
         raise ValueError("plot_gradcam_grid compares exactly two strategies.")
 
+    from ._run import estimator_template
+
+    cfg = json.loads((Path(out_dir) / "config.json").read_text())
+    estimator = estimator if estimator is not None else estimator_template(cfg)
     models, queried = {}, {}
     for name in strategies:
-        models[name], rows = _final_estimator(out_dir, name, seed)
+        models[name], rows = _final_estimator(out_dir, name, seed, estimator)
         queried[name] = json.loads(rows[-1]["queried"])[:n_samples]
-    cfg = json.loads((Path(out_dir) / "config.json").read_text())
-    _, test = group_train_test_split(dataset["groups"], cfg["test_size"], random_state=seed)
+    if cfg.get("test_set") is None:
+        _, test = group_train_test_split(dataset["groups"], cfg["test_size"], random_state=seed)
+    else:  # the test set is not part of the dataset: show images neither strategy queried
+        test = np.setdiff1d(np.arange(len(dataset["y"])), sum(queried.values(), []))
     test_rows = np.random.RandomState(random_state).choice(test, min(n_samples, len(test)),
                                                           replace=False)
     groups = [(f"queried by {strategies[0]}", queried[strategies[0]]),

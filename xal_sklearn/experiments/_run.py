@@ -3,7 +3,6 @@
 import hashlib
 import json
 import os
-import pickle
 import platform
 import re
 import shutil
@@ -17,6 +16,8 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
+from .._persist import (atomic_folder, atomic_write, check_format, read_json,
+                        resolve_folder)
 from .._validation import accepts_keyword, check_images
 from ..alignment import ALIGNMENT_METRICS, alignment_t, chance_alignment
 from ..datasets import group_train_test_split
@@ -99,6 +100,43 @@ def _check_sizes(initial_size, query_size, budget, n_train):
         raise ValueError(f"budget ({budget}) exceeds the training split ({n_train} samples).")
 
 
+_OPTIMIZERS = {"Adam": torch.optim.Adam, "SGD": torch.optim.SGD, "AdamW": torch.optim.AdamW}
+
+
+def _template(estimator):
+    """JSON form of a CNNClassifier with its default module, to rebuild it from config."""
+    from ..classifier import CNNClassifier
+    from ..modules import SmallCNN
+
+    if type(estimator) is not CNNClassifier or estimator.module is not SmallCNN:
+        return None
+    params = estimator.get_params(deep=False)
+    if (params["criterion"] is not torch.nn.CrossEntropyLoss
+            or params["optimizer"] not in _OPTIMIZERS.values()):
+        return None
+    defaults = CNNClassifier().get_params(deep=False)
+    simple = {k: v for k, v in params.items()
+              if isinstance(v, (bool, int, float, str, type(None)))
+              and k != "random_state" and not k.startswith("_")}
+    rest = {k for k in set(params) - set(simple) - {"module", "criterion", "optimizer",
+                                                   "random_state", "_params_to_validate"}
+            if params[k] is not defaults.get(k)}
+    if rest:
+        return None  # e.g. callback objects or another iterator class: not JSON
+    return dict(simple, optimizer=params["optimizer"].__name__)
+
+
+def estimator_template(config):
+    """The unfitted network of an experiment, rebuilt from its ``config.json`` (no code run)."""
+    from ..classifier import CNNClassifier
+
+    template = config.get("template")
+    if not template:
+        raise ValueError("This experiment's network cannot be rebuilt from config.json (it is "
+                         "not a CNNClassifier with SmallCNN); pass estimator=.")
+    return CNNClassifier(**dict(template, optimizer=_OPTIMIZERS[template["optimizer"]]))
+
+
 def _set_random_state(estimator, seed):
     params = estimator.get_params()
     keys = [k for k in params if k == "random_state" or k.endswith("__random_state")]
@@ -147,24 +185,16 @@ def _chance_levels(masks_test, grid_shape, seed):
             for name in ALIGNMENT_METRICS}
 
 
-def _atomic_write(path, data):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)  # a half-written file is never visible under `path`
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _checkpoint_path(out_dir, name, seed):
-    return Path(out_dir) / "checkpoints" / f"{name}__seed{seed}.pkl"
+    """Folder of one run's checkpoint: ``progress.json`` and the learner (no pickle)."""
+    return Path(out_dir) / "checkpoints" / f"{name}__seed{seed}"
+
+
+def read_checkpoint(path):
+    """``progress.json`` of a checkpoint folder, format-checked."""
+    progress = read_json(resolve_folder(path) / "progress.json")
+    check_format(progress, "xal-experiment-checkpoint", _STATE_VERSION, str(path))
+    return progress
 
 
 def _split(dataset, test_set, cfg, seed):
@@ -204,18 +234,17 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, seed, cfg, out_di
     def evaluate():
         return _evaluate(learner, X_test, y_test, masks_test, cfg["n_classes"])
 
-    state = None
-    if ckpt is not None and ckpt.is_file():
-        with open(ckpt, "rb") as f:
-            state = pickle.load(f)
-        if state.get("config_hash") != cfg["hash"]:
+    saved = None
+    if ckpt is not None and resolve_folder(ckpt).exists():
+        saved = read_checkpoint(ckpt)
+        if saved.get("config_hash") != cfg["hash"]:
             raise ValueError(f"Checkpoint {ckpt} belongs to another configuration.")
-    if state is not None:  # resume after the last finished round
-        labelled, rows = np.asarray(state["labelled"]), state["rows"]
-        learner._commit(state["estimator"], X[labelled], y[labelled], _masks(dataset, labelled),
-                        np.asarray(dataset["roi_available"])[labelled])
-        learner.n_queries_ = state["n_queries"]
-        learner._query_random_state().set_state(state["rng_state"])
+    if saved is not None:  # resume after the last finished round
+        labelled, rows = np.asarray(saved["labelled"], dtype=np.intp), saved["rows"]
+        learner = ActiveLearner.load(resolve_folder(ckpt) / "learner",
+                                     _set_random_state(clone(estimator), seed), func,
+                                     X_training=X[labelled], y_training=y[labelled],
+                                     roi_training=_masks(dataset, labelled))
         chance = {k: v for k, v in rows[0].items() if k.startswith("chance_")}
     else:
         labelled = initial
@@ -229,11 +258,13 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, seed, cfg, out_di
     bar = tqdm(total=n_rounds, initial=len(rows) - 1, desc=f"{name} seed {seed}",
                disable=None if progress is None else not progress, leave=False)
     while True:
-        if ckpt is not None:
-            _atomic_write(ckpt, pickle.dumps({
-                "version": _STATE_VERSION, "config_hash": cfg["hash"], "labelled": labelled,
-                "rows": rows, "estimator": learner.estimator_, "n_queries": learner.n_queries_,
-                "rng_state": learner._query_random_state().get_state()}))
+        if ckpt is not None:  # the learner and the rows of finished rounds, as one folder
+            with atomic_folder(ckpt) as tmp:
+                learner.save(tmp / "learner", include_data=False)
+                (tmp / "progress.json").write_text(json.dumps({
+                    "format": "xal-experiment-checkpoint", "version": _STATE_VERSION,
+                    "config_hash": cfg["hash"], "labelled": labelled.tolist(),
+                    "rows": rows}))
         bar.set_postfix(accuracy=f"{rows[-1]['accuracy']:.3f}")
         if len(labelled) >= cfg["budget"]:
             break
@@ -303,7 +334,7 @@ def _prepare_out_dir(out_dir, cfg, force):
             fresh = True
     created = [p for p in (out_dir, out_dir / "checkpoints") if not p.exists()]
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    _atomic_write(config_file, json.dumps(dict(cfg, versions=_versions()), indent=2).encode())
+    atomic_write(config_file, json.dumps(dict(cfg, versions=_versions()), indent=2))
 
     def undo_if_nothing_ran():
         # a start refused before any round finished leaves the folder as it found it
@@ -423,6 +454,7 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
 
     cfg = {
         "estimator": type(estimator).__name__,
+        "template": _template(estimator),
         "estimator_params": {k: _stable_repr(v) for k, v in
                              sorted(estimator.get_params(deep=False).items())
                              if k != "random_state" and not k.endswith("__random_state")},
@@ -456,7 +488,7 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         raise
     table = pd.DataFrame([row for rows in results for row in rows])
     if out_dir is not None:
-        _atomic_write(out_dir / "results.csv", table.to_csv(index=False).encode())
+        atomic_write(out_dir / "results.csv", table.to_csv(index=False))
     return table
 
 
@@ -466,9 +498,9 @@ def load_results(out_dir):
     if (out_dir / "results.csv").is_file():
         return pd.read_csv(out_dir / "results.csv")
     rows = []
-    for ckpt in sorted((out_dir / "checkpoints").glob("*.pkl")):
-        with open(ckpt, "rb") as f:
-            rows.extend(pickle.load(f)["rows"])
+    for ckpt in sorted(p for p in (out_dir / "checkpoints").glob("*__seed*")
+                       if not p.name.startswith(".")):
+        rows.extend(read_checkpoint(ckpt)["rows"])
     if not rows:
         raise FileNotFoundError(f"{out_dir} holds no results.")
     return pd.DataFrame(rows)
