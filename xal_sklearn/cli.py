@@ -109,7 +109,69 @@ def _parser():
     run.add_argument("--no-progress", action="store_true")
     rep = sub.add_parser("report", help="write report.md and PNGs for a results folder")
     rep.add_argument("results_dir")
+    camp = sub.add_parser("campaign", help="a real labelling loop with an expert "
+                                           "(Label Studio or a CSV)")
+    csub = camp.add_subparsers(dest="action", required=True)
+    init = csub.add_parser("init", help="start a campaign over a folder of images",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    init.add_argument("folder")
+    init.add_argument("--images", required=True, help="folder of the pool's images")
+    init.add_argument("--manifest", help="CSV with image[,mask] paths relative to --images")
+    init.add_argument("--classes", required=True, help="comma-separated class names")
+    init.add_argument("--image-size", type=int, default=128)
+    init.add_argument("--rgb", action="store_true")
+    init.add_argument("--roi-loss", default=None, choices=ROI_LOSSES)
+    init.add_argument("--roi-weight", type=float, default=0.1)
+    init.add_argument("--alpha", type=float, default=0.3)
+    init.add_argument("--epochs", type=int, default=20)
+    init.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--url-prefix", default="/data/local-files/?d=",
+                      help="prefix of image URLs in tasks.json")
+    init.add_argument("--document-root", default="/",
+                      help="image URLs are paths relative to this folder")
+    q = csub.add_parser("query", help="write the next batch for the expert")
+    q.add_argument("folder")
+    q.add_argument("-n", type=int, default=20, help="images in the batch")
+    q.add_argument("--allow-repeat", action="store_true",
+                   help="may hand out images of a batch still waiting for labels")
+    imp = csub.add_parser("import", help="import a Label Studio JSON export or a filled CSV")
+    imp.add_argument("folder")
+    imp.add_argument("source")
+    st = csub.add_parser("status", help="labelled per class, rounds, pending batch, estimate")
+    st.add_argument("folder")
     return p
+
+
+def _campaign(args):
+    from .campaign import Campaign
+
+    if args.action == "init":
+        c = Campaign.create(args.folder, args.images, args.classes.split(","),
+                            manifest=args.manifest, image_size=args.image_size, rgb=args.rgb,
+                            roi_loss=args.roi_loss, roi_weight=args.roi_weight,
+                            alpha=args.alpha, epochs=args.epochs, device=args.device,
+                            random_state=args.seed, url_prefix=args.url_prefix,
+                            document_root=args.document_root)
+        print(f"Campaign created in {args.folder}: {len(c.pool['images'])} pool images, "
+              f"classes {', '.join(c.classes)}.")
+    elif args.action == "query":
+        c = Campaign.open(args.folder)
+        r = c.query(args.n, allow_repeat=args.allow_repeat)
+        print(f"Batch {r['batch']:03d}: {len(r['ids'])} of {r['n_pool']} available images, "
+              f"chosen by {r['method']}.\nFolder: {r['folder']}\n  import tasks.json into a "
+              "Label Studio project configured with label_config.xml, or fill to_label.csv;"
+              f"\n  then: xal campaign import {args.folder} EXPORT.json|to_label.csv")
+    elif args.action == "import":
+        c = Campaign.open(args.folder)
+        r = c.import_labels(args.source)
+        agreement = ("" if r["agreement"] is None else
+                     f" The model had predicted {r['agreement']:.0%} of these labels.")
+        print(f"Imported {r['n_imported']} labels ({r['n_with_roi']} with an ROI) and "
+              f"retrained.{agreement}" + (f" {len(r['released'])} unlabelled image(s) of the "
+                                          "batch went back to the pool." if r["released"]
+                                          else ""))
+    print(Campaign.open(args.folder).summary())
 
 
 def _check_run_args(args, parser):
@@ -213,6 +275,8 @@ def main(argv=None):
     try:
         if args.command == "run":
             _run(args, parser)
+        elif args.command == "campaign":
+            _campaign(args)
         else:
             from .experiments import write_report
 

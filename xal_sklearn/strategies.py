@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
-from ._pool import pool_length
+from ._pool import iter_pool, pool_length
 from ._validation import check_n_instances, resolve_estimator
 from .scoring import score_pool
 from .uncertainty import check_uncertainty_name, normalized_uncertainty
@@ -132,8 +132,11 @@ def uncertainty_sampling(classifier, X_pool, n_instances=1, uncertainty="entropy
     check_uncertainty_name(uncertainty)
     check_n_instances(n_instances, pool_length(X_pool))
     net, preprocess = resolve_estimator(classifier)
-    X = X_pool if preprocess is None else preprocess.transform(X_pool)
-    u = normalized_uncertainty(net.predict_proba(X), uncertainty)
+    batch_size = int(batch_size or net.batch_size)
+    # streamed like score_pool: memmaps and Datasets (items image or (image, mask)) work
+    proba = [net.predict_proba(x.numpy())
+             for x, _, _, _ in iter_pool(X_pool, None, batch_size, preprocess)]
+    u = normalized_uncertainty(np.concatenate(proba), uncertainty)
     idx = top_k(u, n_instances, random_state)
     return (idx, _report(idx, {"uncertainty": u, "combined": u})) if return_scores else idx
 

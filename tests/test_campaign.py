@@ -1,0 +1,339 @@
+"""Labelling campaigns: query batches, Label Studio tasks, imports (CSV, JSON, a real server)."""
+
+import csv
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xal_sklearn.campaign import Campaign, CampaignError
+from xal_sklearn.labelstudio import AnnotationImportError, LabelStudioClient, label_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["glioma", "meningioma", "pituitary"]
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    """24 small scans with lesion masks, three classes, and the truth kept aside."""
+    from xal_sklearn.datasets import make_lesion_phantoms
+
+    d = make_lesion_phantoms(24, 32, shortcut=0.0, random_state=0)
+    root = tmp_path_factory.mktemp("scans")
+    (root / "img").mkdir()
+    (root / "roi").mkdir()
+    truth = {}
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "mask"])
+        for i in range(24):
+            Image.fromarray(np.round(d.X[i, 0] * 255).astype(np.uint8)).save(
+                root / "img" / f"{i:02d}.png")
+            Image.fromarray(d.roi_masks[i].astype(np.uint8) * 255).save(
+                root / "roi" / f"{i:02d}.png")
+            w.writerow([f"img/{i:02d}.png", f"roi/{i:02d}.png"])
+            truth[f"img/{i:02d}.png"] = (CLASSES[d.y[i]], d.roi_masks[i])
+    return root, truth
+
+
+def _new(tmp_path, scans, **kw):
+    root, _ = scans
+    return Campaign.create(tmp_path / "study", root, CLASSES, manifest=root / "manifest.csv",
+                           image_size=32, epochs=2, document_root=tmp_path, **kw)
+
+
+def _fill_csv(campaign, batch, truth, path, boxes=True):
+    meta = json.loads((campaign.folder / "batches" / f"{batch:03d}" / "batch.json").read_text())
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["xal_id", "image", "label", "x_min", "y_min", "x_max", "y_max"])
+        for img in meta["images"]:
+            label, mask = truth[img["image"]]
+            ys, xs = np.nonzero(mask)
+            box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if boxes else [""] * 4
+            w.writerow([img["id"], img["image"], label, *box])
+    return meta
+
+
+def test_round_trip_with_the_csv(tmp_path, scans):
+    c = _new(tmp_path, scans)
+    first = c.query(6)
+    assert first["method"].startswith("random sample") and len(first["ids"]) == 6
+    batch = c.folder / "batches" / "001"
+    assert sorted(p.name for p in batch.iterdir()) == [
+        "batch.json", "images", "label_config.xml", "overlays", "tasks.json", "to_label.csv"]
+    # a second query before the import does not hand out the same images
+    second = c.query(6)
+    assert not set(first["ids"]) & set(second["ids"])
+    _fill_csv(c, 1, scans[1], tmp_path / "a.csv")
+    result = Campaign.open(c.folder).import_labels(tmp_path / "a.csv")
+    assert result["n_imported"] == 6 and result["n_with_roi"] == 6
+    again = Campaign.open(c.folder)
+    assert again.status()["n_labelled"] == 6 and again.status()["pending"] == {2: 6}
+    third = again.query(5)
+    assert "dual-criterion" in third["method"]
+    assert not set(third["ids"]) & (set(first["ids"]) | set(second["ids"]))
+    tasks = json.loads((again.folder / "batches" / "003" / "tasks.json").read_text())
+    pred = tasks[0]["predictions"][0]
+    assert pred["result"][0]["value"]["choices"][0] in CLASSES
+    assert 0 <= pred["result"][0]["score"] <= 1 and pred["score"] >= 0
+    assert Image.open(again.folder / "batches" / "003" / "overlays" /
+                      f"{third['ids'][0]:06d}.png").size[0] > 100
+    assert "Waiting for labels: batch 002 (6 images), batch 003 (5 images)" in again.summary()
+
+
+def _export(campaign, batch, truth, mutate=None):
+    """A Label Studio style export of a batch, answered from the truth with rectangles."""
+    meta = json.loads((campaign.folder / "batches" / f"{batch:03d}" / "batch.json").read_text())
+    tasks = []
+    for k, img in enumerate(meta["images"]):
+        label, mask = truth[img["image"]]
+        ys, xs = np.nonzero(mask)
+        w, h = img["width"], img["height"]
+        box = {"x": 100 * xs.min() / w, "y": 100 * ys.min() / h,
+               "width": 100 * (xs.max() + 1 - xs.min()) / w,
+               "height": 100 * (ys.max() + 1 - ys.min()) / h, "rotation": 0,
+               "rectanglelabels": ["ROI"]}
+        tasks.append({"id": 100 + k, "data": {"image": img["image_url"], "xal_id": img["id"]},
+                      "annotations": [{"id": k, "completed_by": {"email": "rad@example.org"},
+                                       "was_cancelled": False,
+                                       "updated_at": "2026-11-26T10:00:00Z", "result": [
+                                           {"type": "choices", "from_name": "label",
+                                            "to_name": "image", "value": {"choices": [label]}},
+                                           {"type": "rectanglelabels", "from_name": "roi_box",
+                                            "to_name": "image", "original_width": w,
+                                            "original_height": h, "value": box}]}]})
+    if mutate:
+        mutate(tasks)
+    return tasks
+
+
+def _set(path, value):
+    def mutate(tasks):
+        target = tasks[0]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return mutate
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (_set(["data", "xal_id"], 9999), "task 100: image id 9999 is not in this batch"),
+    (_set(["data", "image"], "/data/local-files/?d=etc/passwd"), "task 100: its image"),
+    (lambda t: t[0]["annotations"][0]["result"][0]["value"].update(choices=["tumour"]),
+     "task 100: unknown label 'tumour'"),
+    (lambda t: t[0]["annotations"][0]["result"][1].update(original_width=999),
+     "task 100: a rectanglelabels region was drawn on a 999x32 image but the image is 32x32"),
+    (lambda t: t[0]["annotations"].append(dict(t[0]["annotations"][0], result=[
+        {"type": "choices", "value": {"choices": ["glioma" if "glioma" not in json.dumps(
+            t[0]) else "pituitary"]}}])), "task 100: its annotations disagree"),
+    (lambda t: t[1]["annotations"][0]["result"].append(
+        {"type": "brushlabels", "original_width": 32, "original_height": 32,
+         "value": {"format": "rle", "rle": [255, 255, 255, 255, 0, 1, 2]}}),
+     "task 101: brush RLE holds 4294967295 values"),
+    (lambda t: t[1]["annotations"][0]["result"].append(
+        {"type": "brushlabels", "original_width": 32, "original_height": 32,
+         "value": {"format": "rle", "rle": "AAAA"}}), "task 101: brush 'rle' must be a list"),
+    (lambda t: t.clear(), "The export holds no tasks"),
+])
+def test_untrusted_exports_are_refused_whole(tmp_path, scans, mutate, message):
+    c = _new(tmp_path, scans)
+    c.query(4)
+    before = (c.folder / "state" / "state.json").read_text()
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(_export(c, 1, scans[1], mutate)))
+    with pytest.raises(AnnotationImportError, match=re.escape(message)):
+        Campaign.open(c.folder).import_labels(export)
+    assert (c.folder / "state" / "state.json").read_text() == before  # nothing imported
+
+
+def test_json_export_with_a_brush_a_box_and_no_region(tmp_path, scans):
+    from label_studio_brush_rle_rs import encode_rle
+
+    c = _new(tmp_path, scans)
+    c.query(3)
+    tasks = _export(c, 1, scans[1])
+    brush = np.zeros((32, 32), np.uint8)
+    brush[5:9, 10:20] = 255
+    rle = list(encode_rle(np.repeat(brush.ravel(), 4), 8, [3, 4, 8, 16]))
+    tasks[0]["annotations"][0]["result"][1] = {
+        "type": "brushlabels", "from_name": "roi_brush", "to_name": "image",
+        "original_width": 32, "original_height": 32,
+        "value": {"format": "rle", "rle": rle, "brushlabels": ["ROI"]}}
+    del tasks[2]["annotations"][0]["result"][1]  # a class, no region
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    result = c.import_labels(export)
+    assert result["n_imported"] == 3 and result["n_with_roi"] == 2
+    state = json.loads((c.folder / "state" / "state.json").read_text())
+    assert [e["roi"] for e in state["labelled"]] == [True, True, False]
+    assert state["labelled"][0]["annotator"] == "rad@example.org"
+    with np.load(c.folder / "state" / "rois.npz") as f:
+        np.testing.assert_array_equal(f["masks"][0], brush > 0)
+
+
+def test_refusals(tmp_path, scans):
+    root, _ = scans
+    with pytest.raises(CampaignError, match="2 or more distinct"):
+        Campaign.create(tmp_path / "s", root, ["a"])
+    c = _new(tmp_path, scans)
+    with pytest.raises(CampaignError, match="already holds a campaign"):
+        _new(tmp_path, scans)
+    with pytest.raises(CampaignError, match="No batch is waiting"):
+        c.import_labels(tmp_path / "x.json")
+    config = json.loads((c.folder / "campaign.json").read_text())
+    (c.folder / "campaign.json").write_text(json.dumps(dict(config, version=7)))
+    with pytest.raises(ValueError, match="format version 7"):
+        Campaign.open(c.folder)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,mask\n../../etc/passwd,\n")
+    with pytest.raises(CampaignError, match="is not a file inside"):
+        Campaign.create(tmp_path / "t", root, CLASSES, manifest=bad)
+
+
+def test_kill_9_during_import_leaves_the_old_or_the_new_state(tmp_path, scans):
+    c = _new(tmp_path, scans)
+    c.query(8)
+    _fill_csv(c, 1, scans[1], tmp_path / "a.csv")
+    before = (c.folder / "state" / "state.json").read_text()
+    code = ("import sys; from xal_sklearn.campaign import Campaign; "
+            "Campaign.open(sys.argv[1]).import_labels(sys.argv[2])")
+    states = set()
+    for delay in (0.5, 1.5, 2.5):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(c.folder), str(tmp_path / "a.csv")])
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        opened = Campaign.open(c.folder)  # always a complete state
+        states.add(opened.status()["n_labelled"])
+        if opened.status()["n_labelled"]:
+            assert opened.learner() is not None
+            break
+        assert (c.folder / "state" / "state.json").read_text() == before
+    assert states <= {0, 8}
+
+
+# --- a real Label Studio server ---------------------------------------------------------
+
+def _label_studio():
+    exe = os.environ.get("XAL_LABEL_STUDIO") or str(ROOT / ".ls-venv" / "bin" / "label-studio")
+    return exe if Path(exe).is_file() else None
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory):
+    exe = _label_studio()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Label Studio is not installed; .ci/run installs it into .ls-venv.")
+        pytest.skip("Label Studio not installed (python3 -m venv .ls-venv && "
+                    ".ls-venv/bin/pip install label-studio==1.23.2)")
+    data = tmp_path_factory.mktemp("ls-data")
+    port = _free_port()
+    env = dict(os.environ, LABEL_STUDIO_BASE_DATA_DIR=str(data),
+               LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
+               LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="/")
+    email, password = "radiologist@example.org", "xal-Passw0rd-1"
+    log = open(data / "server.log", "w")
+    start = time.time()
+    proc = subprocess.Popen([exe, "start", "--no-browser", "--port", str(port), "--host",
+                             "127.0.0.1", "--data-dir", str(data), "--username", email,
+                             "--password", password], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while time.time() - start < 300:
+            if proc.poll() is not None:
+                pytest.fail(f"Label Studio exited: {(data / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("Label Studio did not answer /health within 300 s.")
+        print(f"\nLabel Studio answered /health after {time.time() - start:.0f} s")
+        yield LabelStudioClient(base, email, password)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.mark.slow
+def test_a_round_through_a_real_label_studio(tmp_path, scans, label_studio):
+    from label_studio_brush_rle_rs import encode_rle
+
+    api = label_studio
+    c = _new(tmp_path, scans)
+    c.query(6)
+    _fill_csv(c, 1, scans[1], tmp_path / "a.csv")
+    c.import_labels(tmp_path / "a.csv")  # a first model, so the next batch has predictions
+    batch = c.query(4)
+    folder = batch["folder"]
+    project = api.create_project("xal batch 002", (folder / "label_config.xml").read_text())
+    imported = api.import_tasks(project, json.loads((folder / "tasks.json").read_text()))
+    assert imported["task_count"] == 4 and imported["prediction_count"] == 4
+    tasks = api.tasks(project)
+    meta = {img["id"]: img for img in json.loads((folder / "batch.json").read_text())["images"]}
+    for k, task in enumerate(tasks):
+        img = meta[task["data"]["xal_id"]]
+        label, mask = scans[1][img["image"]]
+        result = [{"from_name": "label", "to_name": "image", "type": "choices",
+                   "value": {"choices": [label]}}]
+        ys, xs = np.nonzero(mask)
+        if k == 0:  # a rectangle, as the expert would drag it
+            result.append({"from_name": "roi_box", "to_name": "image", "type": "rectanglelabels",
+                           "original_width": 32, "original_height": 32, "image_rotation": 0,
+                           "value": {"x": 100 * xs.min() / 32, "y": 100 * ys.min() / 32,
+                                     "width": 100 * (xs.max() + 1 - xs.min()) / 32,
+                                     "height": 100 * (ys.max() + 1 - ys.min()) / 32,
+                                     "rotation": 0, "rectanglelabels": ["ROI"]}})
+        elif k == 1:  # brush strokes over the lesion
+            rle = encode_rle(np.repeat(mask.astype(np.uint8).ravel() * 255, 4), 8, [3, 4, 8, 16])
+            result.append({"from_name": "roi_brush", "to_name": "image", "type": "brushlabels",
+                           "original_width": 32, "original_height": 32, "image_rotation": 0,
+                           "value": {"format": "rle", "rle": list(rle),
+                                     "brushlabels": ["ROI"]}})
+        api.annotate(task["id"], result)
+    export = api.export(project)
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    reopened = Campaign.open(c.folder)
+    result = reopened.import_labels(tmp_path / "export.json")
+    assert result["n_imported"] == 4 and result["n_with_roi"] == 2
+    status = Campaign.open(c.folder).status()
+    assert status["n_labelled"] == 10 and status["rounds"] == 2 and status["pending"] == {}
+    with np.load(c.folder / "state" / "rois.npz") as f:
+        brushed = [e["id"] for e in json.loads((c.folder / "state" / "state.json").read_text())[
+            "labelled"]].index(tasks[1]["data"]["xal_id"])
+        np.testing.assert_array_equal(f["masks"][brushed],
+                                      scans[1][meta[tasks[1]["data"]["xal_id"]]["image"]][1])
+    nxt = Campaign.open(c.folder).query(4)  # the retrained model ranks what is left
+    labelled = {e["id"] for e in json.loads(
+        (c.folder / "state" / "state.json").read_text())["labelled"]}
+    assert not set(nxt["ids"]) & labelled
+
+
+def test_label_config_lists_the_classes():
+    xml = label_config(["a & b", "c"])
+    assert '<Choice value="a &amp; b"/>' in xml and "BrushLabels" in xml

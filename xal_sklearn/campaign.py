@@ -1,0 +1,509 @@
+"""Labelling campaigns on disk: query a batch, let an expert label it, import, retrain.
+
+A campaign is a folder::
+
+    study/
+      campaign.json     configuration: classes, image size, classifier, strategy (JSON)
+      pool.csv          the pool: id, image, mask (paths under the pool folder; read,
+                        never copied)
+      state/            labelled set (state.json, rois.npz) and the trained learner
+                        (ActiveLearner.save), replaced as a whole at every change
+      batches/001/      what the expert gets: images/, overlays/ (Grad-CAM),
+                        tasks.json (Label Studio import), label_config.xml,
+                        to_label.csv (without Label Studio), batch.json
+
+Every change writes a complete new ``state/`` and swaps it in, so a crash or kill
+at any point leaves the last complete state. Nothing in the folder is executed or
+unpickled: configuration and state are JSON, masks plain arrays, weights go
+through skorch's ``load_params`` (``torch.load(weights_only=True)``).
+"""
+
+import csv
+import datetime
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import check_random_state
+from torch.utils.data import Dataset
+
+from ._persist import (FormatError, atomic_folder, atomic_write, check_format, read_json,
+                       resolve_folder)
+from .classifier import CNNClassifier
+from .datasets import DataLoadError, read_image, resize_image, resize_mask
+from .labelstudio import label_config, make_task, parse_export, read_label_csv
+from .learner import ActiveLearner
+from .roi_loss import check_roi_loss
+from .scoring import score_pool
+from .strategies import dual_criterion_sampling, uncertainty_sampling
+
+__all__ = ["Campaign", "CampaignError", "PoolImages"]
+
+FORMAT, VERSION = "xal-campaign", 1
+STATE_FORMAT = "xal-campaign-state"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
+
+
+class CampaignError(ValueError):
+    """A campaign operation that cannot be carried out; the message says why."""
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class PoolImages(Dataset):
+    """Pool images read from disk and resized on access, with their ROI masks if any.
+
+    Items are ``(image (C, H, W) float32, mask (H, W) bool or None)``, which
+    :func:`~xal_sklearn.score_pool` and the strategies stream batch by batch.
+    """
+
+    def __init__(self, root, images, masks, size, rgb=False):
+        self.root, self.images, self.masks = Path(root), list(images), list(masks)
+        self.size, self.rgb = tuple(size), rgb
+
+    def __len__(self):
+        return len(self.images)
+
+    def image(self, i):
+        return resize_image(read_image(self.root / self.images[i], as_gray=not self.rgb),
+                            self.size)
+
+    def mask(self, i):
+        if not self.masks[i]:
+            return None
+        return resize_mask(read_image(self.root / self.masks[i], as_gray=True)[0] > 0,
+                           self.size)
+
+    def __getitem__(self, i):
+        return self.image(i), self.mask(i)
+
+
+class Campaign:
+    """An active-learning campaign with a human annotator, kept in a folder.
+
+    Create one with :meth:`create`, reopen it with :meth:`open`; then alternate
+    :meth:`query` (write the next batch for the expert) and :meth:`import_labels`
+    (read the expert's answers, retrain, save). :meth:`status` says where it stands.
+    """
+
+    def __init__(self, folder, config, pool, state):
+        self.folder, self.config, self.pool, self.state = Path(folder), config, pool, state
+        self._learner = None
+
+    # --- creating and opening --------------------------------------------------------
+    @classmethod
+    def create(cls, folder, images, classes, manifest=None, image_size=128, rgb=False,
+               roi_loss=None, roi_weight=0.1, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
+               device="cpu", random_state=0, url_prefix="/data/local-files/?d=",
+               document_root="/"):
+        """Start a campaign in ``folder`` over the images under ``images``.
+
+        Parameters
+        ----------
+        folder : path-like
+            The campaign folder; must not hold a campaign yet.
+        images : path-like
+            Folder of the pool's images (read in place, never copied).
+        classes : sequence of str
+            The classes the expert chooses from (a "no lesion" class is labelled
+            without a region).
+        manifest : path-like, optional
+            CSV with an ``image`` column and optionally ``mask`` (an ROI image:
+            nonzero = ROI), paths relative to ``images``; default: every image
+            file under ``images``.
+        image_size : int, default=128
+            Images are resized to ``image_size`` x ``image_size`` for the model.
+        rgb : bool, default=False
+        roi_loss, roi_weight : as in :class:`~xal_sklearn.CNNClassifier`
+        alpha : float, default=0.3
+            Weight of uncertainty in :func:`~xal_sklearn.dual_criterion_sampling`,
+            used once pool images have ROIs.
+        epochs, batch_size, lr, device, random_state : the classifier's settings
+        url_prefix, document_root : str
+            Task image URLs are ``url_prefix`` + the file's path relative to
+            ``document_root``; the default suits Label Studio's local-file serving
+            (``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true`` and
+            ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` = ``document_root``).
+        """
+        folder, root = Path(folder), Path(images).resolve()
+        if (folder / "campaign.json").exists():
+            raise CampaignError(f"{folder} already holds a campaign.")
+        if not root.is_dir():
+            raise CampaignError(f"Image folder {root} does not exist.")
+        classes = [str(c).strip() for c in classes]
+        if len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes):
+            raise CampaignError(f"classes must be 2 or more distinct names, got {classes}.")
+        images_, masks = cls._list_pool(root, manifest, folder)
+        config = {
+            "format": FORMAT, "version": VERSION, "created": _now(), "classes": classes,
+            "pool_root": str(root), "image_size": [int(image_size)] * 2, "rgb": bool(rgb),
+            "classifier": {"max_epochs": int(epochs), "batch_size": int(batch_size),
+                           "lr": float(lr), "roi_loss": roi_loss, "roi_weight": float(roi_weight),
+                           "device": device, "random_state": int(random_state)},
+            "strategy": {"alpha": float(alpha), "uncertainty": "entropy",
+                         "alignment": "soft_dice"},
+            "random_state": int(random_state), "url_prefix": url_prefix,
+            "document_root": str(document_root)}
+        check_roi_loss(roi_loss, roi_weight)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".pool.csv.tmp", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "image", "mask"])
+            w.writerows([i, im, m] for i, (im, m) in enumerate(zip(images_, masks)))
+        (folder / ".pool.csv.tmp").replace(folder / "pool.csv")
+        campaign = cls(folder, config, {"images": images_, "masks": masks}, cls._empty_state())
+        campaign._save_state(campaign.state, None, None)
+        atomic_write(folder / "campaign.json", json.dumps(config, indent=1))  # written last
+        return campaign
+
+    @staticmethod
+    def _list_pool(root, manifest, folder):
+        study = Path(folder).resolve()
+        if manifest is None:
+            files = sorted(p for p in root.rglob("*") if p.is_file()
+                           and str(p).lower().endswith(IMAGE_SUFFIXES)
+                           and not p.resolve().is_relative_to(study))
+            images, masks = [str(p.relative_to(root)) for p in files], [""] * len(files)
+        else:
+            try:
+                with open(manifest, newline="", encoding="utf-8-sig") as f:
+                    rows = list(csv.DictReader(f))
+            except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                raise CampaignError(f"Could not read manifest {manifest}: {exc}") from exc
+            if not rows or "image" not in rows[0]:
+                raise CampaignError(f"Manifest {manifest} needs an 'image' column and rows.")
+            images = [(r.get("image") or "").strip() for r in rows]
+            masks = [(r.get("mask") or "").strip() for r in rows]
+            for line, name in enumerate(images + [m for m in masks if m], start=2):
+                path = (root / name).resolve()
+                if not name or not path.is_relative_to(root) or not path.is_file():
+                    raise CampaignError(f"Manifest {manifest}: {name!r} is not a file inside "
+                                        f"{root}.")
+        if not images:
+            raise CampaignError(f"No image files under {root}.")
+        return images, masks
+
+    @staticmethod
+    def _empty_state():
+        return {"format": STATE_FORMAT, "version": VERSION, "labelled": [], "pending": {},
+                "rounds": [], "next_batch": 1}
+
+    @classmethod
+    def open(cls, folder):
+        """Reopen the campaign in ``folder`` (refusing another format or version)."""
+        folder = Path(folder)
+        if not (folder / "campaign.json").is_file():
+            raise CampaignError(f"{folder} is not a campaign folder (no campaign.json).")
+        config = read_json(folder / "campaign.json")
+        check_format(config, FORMAT, VERSION, str(folder / "campaign.json"))
+        with open(folder / "pool.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        pool = {"images": [r["image"] for r in rows], "masks": [r["mask"] for r in rows]}
+        state = read_json(resolve_folder(folder / "state") / "state.json")
+        check_format(state, STATE_FORMAT, VERSION, str(folder / "state"))
+        return cls(folder, config, pool, state)
+
+    # --- pieces ---------------------------------------------------------------------
+    @property
+    def classes(self):
+        return list(self.config["classes"])
+
+    def _template(self):
+        return CNNClassifier(classes=self.classes, **self.config["classifier"])
+
+    def _dataset(self, ids):
+        return PoolImages(self.config["pool_root"], [self.pool["images"][i] for i in ids],
+                          [self.pool["masks"][i] for i in ids], self.config["image_size"],
+                          self.config["rgb"])
+
+    def _roi_masks(self):
+        with np.load(resolve_folder(self.folder / "state") / "rois.npz",
+                     allow_pickle=False) as f:
+            return f["masks"]
+
+    def _labelled_arrays(self):
+        ids = [e["id"] for e in self.state["labelled"]]
+        data = self._dataset(ids)
+        X = np.stack([data.image(k) for k in range(len(ids))])
+        return X, np.array([e["label"] for e in self.state["labelled"]]), self._roi_masks()
+
+    def learner(self):
+        """The campaign's trained :class:`~xal_sklearn.ActiveLearner` (None before labels)."""
+        if self._learner is None and self.state["labelled"]:
+            X, y, masks = self._labelled_arrays()
+            self._learner = ActiveLearner.load(
+                resolve_folder(self.folder / "state") / "learner", self._template(),
+                self._strategy(), X_training=X, y_training=y, roi_training=masks)
+        return self._learner
+
+    def _strategy(self):
+        has_rois = any(self.pool["masks"])
+        return dual_criterion_sampling if has_rois else uncertainty_sampling
+
+    def _save_state(self, state, masks, learner):
+        """Write a complete new state folder and swap it in (the only state write)."""
+        h, w = self.config["image_size"]
+        masks = np.zeros((0, h, w), bool) if masks is None else masks
+        with atomic_folder(self.folder / "state") as tmp:
+            np.savez(tmp / "rois.npz", masks=masks)
+            if learner is not None:
+                learner.save(tmp / "learner", include_data=False)
+            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        self.state = state
+
+    # --- query --------------------------------------------------------------------------
+    def query(self, n, allow_repeat=False, progress=None):
+        """Choose the next ``n`` images for the expert and write their batch folder.
+
+        With no labels yet the batch is a uniformly random sample (seeded); then
+        the campaign's strategy ranks the unlabelled pool:
+        :func:`~xal_sklearn.dual_criterion_sampling` when pool images have ROIs,
+        else :func:`~xal_sklearn.uncertainty_sampling`. Images handed out in a
+        batch that is still waiting for its labels are reserved and not handed out
+        again unless ``allow_repeat``.
+
+        Returns
+        -------
+        dict
+            ``batch``, ``folder``, ``ids``, ``method`` (in words), ``n_pool``.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise CampaignError(f"n must be a positive integer, got {n!r}.")
+        labelled = {e["id"] for e in self.state["labelled"]}
+        reserved = {i for ids in self.state["pending"].values() for i in ids}
+        excluded = labelled | (set() if allow_repeat else reserved)
+        candidates = np.array([i for i in range(len(self.pool["images"])) if i not in excluded])
+        if len(candidates) == 0:
+            raise CampaignError("No unlabelled, unreserved image is left in the pool"
+                                + ("" if allow_repeat or not reserved else
+                                   "; import the pending batch or allow repeats") + ".")
+        n = min(int(n), len(candidates))
+        batch = self.state["next_batch"]
+        learner = self.learner()
+        pool = self._dataset(candidates)
+        if learner is None:
+            rng = check_random_state(self.config["random_state"] + batch)
+            chosen = np.sort(rng.choice(len(candidates), n, replace=False))
+            method = "random sample: no labelled images yet, so the model cannot rank the pool"
+            acquisition = np.full(n, np.nan)
+        else:
+            strategy = self._strategy()
+            kwargs = {"alpha": self.config["strategy"]["alpha"]} \
+                if strategy is dual_criterion_sampling else {}
+            chosen, _ = learner.query(pool, n_instances=n, **kwargs)
+            acquisition = learner.query_scores_["combined"]
+            method = (f"dual-criterion sampling (alpha={kwargs['alpha']}, entropy + Grad-CAM "
+                      "misalignment with the pool ROIs)" if kwargs else
+                      "uncertainty (entropy) sampling: the pool has no ROIs")
+        ids = [int(candidates[k]) for k in chosen]
+        folder = self._write_batch(batch, ids, acquisition, method, progress)
+        state = dict(self.state, pending=dict(self.state["pending"], **{str(batch): ids}),
+                     next_batch=batch + 1)
+        self._save_state(state, self._roi_masks(), learner)
+        return {"batch": batch, "folder": folder, "ids": ids, "method": method,
+                "n_pool": len(candidates)}
+
+    def _write_batch(self, batch, ids, acquisition, method, progress):
+        from PIL import Image
+
+        folder = self.folder / "batches" / f"{batch:03d}"
+        learner = self.learner()
+        data = self._dataset(ids)
+        scores = None
+        if learner is not None:
+            scores = score_pool(learner, data, return_maps=True, progress=progress)
+        with atomic_folder(folder) as tmp:
+            (tmp / "images").mkdir()
+            (tmp / "overlays").mkdir()
+            tasks, rows, info = [], [], []
+            for k, xal_id in enumerate(ids):
+                original = read_image(Path(self.config["pool_root"]) / data.images[k],
+                                      as_gray=not self.config["rgb"])
+                height, width = original.shape[1:]
+                picture = np.moveaxis(original, 0, -1)
+                picture = (picture[..., 0] if picture.shape[-1] == 1 else picture)
+                image_path = (tmp / "images" / f"{xal_id:06d}.png")
+                Image.fromarray(np.round(picture * 255).astype(np.uint8)).save(image_path)
+                final = folder / "images" / f"{xal_id:06d}.png"
+                overlay_final = folder / "overlays" / f"{xal_id:06d}.png"
+                predicted, probability, box = None, None, None
+                if scores is not None:
+                    col = int(np.argmax(scores.proba[k]))
+                    predicted, probability = self.classes[col], float(scores.proba[k, col])
+                    box = _attention_box(scores.maps[k], (height, width))
+                    _save_overlay(tmp / "overlays" / f"{xal_id:06d}.png", picture,
+                                  scores.maps[k], predicted, probability, box)
+                else:
+                    _save_overlay(tmp / "overlays" / f"{xal_id:06d}.png", picture, None,
+                                  None, None, None)
+                image_url, overlay_url = self._url(final), self._url(overlay_final)
+                score = float(acquisition[k]) if np.isfinite(acquisition[k]) else 0.0
+                task = make_task(xal_id, batch, image_url, overlay_url, width, height,
+                                 predicted, probability, score, box,
+                                 model_version=f"xal batch {batch}")
+                if predicted is None:  # no model yet: nothing to pre-annotate
+                    del task["predictions"]
+                tasks.append(task)
+                rows.append([xal_id, str(final), predicted or "", "", "", "", "", ""])
+                info.append({"id": xal_id, "image": data.images[k], "image_url": image_url,
+                             "width": width, "height": height, "predicted": predicted,
+                             "probability": probability, "acquisition_score": score})
+            (tmp / "tasks.json").write_text(json.dumps(tasks, indent=1))
+            (tmp / "label_config.xml").write_text(label_config(self.classes))
+            with open(tmp / "to_label.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["xal_id", "image", "predicted_label", "label", "x_min", "y_min",
+                            "x_max", "y_max"])
+                w.writerows(rows)
+            (tmp / "batch.json").write_text(json.dumps(
+                {"batch": batch, "created": _now(), "method": method, "images": info},
+                indent=1))
+        return folder
+
+    def _url(self, path):
+        relative = Path(path).resolve().relative_to(Path(self.config["document_root"]).resolve())
+        return self.config["url_prefix"] + str(relative)
+
+    # --- import -------------------------------------------------------------------------
+    def import_labels(self, source):
+        """Import the expert's answers for pending batches, retrain, and save; all or nothing.
+
+        Parameters
+        ----------
+        source : path-like
+            A Label Studio JSON export (``.json``) or a filled ``to_label.csv``.
+
+        Returns
+        -------
+        dict
+            ``n_imported``, ``n_with_roi``, ``released`` (pending images left
+            unlabelled, back in the pool), ``agreement`` (share of imported images
+            whose label the model predicted before seeing them: an honest estimate
+            of its accuracy).
+        """
+        pending = {int(i): int(b) for b, ids in self.state["pending"].items() for i in ids}
+        if not pending:
+            raise CampaignError("No batch is waiting for labels; run query first.")
+        expected = {}
+        for batch in set(pending.values()):
+            meta = read_json(self.folder / "batches" / f"{batch:03d}" / "batch.json")
+            for img in meta["images"]:
+                expected[img["id"]] = {"image_url": img["image_url"], "batch": batch,
+                                       "size": (img["width"], img["height"]),
+                                       "predicted": img["predicted"]}
+        source = Path(source)
+        if source.suffix.lower() == ".csv":
+            answers = read_label_csv(source, expected, self.classes)
+        else:
+            answers = parse_export(source, expected, self.classes)
+        h, w = self.config["image_size"]
+        new_masks = np.stack([resize_mask(a.mask, (h, w)) if a.mask is not None
+                              else np.zeros((h, w), bool) for a in answers])
+        try:
+            X_new = np.stack([self._dataset([a.xal_id]).image(0) for a in answers])
+        except DataLoadError as exc:
+            raise CampaignError(f"Could not read a labelled image: {exc}") from exc
+        y_new = np.array([a.label for a in answers])
+        learner = self.learner()
+        if learner is None:
+            learner = ActiveLearner(self._template(), self._strategy(),
+                                    random_state=self.config["random_state"])
+            learner.fit(X_new, y_new, roi_masks=new_masks)
+        else:
+            learner.teach(X_new, y_new, roi_masks=new_masks)
+        labelled_before = self.state["labelled"]
+        entries = [{"id": a.xal_id, "label": a.label, "batch": expected[a.xal_id]["batch"],
+                    "time": a.time or _now(), "annotator": a.annotator,
+                    "roi": bool(new_masks[k].any()), "source": source.name}
+                   for k, a in enumerate(answers)]
+        predicted = [expected[a.xal_id]["predicted"] for a in answers]
+        judged = [(p, a.label) for p, a in zip(predicted, answers) if p is not None]
+        agreement = (float(np.mean([p == t for p, t in judged])) if judged else None)
+        done_batches = {expected[a.xal_id]["batch"] for a in answers}
+        labelled_ids = {a.xal_id for a in answers}
+        released = [i for i, b in pending.items() if b in done_batches and i not in labelled_ids]
+        masks_all = np.concatenate([self._roi_masks(), new_masks])
+        state = dict(self.state, labelled=labelled_before + entries,
+                     pending={b: ids for b, ids in self.state["pending"].items()
+                              if int(b) not in done_batches},
+                     rounds=self.state["rounds"] + [{
+                         "batches": sorted(done_batches), "time": _now(),
+                         "n_imported": len(entries), "n_labelled": len(labelled_before)
+                         + len(entries), "agreement": agreement, "n_judged": len(judged)}])
+        self._save_state(state, masks_all, learner)
+        self._learner = learner
+        return {"n_imported": len(entries), "n_with_roi": int(new_masks.reshape(
+            len(new_masks), -1).any(1).sum()), "released": released, "agreement": agreement}
+
+    # --- status -------------------------------------------------------------------------
+    def status(self):
+        """Where the campaign stands, as a dict (see :meth:`summary` for words)."""
+        labels = [e["label"] for e in self.state["labelled"]]
+        judged = [(r["agreement"], r["n_judged"]) for r in self.state["rounds"]
+                  if r.get("agreement") is not None]
+        total = sum(n for _, n in judged)
+        return {"n_pool": len(self.pool["images"]), "n_labelled": len(labels),
+                "per_class": {c: labels.count(c) for c in self.classes},
+                "n_with_roi": sum(e["roi"] for e in self.state["labelled"]),
+                "rounds": len(self.state["rounds"]),
+                "pending": {int(b): len(ids) for b, ids in self.state["pending"].items()},
+                "agreement_last": judged[-1][0] if judged else None,
+                "agreement_all": (sum(a * n for a, n in judged) / total) if total else None}
+
+    def summary(self):
+        """:meth:`status` in plain words."""
+        s = self.status()
+        lines = [f"Campaign {self.folder}: {s['n_labelled']} of {s['n_pool']} images labelled "
+                 f"({s['n_with_roi']} with an ROI) in {s['rounds']} round(s).",
+                 "Per class: " + ", ".join(f"{c} {k}" for c, k in s["per_class"].items()) + "."]
+        if s["pending"]:
+            lines.append("Waiting for labels: " + ", ".join(
+                f"batch {b:03d} ({k} images)" for b, k in sorted(s["pending"].items())) + ".")
+        else:
+            lines.append("No batch is waiting for labels.")
+        if s["agreement_last"] is None:
+            lines.append("Model estimate: none yet (it needs a round of labels to train on "
+                         "and a next batch to be judged on).")
+        else:
+            lines.append(f"Model estimate: the expert agreed with the model's pre-annotated "
+                         f"class on {s['agreement_last']:.0%} of the last imported batch "
+                         f"({s['agreement_all']:.0%} over all judged batches); those images "
+                         "were unseen by the model when it predicted them.")
+        return "\n".join(lines)
+
+
+def _attention_box(cam, size):
+    """Bounding box (pixels of an image of ``size``) of the map's values >= half its peak."""
+    if cam.max() <= 0:
+        return None
+    rows, cols = np.nonzero(cam >= 0.5 * cam.max())
+    sy, sx = size[0] / cam.shape[0], size[1] / cam.shape[1]
+    return (cols.min() * sx, rows.min() * sy, (cols.max() + 1) * sx, (rows.max() + 1) * sy)
+
+
+def _save_overlay(path, picture, cam, predicted, probability, box):
+    """The image with the Grad-CAM over it, the predicted class and probability in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    height, width = picture.shape[:2]
+    fig, ax = plt.subplots(figsize=(4, 4 * height / width), dpi=100)
+    ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+    if cam is not None:
+        ax.imshow(cam, cmap="jet", alpha=0.4, extent=(0, width, height, 0), vmin=0, vmax=1)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="white",
+                                   lw=1.5, ls="--"))
+        ax.set_title(f"predicted {predicted} (p={probability:.2f})", fontsize=10)
+    else:
+        ax.set_title("no model yet (first batch)", fontsize=10)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,409 @@
+"""Label Studio interchange: project configuration, import tasks, and reading exports.
+
+A query batch becomes Label Studio *tasks* (``tasks.json``) whose pre-annotations
+are the model's predicted class (with its probability) and a rectangle around
+its Grad-CAM's high-attention region, and whose prediction score is the
+acquisition score. The expert answers with a class (``Choices``) and, optionally,
+a region: rectangles (``RectangleLabels``) and brush strokes (``BrushLabels``,
+Label Studio's RLE, decoded by ``label-studio-brush-rle-rs``). :func:`parse_export`
+turns a Label Studio JSON export (or :func:`read_label_csv` a filled CSV) back
+into labels and ROI masks.
+
+An export is input from outside. Every task is checked before anything is
+used: it must belong to the batch, point at the batch's image, carry a known
+class, and regions must match the image's size and decode within bounds; the
+first problem raises :class:`AnnotationImportError` naming the task, and nothing
+is returned.
+
+**Several annotations of one image.** Cancelled (skipped) annotations are ignored.
+If the remaining ones disagree on the class the task is refused; if they agree,
+the most recently updated one's regions are used.
+"""
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from .datasets import boxes_to_masks
+
+__all__ = ["AnnotationImportError", "Annotation", "LabelStudioClient", "label_config",
+           "make_task", "parse_export", "read_label_csv", "CLASS_TAG", "BOX_TAG", "BRUSH_TAG"]
+
+CLASS_TAG, BOX_TAG, BRUSH_TAG, IMAGE_TAG = "label", "roi_box", "roi_brush", "image"
+ROI_LABEL = "ROI"
+#: Refuse exports larger than this before parsing them (bytes).
+MAX_EXPORT_BYTES = 512 * 2 ** 20
+
+
+class AnnotationImportError(ValueError):
+    """An export or filled CSV that cannot be imported; the message names the task or row."""
+
+
+@dataclass
+class Annotation:
+    """One image's answer: its class and ROI mask (None when no region was drawn)."""
+
+    xal_id: int
+    label: str
+    mask: np.ndarray | None
+    annotator: str | None
+    time: str | None
+
+
+def label_config(classes):
+    """Label Studio labelling configuration (XML) for a campaign's classes.
+
+    The expert sees the image and, beside it, the Grad-CAM overlay of the model;
+    picks one class; and may mark the ROI with rectangles or a brush.
+    """
+    choices = "\n".join(f"    <Choice value={quoteattr(str(c))}/>" for c in classes)
+    return f"""<View>
+  <Header value="Image"/>
+  <Image name="{IMAGE_TAG}" value="$image" zoom="true"/>
+  <Choices name="{CLASS_TAG}" toName="{IMAGE_TAG}" choice="single" required="true" showInline="true">
+{choices}
+  </Choices>
+  <RectangleLabels name="{BOX_TAG}" toName="{IMAGE_TAG}">
+    <Label value="{ROI_LABEL}" background="green"/>
+  </RectangleLabels>
+  <BrushLabels name="{BRUSH_TAG}" toName="{IMAGE_TAG}">
+    <Label value="{ROI_LABEL}" background="green"/>
+  </BrushLabels>
+  <Header value="Where the model looked (Grad-CAM of its predicted class)"/>
+  <Image name="overlay" value="$overlay"/>
+</View>
+"""
+
+
+def make_task(xal_id, batch, image_url, overlay_url, width, height, predicted, probability,
+              score, box=None, model_version="xal"):
+    """One Label Studio task with the model's pre-annotations.
+
+    Parameters
+    ----------
+    xal_id : int
+        The image's id in the campaign (kept in ``data.xal_id``).
+    batch : int
+    image_url, overlay_url : str
+        What Label Studio loads for the image and the Grad-CAM overlay.
+    width, height : int
+        The image's size in pixels (``original_width`` / ``original_height``).
+    predicted : str
+        Predicted class; ``probability`` its probability.
+    score : float
+        Acquisition score (the prediction's ``score``).
+    box : (x_min, y_min, x_max, y_max) in pixels, optional
+        High-attention region, pre-drawn as a rectangle the expert can correct.
+    """
+    result = [] if predicted is None else [
+        {"from_name": CLASS_TAG, "to_name": IMAGE_TAG, "type": "choices",
+         "value": {"choices": [str(predicted)]}, "score": float(probability)}]
+    if box is not None:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        result.append({
+            "from_name": BOX_TAG, "to_name": IMAGE_TAG, "type": "rectanglelabels",
+            "original_width": int(width), "original_height": int(height),
+            "image_rotation": 0,
+            "value": {"x": 100 * x0 / width, "y": 100 * y0 / height,
+                      "width": 100 * (x1 - x0) / width, "height": 100 * (y1 - y0) / height,
+                      "rotation": 0, "rectanglelabels": [ROI_LABEL]}})
+    return {"data": {IMAGE_TAG: image_url, "overlay": overlay_url, "xal_id": int(xal_id),
+                     "xal_batch": int(batch)},
+            "predictions": [{"model_version": model_version, "score": float(score),
+                             "result": result}]}
+
+
+# --- reading answers ----------------------------------------------------------------
+
+def _rle_length(rle):
+    """The value count in an RLE header (first 32 bits, big-endian), read before decoding."""
+    if len(rle) < 5:
+        raise ValueError("the RLE is shorter than its header")
+    return int.from_bytes(bytes(rle[:4]), "big")
+
+
+def _brush_mask(value, width, height):
+    from label_studio_brush_rle_rs import decode_rle
+
+    rle = value.get("rle")
+    if not isinstance(rle, list) or not all(isinstance(v, int) and 0 <= v < 256 for v in rle):
+        raise ValueError("brush 'rle' must be a list of bytes (0-255)")
+    expected = width * height * 4
+    if _rle_length(rle) != expected:  # also stops a header that claims gigabytes
+        raise ValueError(f"brush RLE holds {_rle_length(rle)} values but a {width}x{height} "
+                         f"RGBA image has {expected}")
+    if len(rle) > expected + 64:
+        raise ValueError("brush RLE is longer than any encoding of the image")
+    pixels = np.asarray(decode_rle(rle, False), dtype=np.uint8)
+    if pixels.size != expected:
+        raise ValueError("brush RLE decodes to the wrong size")
+    return pixels.reshape(height, width, 4)[:, :, 3] > 0
+
+
+def _box_mask(value, width, height):
+    try:
+        x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("a rectangle needs numeric x, y, width, height") from None
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        raise ValueError(f"rectangle {x, y, w, h} is empty or not finite")
+    if float(value.get("rotation", 0) or 0) != 0:
+        raise ValueError("rotated rectangles are not supported")
+    box = [x * width / 100, y * height / 100, (x + w) * width / 100, (y + h) * height / 100]
+    return boxes_to_masks([np.array([box])], (height, width))[0]
+
+
+def _region(item, size):
+    """Mask of one result item, after checking it is drawn on an image of ``size``."""
+    width, height = size
+    ow, oh = item.get("original_width"), item.get("original_height")
+    if (ow, oh) != (width, height):
+        raise ValueError(f"a {item['type']} region was drawn on a {ow}x{oh} image but the "
+                         f"image is {width}x{height}")
+    value = item.get("value") or {}
+    if item["type"] == "rectanglelabels":
+        return _box_mask(value, width, height)
+    return _brush_mask(value, width, height)
+
+
+def _annotator(annotation):
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("email") or who.get("id")
+    return None if who is None else str(who)
+
+
+def _one_task(task, expected, classes):
+    data = task.get("data") if isinstance(task, dict) else None
+    if not isinstance(data, dict) or "xal_id" not in data:
+        raise ValueError("it has no data.xal_id: it was not made by this campaign")
+    try:
+        xal_id = int(data["xal_id"])
+    except (TypeError, ValueError):
+        raise ValueError(f"data.xal_id {data['xal_id']!r} is not an id") from None
+    if xal_id not in expected:
+        raise ValueError(f"image id {xal_id} is not in this batch")
+    info = expected[xal_id]
+    if data.get(IMAGE_TAG) != info["image_url"]:
+        raise ValueError(f"its image {data.get(IMAGE_TAG)!r} is not the batch's image "
+                         f"{info['image_url']!r}")
+    done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    if not done:
+        return None  # not labelled (yet)
+    answers = []
+    for a in done:
+        result = a.get("result") or []
+        labels = [c for item in result if item.get("type") == "choices"
+                  for c in (item.get("value") or {}).get("choices", [])]
+        if len(labels) != 1:
+            raise ValueError(f"annotation {a.get('id')} has {len(labels)} class choices; "
+                             "need exactly one")
+        if labels[0] not in classes:
+            raise ValueError(f"unknown label {labels[0]!r}; classes are {list(classes)}")
+        answers.append((a, labels[0], result))
+    if len({label for _, label, _ in answers}) > 1:
+        raise ValueError("its annotations disagree on the class: "
+                         f"{sorted({label for _, label, _ in answers})}")
+    a, label, result = max(answers, key=lambda t: str(t[0].get("updated_at")
+                                                      or t[0].get("created_at") or ""))
+    regions = [_region(item, info["size"]) for item in result
+               if item.get("type") in ("rectanglelabels", "brushlabels")]
+    mask = np.logical_or.reduce(regions) if regions else None
+    return Annotation(xal_id, label, mask, _annotator(a),
+                      a.get("updated_at") or a.get("created_at"))
+
+
+def parse_export(source, expected, classes):
+    """Labels and ROI masks from a Label Studio JSON export, all or nothing.
+
+    Parameters
+    ----------
+    source : path-like, str of JSON, or list of task dicts
+    expected : dict
+        ``xal_id -> {"image_url": str, "size": (width, height)}`` for the batch.
+    classes : sequence of str
+
+    Returns
+    -------
+    list of Annotation
+        One per labelled task (tasks without a finished annotation are left out).
+
+    Raises
+    ------
+    AnnotationImportError
+        Naming the task, for anything that does not fit; nothing is returned then.
+    """
+    tasks = source
+    if not isinstance(source, list):
+        text = str(source)
+        if not text.lstrip().startswith("["):
+            from pathlib import Path
+
+            path = Path(source)
+            if path.stat().st_size > MAX_EXPORT_BYTES:
+                raise AnnotationImportError(f"{path} is larger than {MAX_EXPORT_BYTES} bytes.")
+            text = path.read_text(encoding="utf-8")
+        try:
+            tasks = json.loads(text)
+        except ValueError as exc:
+            raise AnnotationImportError(f"The export is not valid JSON: {exc}") from None
+    if not isinstance(tasks, list):
+        raise AnnotationImportError("A Label Studio JSON export is a list of tasks.")
+    if not tasks:
+        raise AnnotationImportError("The export holds no tasks.")
+    out, seen = [], set()
+    for n, task in enumerate(tasks):
+        name = f"task {task.get('id', n) if isinstance(task, dict) else n}"
+        try:
+            ann = _one_task(task, expected, classes)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise AnnotationImportError(f"{name}: {exc}.") from None
+        if ann is None:
+            continue
+        if ann.xal_id in seen:
+            raise AnnotationImportError(f"{name}: image id {ann.xal_id} appears in two tasks.")
+        seen.add(ann.xal_id)
+        out.append(ann)
+    if not out:
+        raise AnnotationImportError("No task of the export has a finished annotation.")
+    return out
+
+
+def read_label_csv(path, expected, classes):
+    """Labels and box ROIs from a filled ``to_label.csv``, all or nothing.
+
+    Columns ``xal_id``, ``image``, ``label`` and optionally ``x_min, y_min, x_max,
+    y_max`` (pixels of the image; all four or none). Rows with an empty ``label``
+    are not labelled yet and are left out. Errors name the line.
+    """
+    out = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise AnnotationImportError(f"Could not read {path}: {exc}") from exc
+    for line, row in enumerate(rows, start=2):
+        where = f"{path}, line {line}"
+        label = (row.get("label") or "").strip()
+        if not label:
+            continue
+        try:
+            xal_id = int(row.get("xal_id", ""))
+        except ValueError:
+            raise AnnotationImportError(f"{where}: xal_id {row.get('xal_id')!r} is not an "
+                                        "id.") from None
+        if xal_id not in expected:
+            raise AnnotationImportError(f"{where}: image id {xal_id} is not in this batch.")
+        if label not in classes:
+            raise AnnotationImportError(f"{where}: unknown label {label!r}; classes are "
+                                        f"{list(classes)}.")
+        coords = [(row.get(k) or "").strip() for k in ("x_min", "y_min", "x_max", "y_max")]
+        mask = None
+        if any(coords):
+            width, height = expected[xal_id]["size"]
+            try:
+                box = np.array([[float(v) for v in coords]])
+                mask = boxes_to_masks([box], (height, width))[0]
+            except ValueError as exc:
+                raise AnnotationImportError(f"{where}: box {coords}: {exc}") from None
+        if any(a.xal_id == xal_id for a in out):
+            raise AnnotationImportError(f"{where}: image id {xal_id} appears twice.")
+        out.append(Annotation(xal_id, label, mask, None, None))
+    if not out:
+        raise AnnotationImportError(f"{path} has no labelled row.")
+    return out
+
+
+class LabelStudioClient:
+    """A minimal client of Label Studio's HTTP API (1.23), standard library only.
+
+    It authenticates as an API client does since legacy tokens were turned off:
+    it logs in with e-mail and password, creates a personal access token (a JWT
+    refresh token) and sends short-lived access tokens (``Bearer``). Pass
+    ``token=`` to use an existing personal access token instead of a password.
+
+    Parameters
+    ----------
+    url : str
+        E.g. ``"http://127.0.0.1:8080"``.
+    email, password : str, optional
+    token : str, optional
+        A personal access token from the Label Studio UI (Account -> Personal Access Token).
+    """
+
+    def __init__(self, url, email=None, password=None, token=None):
+        import http.cookiejar
+        import urllib.parse
+        import urllib.request
+
+        self.url = url.rstrip("/")
+        if token is None:
+            if email is None or password is None:
+                raise ValueError("Give email and password, or a personal access token.")
+            jar = http.cookiejar.CookieJar()
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+            opener.open(f"{self.url}/user/login/").read()
+            form = urllib.parse.urlencode({"csrfmiddlewaretoken": self._csrf(jar),
+                                           "email": email, "password": password}).encode()
+            opener.open(urllib.request.Request(f"{self.url}/user/login/", data=form, headers={
+                "Referer": f"{self.url}/user/login/"})).read()
+            token = self._read(opener.open(urllib.request.Request(
+                f"{self.url}/api/token/", data=b"{}", method="POST", headers={
+                    "X-CSRFToken": self._csrf(jar), "Referer": f"{self.url}/",
+                    "Content-Type": "application/json"})))["token"]
+        self.token = token
+
+    @staticmethod
+    def _csrf(jar):
+        for cookie in jar:
+            if cookie.name == "csrftoken":
+                return cookie.value
+        raise ConnectionError("Label Studio sent no CSRF cookie; is this a Label Studio server?")
+
+    @staticmethod
+    def _read(response):
+        with response as r:
+            return json.loads(r.read() or b"null")
+
+    def _access(self):
+        import urllib.request
+
+        return self._read(urllib.request.urlopen(urllib.request.Request(
+            f"{self.url}/api/token/refresh/", data=json.dumps({"refresh": self.token}).encode(),
+            headers={"Content-Type": "application/json"})))["access"]
+
+    def request(self, method, path, body=None):
+        """One authenticated JSON request; returns the decoded answer."""
+        import urllib.request
+
+        return self._read(urllib.request.urlopen(urllib.request.Request(
+            self.url + path, method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self._access()}",
+                     "Content-Type": "application/json"})))
+
+    def create_project(self, title, label_config_xml):
+        """Create a project; returns its id."""
+        return self.request("POST", "/api/projects",
+                            {"title": title, "label_config": label_config_xml})["id"]
+
+    def import_tasks(self, project, tasks):
+        """Import task dicts (``tasks.json``); returns Label Studio's counts."""
+        return self.request("POST", f"/api/projects/{project}/import", tasks)
+
+    def tasks(self, project):
+        """The project's tasks."""
+        page = self.request("GET", f"/api/tasks?project={project}&page_size=1000")
+        return page["tasks"] if isinstance(page, dict) else page
+
+    def annotate(self, task_id, result):
+        """Post one annotation (a list of result items) to a task."""
+        return self.request("POST", f"/api/tasks/{task_id}/annotations/", {"result": result})
+
+    def export(self, project):
+        """The JSON export of the project's annotated tasks (what :func:`parse_export` reads)."""
+        return self.request("GET", f"/api/projects/{project}/export?exportType=JSON")
