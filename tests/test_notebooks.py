@@ -16,6 +16,8 @@ SMALL = {
                                          uncertainties=["entropy"], budget=44, seeds=1),
     "03_real_mri.ipynb": dict(data_path=str(SHARED), image_size=32, initial=30, rounds=1,
                               query_size=10, epochs=2),
+    "04_labelling_campaign.ipynb": dict(data_path=str(SHARED), n_pool=60, image_size=32,
+                                        batch=8, epochs=2),
 }
 
 

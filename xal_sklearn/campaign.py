@@ -485,14 +485,13 @@ def _attention_box(cam, size):
 
 def _save_overlay(path, picture, cam, predicted, probability, box):
     """The image with the Grad-CAM over it, the predicted class and probability in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # a Figure without pyplot: no GUI backend needed, and the caller's backend stays as it is
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     height, width = picture.shape[:2]
-    fig, ax = plt.subplots(figsize=(4, 4 * height / width), dpi=100)
+    fig = Figure(figsize=(4, 4 * height / width), dpi=100)
+    ax = fig.subplots()
     ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
     if cam is not None:
         ax.imshow(cam, cmap="jet", alpha=0.4, extent=(0, width, height, 0), vmin=0, vmax=1)
@@ -506,4 +505,3 @@ def _save_overlay(path, picture, cam, predicted, probability, box):
     ax.axis("off")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
