@@ -153,6 +153,10 @@ def test_bad_roi_arguments(phantoms):
     with pytest.raises(ValueError, match="convolutional Grad-CAM layer"):
         bad_layer.fit(X, y, roi_masks=M)
     assert not bad_layer.initialized_
+    fresh = CNNClassifier(n_classes=3, roi_loss="dice", max_epochs=1)
+    with pytest.raises(ValueError, match=r"labels not in classes_.*\[7\]"):
+        fresh.fit(X, np.where(np.arange(20) == 0, 7, y), roi_masks=M)
+    assert not fresh.initialized_ and not hasattr(fresh, "image_shape_")
     with pytest.warns(UserWarning, match="ignored because roi_loss=None"):
         CNNClassifier(n_classes=3, max_epochs=1).fit(X, y, roi_masks=M)
 

@@ -312,12 +312,16 @@ class CNNClassifier(NeuralNetClassifier):
             if len(y) != len(X):
                 raise ValueError(f"X has {len(X)} samples but y has {len(y)} labels.")
         masks = self._check_fit_masks(roi_masks, X)
-        if y is not None and self.classes is None and self.n_classes is None:
+        known = self.classes is not None or self.n_classes is not None
+        # labels outside fixed classes are refused here, before anything changes
+        encoded = self._encode_labels(y) if y is not None and known else None
+        if y is not None and not known:
             self.classes_inferred_ = np.unique(y)
         if image_shape is not None:
             self.n_channels_in_, self.image_shape_ = image_shape[0], image_shape
         if masks is not None:
-            X, y = ImageDataset(X, self._encode_labels(y), masks), None
+            X, y = ImageDataset(X, self._encode_labels(y) if encoded is None else encoded,
+                                masks), None
         return X, y
 
     def _check_fit_masks(self, roi_masks, X):
