@@ -1,12 +1,14 @@
 """Training and prediction speed of CNNClassifier against plain skorch, and the ROI losses' cost.
 
     python benchmarks/bench_training.py [--n 576] [--size 64] [--epochs 3] [--repeats 3]
+    python benchmarks/bench_training.py --mri ../shared/data/brain-tumor-figshare --n 570
 
 Rows, all with the same SmallCNN, batch size and optimiser, timed in one process
 (medians over repeats):
 
 * ``skorch``: ``skorch.NeuralNetClassifier`` with the module as it is (the baseline);
 * ``CNNClassifier``: this package's path (on the CPU, channels-last layout);
+* ``CNNClassifier plain layout``: the same with ``cpu_channels_last = False``;
 * ``CNNClassifier roi_loss=...``: with each attention loss on every sample's mask.
 
 It prints seconds per epoch, prediction throughput, ratios to the baseline, and the
@@ -26,20 +28,17 @@ from xal_sklearn import CNNClassifier, SmallCNN
 from xal_sklearn.datasets import make_lesion_phantoms
 
 
-def _time(make, X, y, masks, epochs, repeats):
-    fits, preds = [], []
-    for _ in range(repeats):
-        net = make()
-        start = time.perf_counter()
-        if masks is None:
-            net.fit(X, y)
-        else:
-            net.fit(X, y, roi_masks=masks)
-        fits.append((time.perf_counter() - start) / epochs)
-        start = time.perf_counter()
-        proba = net.predict_proba(X)
-        preds.append(len(X) / (time.perf_counter() - start))
-    return statistics.median(fits), statistics.median(preds), proba
+def _once(make, X, y, masks, epochs):
+    net = make()
+    start = time.perf_counter()
+    if masks is None:
+        net.fit(X, y)
+    else:
+        net.fit(X, y, roi_masks=masks)
+    fit = (time.perf_counter() - start) / epochs
+    start = time.perf_counter()
+    proba = net.predict_proba(X)
+    return fit, len(X) / (time.perf_counter() - start), proba
 
 
 def main():
@@ -52,9 +51,16 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--losses", default="dice,outside,rrr")
+    p.add_argument("--mri", default=None, help="brain-tumour folder: time on its first n slices")
     args = p.parse_args()
-    data = make_lesion_phantoms(args.n, args.size, shortcut=0.9, random_state=0)
-    X, y, M = data.X, data.y, data.roi_masks
+    if args.mri:
+        from xal_sklearn.datasets import load_brain_tumor_figshare
+
+        data = load_brain_tumor_figshare(args.mri, image_size=args.size)
+        X, y, M = data.X[:args.n], data.y[:args.n], data.roi_masks[:args.n]
+    else:
+        data = make_lesion_phantoms(args.n, args.size, shortcut=0.9, random_state=0)
+        X, y, M = data.X, data.y, data.roi_masks
     common = dict(max_epochs=args.epochs, batch_size=args.batch_size, lr=1e-3,
                   optimizer=torch.optim.Adam, criterion=torch.nn.CrossEntropyLoss,
                   train_split=None, device=args.device, iterator_train__shuffle=True, verbose=0)
@@ -70,24 +76,37 @@ def main():
             return CNNClassifier(n_classes=3, lr_schedule=None, **common, **kw)
         return make
 
-    rows = [("skorch (baseline)", skorch_net, None), ("CNNClassifier", ours(), None)]
+    def plain_layout():
+        net = ours()()
+        net.cpu_channels_last = False
+        return net
+
+    rows = [("skorch (baseline)", skorch_net, None), ("CNNClassifier", ours(), None),
+            ("CNNClassifier plain layout", plain_layout, None)]
     rows += [(f"CNNClassifier roi_loss={loss}", ours(roi_loss=loss), M)
              for loss in args.losses.split(",") if loss]
-    print(f"{args.n} images 1x{args.size}x{args.size}, batch {args.batch_size}, "
-          f"{args.epochs} epochs, median of {args.repeats}; torch {torch.__version__}, "
+    print(f"{args.n} {'MRI slices' if args.mri else 'phantoms'} 1x{args.size}x{args.size}, "
+          f"batch {args.batch_size}, {args.epochs} epochs, median of {args.repeats} "
+          f"(rows interleaved); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}")
     print(f"{'':34} {'s/epoch':>8} {'fit speed-up':>12} {'predict img/s':>14} "
           f"{'predict speed-up':>16}")
+    # rows interleaved repeat by repeat, so drift on a shared machine hits all alike
+    runs = {name: [] for name, _, _ in rows}
+    for _ in range(args.repeats):
+        for name, make, masks in rows:
+            runs[name].append(_once(make, X, y, masks, args.epochs))
     base = None
-    for name, make, masks in rows:
-        fit, pred, proba = _time(make, X, y, masks, args.epochs, args.repeats)
+    for name, _, _ in rows:
+        fit = statistics.median(r[0] for r in runs[name])
+        pred = statistics.median(r[1] for r in runs[name])
+        proba = runs[name][-1][2]
         if base is None:
             base = (fit, pred, proba)
         print(f"{name:34} {fit:8.3f} {base[0] / fit:11.2f}x {pred:14.0f} {pred / base[1]:15.2f}x")
         if name == "CNNClassifier":
             diff = float(np.abs(proba - base[2]).max())
             print(f"{'':34} max |proba - baseline proba| = {diff:.2e}")
-
 
 if __name__ == "__main__":
     main()

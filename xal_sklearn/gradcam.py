@@ -1,11 +1,14 @@
 """Grad-CAM through Captum, batched, for fitted skorch networks."""
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
 from ._pool import iter_pool, pool_length, progress_bar
 from ._validation import check_input_shape, resolve_estimator, resolve_layer
+from .modules import channels_last_weights
 
 __all__ = ["gradcam"]
 
@@ -43,19 +46,15 @@ class GradCAMEngine:
         self._was_training = self.module.training
         params = list(self.module.parameters())
         self._requires_grad = [(p, p.requires_grad) for p in params]
-        self._saved_data = []
         self.module.eval()
         for p in params:
             p.requires_grad_(False)
-            if self.chunk_size and p.dim() == 4:
-                # the original tensors are put back on exit, untouched
-                self._saved_data.append((p, p.data))
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
+        self._layout = channels_last_weights(self.module) if self.chunk_size else nullcontext()
+        self._layout.__enter__()
         return self
 
     def __exit__(self, *exc):
-        for p, data in self._saved_data:
-            p.data = data
+        self._layout.__exit__(*exc)
         for p, flag in self._requires_grad:
             p.requires_grad_(flag)
         self.module.train(self._was_training)
