@@ -132,3 +132,10 @@ def test_uncertainty_sampling_ranks_like_modal(fitted_net, phantoms):
     ours = uncertainty_sampling(fitted_net, X, 10, uncertainty="margin", random_state=0)
     theirs = margin_sampling(fitted_net, X, n_instances=10)
     assert set(ours) == set(theirs)
+
+
+def test_no_verdict_from_too_few_seeds():
+    t = _table({"random": [[0.4, 0.5], [0.4, 0.6]], "dual": [[0.4, 0.6], [0.4, 0.7]]})
+    row = paired_comparison(t, "accuracy", "random").iloc[0]
+    assert row["mean_difference"] == pytest.approx(0.1)
+    assert row["verdict"] == "too few seeds for a verdict (2 < 5)"

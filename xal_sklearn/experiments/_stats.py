@@ -42,7 +42,7 @@ def _per_seed(results, metric, summary):
 
 
 def paired_comparison(results, metric="accuracy", reference="random", summary="final",
-                      confidence=0.95, n_resamples=10000, random_state=0):
+                      confidence=0.95, n_resamples=10000, random_state=0, min_seeds=5):
     """Each strategy against ``reference``, paired by seed, with a verdict.
 
     The same seed means the same split and initial labelled set, so the
@@ -62,6 +62,8 @@ def paired_comparison(results, metric="accuracy", reference="random", summary="f
     n_resamples : int
         Bootstrap resamples of the seeds (percentile interval).
     random_state : int
+    min_seeds : int, default=5
+        Fewer paired seeds give no verdict: a bootstrap of 2-4 values says little.
 
     Returns
     -------
@@ -70,7 +72,7 @@ def paired_comparison(results, metric="accuracy", reference="random", summary="f
         (strategy - reference), ``ci_low``, ``ci_high`` (bootstrap), ``p_wilcoxon``
         (two-sided signed-rank test; with 5 seeds it cannot go below 0.0625),
         and ``verdict``: "better" or "worse" when the whole interval lies on one
-        side of 0, else "no detectable difference".
+        side of 0, else "no detectable difference"; "too few seeds" below ``min_seeds``.
     """
     table = _per_seed(results, metric, summary)
     if reference not in table.columns:
@@ -91,7 +93,9 @@ def paired_comparison(results, metric="accuracy", reference="random", summary="f
             row["ci_low"] = row["ci_high"] = float(diff[0])
         if len(diff) >= 2 and np.any(diff != 0):
             row["p_wilcoxon"] = float(stats.wilcoxon(diff).pvalue)
-        if row["ci_low"] > 0:
+        if len(diff) < min_seeds:
+            row["verdict"] = f"too few seeds for a verdict ({len(diff)} < {min_seeds})"
+        elif row["ci_low"] > 0:
             row["verdict"] = "better"
         elif row["ci_high"] < 0:
             row["verdict"] = "worse"
