@@ -176,11 +176,12 @@ class Campaign:
                 raise CampaignError(f"Manifest {manifest} needs an 'image' column and rows.")
             images = [(r.get("image") or "").strip() for r in rows]
             masks = [(r.get("mask") or "").strip() for r in rows]
-            for line, name in enumerate(images + [m for m in masks if m], start=2):
-                path = (root / name).resolve()
-                if not name or not path.is_relative_to(root) or not path.is_file():
-                    raise CampaignError(f"Manifest {manifest}: {name!r} is not a file inside "
-                                        f"{root}.")
+            for line, (image, mask) in enumerate(zip(images, masks), start=2):
+                for name in (image, mask) if mask else (image,):
+                    path = (root / name).resolve()
+                    if not name or not path.is_relative_to(root) or not path.is_file():
+                        raise CampaignError(f"Manifest {manifest}, line {line}: {name!r} is "
+                                            f"not a file inside {root}.")
         if not images:
             raise CampaignError(f"No image files under {root}.")
         return images, masks
