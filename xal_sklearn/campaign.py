@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from torch.utils.data import Dataset
 
-from ._persist import (FormatError, atomic_folder, atomic_write, check_format, read_json,
+from ._persist import (atomic_folder, atomic_write, check_format, read_json,
                        resolve_folder)
 from .classifier import CNNClassifier
 from .datasets import DataLoadError, read_image, resize_image, resize_mask

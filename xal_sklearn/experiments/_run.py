@@ -6,7 +6,6 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
