@@ -15,7 +15,7 @@ from xal_sklearn import alignment as alignment_module
 from xal_sklearn.datasets import DataLoadError, load_image_folder
 from xal_sklearn.strategies import top_k
 
-FAST = settings(max_examples=40, deadline=None,
+FAST = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 PUBLIC_METRICS = {name: getattr(alignment_module, name) for name in ALIGNMENT_METRICS}
@@ -80,7 +80,7 @@ LAYOUTS = ["float16", "float32", "float64", "uint8", "int16", "int32", "strided"
            "transposed"]
 
 
-@settings(max_examples=15, deadline=None,
+@settings(max_examples=15, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(LAYOUTS), st.integers(1, 20), st.integers(0, 10 ** 6))
 def test_score_pool_any_dtype_and_layout_matches_float32(fitted_net, layout, n, seed):
@@ -111,7 +111,7 @@ def test_score_pool_any_dtype_and_layout_matches_float32(fitted_net, layout, n, 
 CSV_TEXT = st.text(alphabet=string.printable + "éü\ufeff", max_size=300)
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(CSV_TEXT)
 def test_fuzzed_manifest_raises_only_data_load_error(tmp_path_factory, text):
@@ -124,7 +124,7 @@ def test_fuzzed_manifest_raises_only_data_load_error(tmp_path_factory, text):
     assert len(data.y) >= 1  # only possible when rows point to real images (none here)
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=400), st.sampled_from([".png", ".jpg", ".tif", ".bmp", ".dcm",
                                                   ".nii"]),

@@ -1,6 +1,7 @@
 """What users really feed in: any dtype and layout, wrong shapes, interrupts, bad folders."""
 
 import ast
+import json
 import os
 import signal
 import subprocess
@@ -150,9 +151,9 @@ def test_ctrl_c_during_fit_is_not_swallowed(phantoms):
     assert learner.estimator_ is before and len(learner.y_training_) == 20
 
 
-def _cli(out, *extra):
+def _cli(out, *extra, budget="36"):
     return [sys.executable, "-m", "xal_sklearn.cli", "run", "--n-samples", "120",
-            "--image-size", "32", "--initial", "12", "--query-size", "8", "--budget", "36",
+            "--image-size", "32", "--initial", "12", "--query-size", "8", "--budget", budget,
             "--seeds", "1", "--epochs", "3", "--strategies", "random,dual", "--out", str(out),
             "--no-progress", *extra]
 
@@ -161,20 +162,25 @@ def _cli(out, *extra):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_training_then_resume_equals_uninterrupted(tmp_path, sig):
     out = tmp_path / "res"
-    ckpt = out / "checkpoints" / "random__seed0"
-    proc = subprocess.Popen(_cli(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = out / "checkpoints" / "random__seed0" / "progress.json"
+    cmd = _cli(out, budget="52")  # 5 rounds: the signal lands with rounds still to run
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not ckpt.exists():
+    while time.time() < deadline:
+        try:
+            if len(json.loads(progress.read_text())["rows"]) >= 2:
+                break  # now inside a later round's training, query or evaluation
+        except (OSError, ValueError):
+            pass
         time.sleep(0.05)
-    time.sleep(0.3)  # now inside the next round's training or query
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "run the same command again to resume" in err
+    assert proc.returncode != 0 and "run the same command again to resume" in err, err
     assert not (out / "results.csv").exists()
-    done = subprocess.run(_cli(out), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     fresh = tmp_path / "fresh"
-    subprocess.run(_cli(fresh), check=True, capture_output=True, timeout=300)
+    subprocess.run(_cli(fresh, budget="52"), check=True, capture_output=True, timeout=300)
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"),
                                   pd.read_csv(fresh / "results.csv"))
 
@@ -282,3 +288,11 @@ def test_validation_layer_imports_no_learner():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not any(m and ("learner" in m or "strategies" in m or "scoring" in m)
                    for m in imported)
+
+
+def test_single_image_reversed_view(fitted_net):
+    # numpy calls a length-1 axis with a negative stride contiguous; torch does not
+    X = np.zeros((1, 1, 32, 32), np.float32)[::-1]
+    assert X.strides[0] < 0 and X.flags.c_contiguous
+    assert score_pool(fitted_net, X, progress=False).combined.shape == (1,)
+    assert fitted_net.predict_proba(X).shape == (1, 3)

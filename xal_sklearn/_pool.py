@@ -42,7 +42,9 @@ def as_batch_tensor(a, dtype=np.float32):
     never copied whole.
     """
     out = np.ascontiguousarray(a, dtype=dtype)
-    if not out.flags.writeable:  # a read-only memmap slice: torch needs its own copy
+    # a read-only memmap slice needs its own copy; so does a reversed axis of length 1,
+    # which numpy counts as contiguous but torch refuses for its negative stride
+    if not out.flags.writeable or any(s < 0 for s in out.strides):
         out = out.copy()
     return torch.from_numpy(out)
 
