@@ -337,3 +337,13 @@ def test_a_round_through_a_real_label_studio(tmp_path, scans, label_studio):
 def test_label_config_lists_the_classes():
     xml = label_config(["a & b", "c"])
     assert '<Choice value="a &amp; b"/>' in xml and "BrushLabels" in xml
+
+
+def test_attention_box_follows_the_peak_region():
+    from xal_sklearn.campaign import _attention_box
+
+    cam = np.zeros((8, 8))
+    cam[1:3, 1:3] = 1.0  # the peak region
+    cam[6, 6] = 0.6  # a weaker, separate hot spot
+    assert _attention_box(cam, (16, 16)) == (2.0, 2.0, 6.0, 6.0)
+    assert _attention_box(np.zeros((8, 8)), (16, 16)) is None

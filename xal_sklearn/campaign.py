@@ -476,10 +476,17 @@ class Campaign:
 
 
 def _attention_box(cam, size):
-    """Bounding box (pixels of an image of ``size``) of the map's values >= half its peak."""
+    """Box (pixels of an image of ``size``) around the map's peak region.
+
+    The region is the connected area around the peak where the map stays at or above
+    half the peak, so a second, weaker hot spot does not stretch the box.
+    """
+    from scipy import ndimage
+
     if cam.max() <= 0:
         return None
-    rows, cols = np.nonzero(cam >= 0.5 * cam.max())
+    regions, _ = ndimage.label(cam >= 0.5 * cam.max())
+    rows, cols = np.nonzero(regions == regions[np.unravel_index(np.argmax(cam), cam.shape)])
     sy, sx = size[0] / cam.shape[0], size[1] / cam.shape[1]
     return (cols.min() * sx, rows.min() * sy, (cols.max() + 1) * sx, (rows.max() + 1) * sy)
 
