@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import clone
 
-__all__ = ["FormatError", "atomic_folder", "atomic_write", "check_format", "load_net",
+__all__ = ["FormatError", "atomic_folder", "atomic_path", "atomic_write", "check_format", "load_net",
            "read_json", "resolve_folder", "rng_from_json", "rng_to_json", "save_net"]
 
 
@@ -24,23 +24,33 @@ class FormatError(ValueError):
     """A saved state of another kind or format version."""
 
 
-def atomic_write(path, data):
-    """Write ``data`` (bytes or str) to ``path`` so that no half-written file is ever seen."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary file name that replaces ``path`` once the block succeeds.
+
+    No half-written file is ever seen under ``path``; on error the temporary file goes.
+    """
     path = Path(path)
-    if isinstance(data, str):
-        data = data.encode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write(path, data):
+    """Write ``data`` (bytes or str) to ``path`` so that no half-written file is ever seen."""
+    if isinstance(data, str):
+        data = data.encode()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
@@ -100,17 +110,8 @@ def save_net(net, path):
 
     Returns the JSON-able fitted attributes that :func:`load_net` needs besides them.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         net.save_params(f_params=tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     attrs = {}
     for name in _FITTED_ATTRS:
         if hasattr(net, name):

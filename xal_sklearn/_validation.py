@@ -248,15 +248,30 @@ def check_input_shape(net, shape, name="X_pool"):
                          f"trained on {kinds.get(len(trained), 'another layout')}.")
     if shape[0] != trained[0]:
         raise ValueError(f"{what}: {shape[0]} channel(s) instead of {trained[0]}.")
-    module = net.module_
+    try:
+        probe_forward(net.module_, shape)
+    except RuntimeError as exc:
+        raise ValueError(f"{what}; the module cannot take that spatial size ({exc}).") from None
+
+
+def probe_forward(module, shape, layer=None):
+    """Run ``module`` on one zero image of ``shape`` (eval mode, no gradients).
+
+    Returns the output of ``layer`` (a submodule) if given, else the module's output.
+    The module's train/eval mode is restored; torch errors propagate.
+    """
     param = next(module.parameters(), None)
-    probe = torch.zeros((1,) + shape, device=param.device if param is not None else "cpu")
+    probe = torch.zeros((1,) + tuple(shape), device=param.device if param is not None else "cpu")
+    seen = {}
+    handle = None if layer is None else layer.register_forward_hook(
+        lambda m, i, o: seen.setdefault("out", o))
     was_training = module.training
     try:
         module.eval()
         with torch.no_grad():
-            module(probe)
-    except RuntimeError as exc:
-        raise ValueError(f"{what}; the module cannot take that spatial size ({exc}).") from None
+            out = module(probe)
     finally:
+        if handle is not None:
+            handle.remove()
         module.train(was_training)
+    return out if layer is None else seen.get("out")

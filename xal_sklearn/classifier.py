@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._dataset import ImageDataset
 from ._validation import (binarize_masks, check_images, check_input_shape, check_roi_masks,
-                          resolve_layer)
+                          probe_forward, resolve_layer)
 from .modules import SmallCNN, channels_last_weights
 from .roi_loss import check_roi_loss, roi_loss_term
 
@@ -353,19 +353,7 @@ class CNNClassifier(NeuralNetClassifier):
         shape = getattr(self, "image_shape_", None)
         if shape is None:
             return
-        out = {}
-        handle = layer.register_forward_hook(lambda m, i, o: out.setdefault("y", o))
-        param = next(self.module_.parameters(), None)
-        was_training = self.module_.training
-        try:
-            self.module_.eval()
-            with torch.no_grad():
-                self.module_(torch.zeros((1,) + shape,
-                                         device=param.device if param is not None else "cpu"))
-        finally:
-            handle.remove()
-            self.module_.train(was_training)
-        y = out.get("y")
+        y = probe_forward(self.module_, shape, layer)
         if not isinstance(y, torch.Tensor) or y.dim() != len(shape) + 1:
             raise ValueError(
                 f"roi_loss={self.roi_loss!r} needs a convolutional Grad-CAM layer whose output "
