@@ -290,7 +290,7 @@ class CNNClassifier(NeuralNetClassifier):
         ``continuing``: training goes on from the fitted weights, so the images
         must have the shape the network was trained on.
         """
-        self._roi_weight = check_roi_loss(self.roi_loss, self.roi_weight)
+        check_roi_loss(self.roi_loss, self.roi_weight)
         for name in ("roi_dilation", "roi_warmup"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -409,7 +409,7 @@ class CNNClassifier(NeuralNetClassifier):
             self.roi_loss, x=X["x"], logits=logits, activations=X["activations"],
             target=y_true.to(logits.device).long(), masks=X["roi"].to(logits.device),
             has_roi=X["has_roi"].to(logits.device), dilation=self.roi_dilation)
-        return loss + self._roi_weight * term
+        return loss + float(self.roi_weight) * term
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         try:
@@ -438,31 +438,28 @@ class CNNClassifier(NeuralNetClassifier):
         Every argument is checked before anything changes; Ctrl-C during
         training raises ``KeyboardInterrupt``.
         """
-        X, y = self._prepare_fit(X, y, roi_masks, self.warm_start and self.initialized_)
+        continuing = bool(self.warm_start and self.initialized_)
+        X, y = self._prepare_fit(X, y, roi_masks, continuing)
+        return self._train(X, y, continuing, _routing_method="fit", **fit_params)
+
+    def partial_fit(self, X, y=None, classes=None, roi_masks=None, **fit_params):
+        """Continue training on ``X, y`` (initialises first if needed); see :meth:`fit`."""
+        continuing = bool(self.initialized_)
+        X, y = self._prepare_fit(X, y, roi_masks, continuing)
+        return self._train(X, y, continuing, **fit_params)
+
+    def _train(self, X, y, continuing, **fit_params):
+        """Initialise unless ``continuing``, check the attention layer, run skorch's loop."""
         with self._seeded():
-            was_initialized = self.initialized_
-            if not self.warm_start or not self.initialized_:
+            if not continuing:
                 self.initialize()
             try:
                 self._check_attention_layer()
             except ValueError:
-                self.initialized_ = was_initialized and self.warm_start
+                self.initialized_ = continuing  # a fresh module is not a fitted one
                 raise
             try:
-                return NeuralNetClassifier.partial_fit(self, X, y, _routing_method="fit",
-                                                       **fit_params)
-            except _FitInterrupted:
-                raise KeyboardInterrupt from None
-
-    def partial_fit(self, X, y=None, classes=None, roi_masks=None, **fit_params):
-        """Continue training on ``X, y`` (initialises first if needed); see :meth:`fit`."""
-        X, y = self._prepare_fit(X, y, roi_masks, self.initialized_)
-        with self._seeded():
-            if not self.initialized_:
-                self.initialize()
-            self._check_attention_layer()
-            try:
-                return super().partial_fit(X, y, classes=classes, **fit_params)
+                return NeuralNetClassifier.partial_fit(self, X, y, **fit_params)
             except _FitInterrupted:
                 raise KeyboardInterrupt from None
 
