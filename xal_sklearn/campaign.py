@@ -224,10 +224,16 @@ class Campaign:
                      allow_pickle=False) as f:
             return f["masks"]
 
-    def _labelled_arrays(self):
-        ids = [e["id"] for e in self.state["labelled"]]
+    def _images(self, ids):
+        """The images of ``ids``, read and resized for the model."""
         data = self._dataset(ids)
-        X = np.stack([data.image(k) for k in range(len(ids))])
+        try:
+            return np.stack([data.image(k) for k in range(len(ids))])
+        except DataLoadError as exc:
+            raise CampaignError(f"Could not read a pool image: {exc}") from exc
+
+    def _labelled_arrays(self):
+        X = self._images([e["id"] for e in self.state["labelled"]])
         return X, np.array([e["label"] for e in self.state["labelled"]]), self._roi_masks()
 
     def learner(self):
@@ -402,10 +408,7 @@ class Campaign:
         h, w = self.config["image_size"]
         new_masks = np.stack([resize_mask(a.mask, (h, w)) if a.mask is not None
                               else np.zeros((h, w), bool) for a in answers])
-        try:
-            X_new = np.stack([self._dataset([a.xal_id]).image(0) for a in answers])
-        except DataLoadError as exc:
-            raise CampaignError(f"Could not read a labelled image: {exc}") from exc
+        X_new = self._images([a.xal_id for a in answers])
         y_new = np.array([a.label for a in answers])
         learner = self.learner()
         if learner is None:

@@ -22,6 +22,7 @@ from ..alignment import ALIGNMENT_METRICS, alignment_t, chance_alignment
 from ..datasets import group_train_test_split
 from ..learner import ActiveLearner
 from ..scoring import score_pool
+from ..strategies import SCORE_FIELDS
 
 __all__ = ["run_experiment", "load_results", "METRICS", "ATTENTION_METRICS"]
 
@@ -209,7 +210,7 @@ def _scores_logged(learner, n):
     """The queried samples' scores as the strategy computed them (NaN if it reports none)."""
     scores = getattr(learner, "query_scores_", None)
     out = {}
-    for field in ("uncertainty", "alignment", "misalignment", "combined"):
+    for field in SCORE_FIELDS:
         values = (np.full(n, np.nan) if scores is None or field not in scores
                   else np.asarray(scores[field], dtype=np.float64))
         out[f"queried_{field}"] = json.dumps([None if np.isnan(v) else round(float(v), 6)
