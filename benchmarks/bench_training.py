@@ -3,17 +3,21 @@
     python benchmarks/bench_training.py [--n 576] [--size 64] [--epochs 3] [--repeats 3]
     python benchmarks/bench_training.py --mri ../shared/data/brain-tumor-figshare --n 570
 
-Rows, all with the same SmallCNN, batch size and optimiser, timed in one process
-(medians over repeats):
+Rows, all with the same batch size and optimiser, timed in one process (medians over
+repeats, rows interleaved so that drift on a shared machine hits all alike):
 
-* ``skorch``: ``skorch.NeuralNetClassifier`` with the module as it is (the baseline);
+* ``skorch``: ``skorch.NeuralNetClassifier`` with ``SmallCNN`` as it is (the baseline);
+* ``skorch, 0.1 SmallCNN``: the same with the first release's SmallCNN (ReLU before
+  max-pool, ``AdaptiveAvgPool2d``): the same function and parameters, what users ran;
 * ``CNNClassifier``: this package's path (on the CPU, channels-last layout);
 * ``CNNClassifier plain layout``: the same with ``cpu_channels_last = False``;
+* ``CNNClassifier bf16-mixed``: with ``precision="bf16-mixed"``;
 * ``CNNClassifier roi_loss=...``: with each attention loss on every sample's mask.
 
 It prints seconds per epoch, prediction throughput, ratios to the baseline, and the
-largest difference between the baseline's and this path's predicted probabilities
-after identical training (same seed): layouts change rounding, not results.
+largest difference between the baseline's and each row's predicted probabilities
+after identical training (same seed): layouts change rounding, not results;
+bfloat16 changes results within seed noise (docs/benchmarks.md has the accuracy check).
 """
 
 import argparse
@@ -23,9 +27,23 @@ import time
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
+from torch import nn
 
 from xal_sklearn import CNNClassifier, SmallCNN
 from xal_sklearn.datasets import make_lesion_phantoms
+
+
+class PreviousSmallCNN(SmallCNN):
+    """SmallCNN as released first: ReLU before max-pool and ``AdaptiveAvgPool2d``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        layers = list(self.features)
+        for i in range(len(layers) - 1):
+            if isinstance(layers[i], nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+                layers[i], layers[i + 1] = layers[i + 1], layers[i]
+        self.features = nn.Sequential(*layers)
+        self.classifier[0] = nn.AdaptiveAvgPool2d(1)
 
 
 def _once(make, X, y, masks, epochs):
@@ -65,10 +83,12 @@ def main():
                   optimizer=torch.optim.Adam, criterion=torch.nn.CrossEntropyLoss,
                   train_split=None, device=args.device, iterator_train__shuffle=True, verbose=0)
 
-    def skorch_net():
-        torch.manual_seed(0)
-        return NeuralNetClassifier(SmallCNN, module__in_channels=1, module__n_classes=3,
-                                   **common)
+    def skorch_net(module=SmallCNN):
+        def make():
+            torch.manual_seed(0)
+            return NeuralNetClassifier(module, module__in_channels=1, module__n_classes=3,
+                                       **common)
+        return make
 
     def ours(**kw):
         def make():
@@ -81,16 +101,22 @@ def main():
         net.cpu_channels_last = False
         return net
 
-    rows = [("skorch (baseline)", skorch_net, None), ("CNNClassifier", ours(), None),
-            ("CNNClassifier plain layout", plain_layout, None)]
+    rows = [("skorch (baseline)", skorch_net(), None),
+            ("skorch, 0.1 SmallCNN", skorch_net(PreviousSmallCNN), None),
+            ("CNNClassifier", ours(), None),
+            ("CNNClassifier plain layout", plain_layout, None),
+            ("CNNClassifier bf16-mixed", ours(precision="bf16-mixed"), None)]
     rows += [(f"CNNClassifier roi_loss={loss}", ours(roi_loss=loss), M)
              for loss in args.losses.split(",") if loss]
+    if "dice" in args.losses.split(","):
+        rows.append(("CNNClassifier dice, bf16-mixed",
+                     ours(roi_loss="dice", precision="bf16-mixed"), M))
     print(f"{args.n} {'MRI slices' if args.mri else 'phantoms'} 1x{args.size}x{args.size}, "
           f"batch {args.batch_size}, {args.epochs} epochs, median of {args.repeats} "
           f"(rows interleaved); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}")
     print(f"{'':34} {'s/epoch':>8} {'fit speed-up':>12} {'predict img/s':>14} "
-          f"{'predict speed-up':>16}")
+          f"{'predict speed-up':>16} {'max |dproba|':>12}")
     # rows interleaved repeat by repeat, so drift on a shared machine hits all alike
     runs = {name: [] for name, _, _ in rows}
     for _ in range(args.repeats):
@@ -103,10 +129,9 @@ def main():
         proba = runs[name][-1][2]
         if base is None:
             base = (fit, pred, proba)
-        print(f"{name:34} {fit:8.3f} {base[0] / fit:11.2f}x {pred:14.0f} {pred / base[1]:15.2f}x")
-        if name == "CNNClassifier":
-            diff = float(np.abs(proba - base[2]).max())
-            print(f"{'':34} max |proba - baseline proba| = {diff:.2e}")
+        diff = float(np.abs(proba - base[2]).max())
+        print(f"{name:34} {fit:8.3f} {base[0] / fit:11.2f}x {pred:14.0f} "
+              f"{pred / base[1]:15.2f}x {diff:12.1e}")
 
 if __name__ == "__main__":
     main()

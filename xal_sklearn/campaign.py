@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from ._persist import (atomic_folder, atomic_write, check_format, read_json,
                        resolve_folder)
-from .classifier import CNNClassifier
+from .classifier import CNNClassifier, check_precision
 from .datasets import DataLoadError, read_image, resize_image, resize_mask
 from .labelstudio import label_config, make_task, parse_export, read_label_csv
 from .learner import ActiveLearner
@@ -96,8 +96,8 @@ class Campaign:
     @classmethod
     def create(cls, folder, images, classes, manifest=None, image_size=128, rgb=False,
                roi_loss=None, roi_weight=0.1, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
-               device="cpu", random_state=0, url_prefix="/data/local-files/?d=",
-               document_root="/"):
+               device="cpu", precision="float32", random_state=0,
+               url_prefix="/data/local-files/?d=", document_root="/"):
         """Start a campaign in ``folder`` over the images under ``images``.
 
         Parameters
@@ -120,7 +120,7 @@ class Campaign:
         alpha : float, default=0.3
             Weight of uncertainty in :func:`~xal_sklearn.dual_criterion_sampling`,
             used once pool images have ROIs.
-        epochs, batch_size, lr, device, random_state : the classifier's settings
+        epochs, batch_size, lr, device, precision, random_state : the classifier's settings
         url_prefix, document_root : str
             Task image URLs are ``url_prefix`` + the file's path relative to
             ``document_root``; the default suits Label Studio's local-file serving
@@ -141,12 +141,14 @@ class Campaign:
             "pool_root": str(root), "image_size": [int(image_size)] * 2, "rgb": bool(rgb),
             "classifier": {"max_epochs": int(epochs), "batch_size": int(batch_size),
                            "lr": float(lr), "roi_loss": roi_loss, "roi_weight": float(roi_weight),
-                           "device": device, "random_state": int(random_state)},
+                           "device": device, "precision": precision,
+                           "random_state": int(random_state)},
             "strategy": {"alpha": float(alpha), "uncertainty": "entropy",
                          "alignment": "soft_dice"},
             "random_state": int(random_state), "url_prefix": url_prefix,
             "document_root": str(document_root)}
         check_roi_loss(roi_loss, roi_weight)
+        check_precision(precision)
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / ".pool.csv.tmp", "w", newline="") as f:
             w = csv.writer(f)
