@@ -1,6 +1,7 @@
 """The CPU training paths: layer order, layouts and bfloat16 mixed precision."""
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -163,6 +164,15 @@ def test_unknown_precision_is_refused_before_anything_changes(phantoms, bad):
     assert not net.initialized_
 
 
-def test_precision_round_trips_through_clone():
+def test_precision_round_trips_through_clone_and_pickle(fitted_net, phantoms):
     net = CNNClassifier(n_classes=3, precision="bf16-mixed")
     assert clone(net).get_params()["precision"] == "bf16-mixed"
+    assert pickle.loads(pickle.dumps(net)).precision == "bf16-mixed"
+    # a net pickled before ``precision`` existed still predicts, in float32
+    state = fitted_net.__getstate__()
+    del state["precision"]
+    old = CNNClassifier.__new__(CNNClassifier)
+    old.__setstate__(state)
+    assert old.precision == "float32"
+    np.testing.assert_allclose(old.predict_proba(phantoms.X[:8]),
+                               fitted_net.predict_proba(phantoms.X[:8]))

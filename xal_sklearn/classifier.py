@@ -231,6 +231,7 @@ class CNNClassifier(NeuralNetClassifier):
 
     def __setstate__(self, state):
         param = state.pop("_device_param", "cpu")
+        state.setdefault("precision", "float32")  # pickled before the parameter existed
         super().__setstate__(state)
         # skorch may have remapped an unavailable CUDA device to the CPU
         resolved = self.__dict__.pop("device", self.__dict__.get("_device_param"))
