@@ -236,8 +236,8 @@ def _run(args, parser):
     print(f"xal run: {description}, {len(dataset.y)} images of "
           f"{'x'.join(map(str, dataset.X.shape[1:]))}; strategies "
           f"{', '.join(strategies)}; {args.seeds} seed(s); training with "
-          f"{'ROI loss ' + args.roi_loss if args.roi_loss else 'cross-entropy only'}; "
-          f"results in {out}", flush=True)
+          f"{'ROI loss ' + args.roi_loss if args.roi_loss else 'cross-entropy only'} "
+          f"in {args.precision}; results in {out}", flush=True)
     if note:
         print(note, flush=True)
     results = run_experiment(
