@@ -128,7 +128,7 @@ def _set(path, value):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (_set(["data", "xal_id"], 9999), "task 100: image id 9999 is not in this batch"),
+    (_set(["data", "xal_id"], 9999), "task 100: image id 9999 is not in the pending batch 001"),
     (_set(["data", "image"], "/data/local-files/?d=etc/passwd"), "task 100: its image"),
     (lambda t: t[0]["annotations"][0]["result"][0]["value"].update(choices=["tumour"]),
      "task 100: unknown label 'tumour'"),
@@ -347,3 +347,151 @@ def test_attention_box_follows_the_peak_region():
     cam[6, 6] = 0.6  # a weaker, separate hot spot
     assert _attention_box(cam, (16, 16)) == (2.0, 2.0, 6.0, 6.0)
     assert _attention_box(np.zeros((8, 8)), (16, 16)) is None
+
+
+# --- first contact (issue 19): which scan a row is, repeated imports, pending batches ----
+
+@pytest.fixture()
+def named_scans(tmp_path, scans):
+    """The scans' manifest with the user's own ids and, for two images, two mask files."""
+    root, truth = scans
+    manifest = tmp_path / "named.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "image", "mask"])
+        for i in range(24):
+            mask = f"roi/{i:02d}.png" + (f"; roi/{i + 1:02d}.png" if i < 2 else "")
+            w.writerow([f"ACC-{1000 + i}", f"img/{i:02d}.png", mask])
+    return root, truth, manifest
+
+
+def test_batch_files_name_the_original_scan(tmp_path, named_scans):
+    root, _, manifest = named_scans
+    c = Campaign.create(tmp_path / "study", root, CLASSES, manifest=manifest, image_size=32,
+                        epochs=1, document_root=tmp_path)
+    r = c.query(3)
+    folder = r["folder"]
+    with open(folder / "to_label.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    tasks = json.loads((folder / "tasks.json").read_text())
+    for row, task, xal_id in zip(rows, tasks, r["ids"]):
+        original = str(root / f"img/{xal_id:02d}.png")
+        assert row["original_image"] == original and row["manifest_id"] == f"ACC-{1000 + xal_id}"
+        assert task["data"]["original_image"] == original
+        assert task["data"]["source"] == f"{original} (id ACC-{1000 + xal_id})"
+    assert "$source" in (folder / "label_config.xml").read_text()
+    meta = json.loads((folder / "batch.json").read_text())
+    assert meta["images"][0]["manifest_id"] == f"ACC-{1000 + r['ids'][0]}"
+    # several mask files in one cell: the ROI is their union
+    pool = Campaign.open(c.folder)._dataset([0, 1, 2])
+    first, second = (np.asarray(Image.open(root / f"roi/{i:02d}.png")) > 0 for i in (0, 1))
+    from xal_sklearn.datasets import resize_mask
+
+    np.testing.assert_array_equal(pool.mask(0), resize_mask(first | second, (32, 32)))
+
+
+def test_importing_twice_names_the_batch_and_when(tmp_path, scans):
+    c = _new(tmp_path, scans)
+    c.query(6)
+    _fill_csv(c, 1, scans[1], tmp_path / "one.csv")
+    c.import_labels(tmp_path / "one.csv")
+    before = (c.folder / "state" / "state.json").read_text()
+    with pytest.raises(CampaignError) as info:
+        Campaign.open(c.folder).import_labels(tmp_path / "one.csv")
+    message = str(info.value)
+    assert "one.csv holds labels that were already imported: batch 001 was imported on 20" \
+        in message and "(6 labels, from one.csv)" in message
+    assert "No batch is waiting for labels; run query for a new one." in message
+    c = Campaign.open(c.folder)
+    c.query(4)
+    with pytest.raises(CampaignError) as info:  # the old batch's CSV while 002 is pending
+        c.import_labels(tmp_path / "one.csv")
+    assert "batch 001 was imported on" in str(info.value)
+    assert "Waiting for labels: batch 002" in str(info.value)
+    assert json.loads((c.folder / "state" / "state.json").read_text())["labelled"] == \
+        json.loads(before)["labelled"]
+
+
+def test_one_label_studio_project_for_several_batches(tmp_path, scans):
+    c = _new(tmp_path, scans)
+    c.query(4)
+    first = _export(c, 1, scans[1])
+    (tmp_path / "e1.json").write_text(json.dumps(first))
+    c.import_labels(tmp_path / "e1.json")
+    c.query(4)
+    both = first + _export(c, 2, scans[1])  # the whole project, exported again
+    (tmp_path / "e2.json").write_text(json.dumps(both))
+    result = c.import_labels(tmp_path / "e2.json")
+    assert result["n_imported"] == 4 and result["n_skipped"] == 4 and result["batches"] == [2]
+    c.query(4)
+    changed = json.loads(json.dumps(first))
+    old = changed[0]["annotations"][0]["result"][0]["value"]["choices"][0]
+    changed[0]["annotations"][0]["result"][0]["value"]["choices"] = [
+        next(k for k in CLASSES if k != old)]
+    (tmp_path / "e3.json").write_text(json.dumps(changed + _export(c, 3, scans[1])))
+    with pytest.raises(AnnotationImportError, match=f"was imported before \\(batch 001\\) as "
+                                                    f"'{old}'"):
+        c.import_labels(tmp_path / "e3.json")
+
+
+def test_query_while_a_batch_is_pending_says_so(tmp_path, scans):
+    c = _new(tmp_path, scans)
+    assert c.query(6)["notes"] == []
+    r = c.query(5)
+    assert r["still_pending"] == {1: 6}
+    assert "Still waiting for labels: batch 001 (6 images)" in r["notes"][0]
+    assert "6 images are reserved" in r["notes"][0]
+    r = c.query(30)
+    assert len(r["ids"]) == 13 and r["n_requested"] == 30
+    assert "Asked for 30 images, got 13: that is every image left (0 labelled, 11 reserved" \
+        in r["notes"][-1]
+    with pytest.raises(CampaignError, match="batch\\(es\\) 001, 002, 003 still wait"):
+        c.query(1)
+
+
+def test_cli_query_prints_the_notes(tmp_path, scans, capsys):
+    from xal_sklearn.cli import main
+
+    root, _ = scans
+    study = tmp_path / "study"
+    assert main(["campaign", "init", str(study), "--images", str(root), "--manifest",
+                 str(root / "manifest.csv"), "--classes", ",".join(CLASSES),
+                 "--image-size", "32", "--epochs", "1"]) == 0
+    assert main(["campaign", "query", str(study), "-n", "20"]) == 0
+    capsys.readouterr()
+    assert main(["campaign", "query", str(study), "-n", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "Note: Still waiting for labels: batch 001 (20 images)" in out
+    assert "Note: Asked for 5 images, got 4" in out
+
+
+def test_every_bad_row_is_listed_with_near_misses(tmp_path, scans):
+    c = _new(tmp_path, scans)
+    c.query(6)
+    meta = _fill_csv(c, 1, scans[1], tmp_path / "a.csv")
+    rows = list(csv.reader(open(tmp_path / "a.csv")))
+    rows[1][2] = "Glioma"
+    rows[3][2] = " meningiomma"
+    rows[5][0] = "x"
+    with open(tmp_path / "bad.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(AnnotationImportError) as info:
+        c.import_labels(tmp_path / "bad.csv")
+    message = str(info.value)
+    assert "3 problem(s); nothing was imported" in message
+    assert "line 2: unknown label 'Glioma' (did you mean 'glioma'?)" in message
+    assert "line 4: unknown label 'meningiomma' (did you mean 'meningioma'?)" in message
+    assert "line 6: xal_id 'x' is not an id" in message
+    # an export with many bad tasks lists the first 20, then counts the rest
+    tasks = _export(c, 1, scans[1])
+    many = [json.loads(json.dumps(tasks[0])) for _ in range(25)]
+    for k, t in enumerate(many):
+        t["id"] = 500 + k
+        t["annotations"][0]["result"][0]["value"]["choices"] = ["tumour"]
+    (tmp_path / "many.json").write_text(json.dumps(many))
+    with pytest.raises(AnnotationImportError) as info:
+        c.import_labels(tmp_path / "many.json")
+    message = str(info.value)
+    assert "25 problem(s)" in message and "task 519:" in message
+    assert "task 520:" not in message and "... and 5 more." in message
+    assert len(meta["images"]) == 6

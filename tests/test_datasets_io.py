@@ -195,7 +195,7 @@ def test_bad_files_and_skip(folder):
         d = load_image_folder(folder, on_error="skip", cache=False)
     assert len(d.y) == 4 and "img/2.png" not in d.filenames
     Image.fromarray(np.zeros((16, 20), np.uint8)).save(folder / "img/2.png")
-    with pytest.raises(DataLoadError, match=r"line 6: mask .*4.png is 5x5 but image"):
+    with pytest.raises(DataLoadError, match=r"line 6: mask .*4.png is 5x5 but the image is"):
         load_image_folder(folder, cache=False, on_error="raise")
 
 

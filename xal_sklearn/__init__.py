@@ -6,6 +6,11 @@ measured by the Dice between its Grad-CAM map and the expert's region of
 interest.
 """
 
+import time
+
+#: When the package began to import (before torch): ``xal`` reports its run time from here.
+IMPORT_STARTED = time.monotonic()
+
 from .alignment import dice, iou, mass_in_roi, pointing_game, roi_auc, soft_dice
 from .classifier import CNNClassifier
 from .gradcam import gradcam

@@ -275,3 +275,39 @@ def probe_forward(module, shape, layer=None):
             handle.remove()
         module.train(was_training)
     return out if layer is None else seen.get("out")
+
+
+def device_problem(device):
+    """What keeps torch from using ``device`` here, in words, or None when it can.
+
+    ``"cpu"`` and ``"auto"`` always work; ``"cuda"``/``"cuda:N"`` need a CUDA
+    build of torch and a visible device N; ``"mps"`` needs Apple's Metal backend.
+    """
+    if isinstance(device, str) and device == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return (f"{device!r} is not a device; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    if dev.type == "cuda":
+        if not torch.backends.cuda.is_built() and torch.version.hip is None:
+            return f"this torch build ({torch.__version__}) has no CUDA support"
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return (f"torch {torch.__version__} has CUDA support but sees no CUDA device "
+                    "(no GPU, no driver, or CUDA_VISIBLE_DEVICES hides them)")
+        if dev.index is not None and dev.index >= count:
+            return f"cuda:{dev.index} was asked for but only {count} CUDA device(s) are visible"
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        return "Apple's MPS backend is not available in this torch build or on this machine"
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        return f"device type {dev.type!r} is not supported; use 'cpu', 'cuda' or 'auto'"
+    return None
+
+
+def check_device(device, name="device"):
+    """Raise ``ValueError`` in one line when torch cannot use ``device`` on this machine."""
+    problem = device_problem(device)
+    if problem is not None:
+        raise ValueError(f"{name}={device!r} cannot be used: {problem}; use {name}='cpu', "
+                         "or 'auto' (the GPU when there is one, else the CPU).")

@@ -4,8 +4,8 @@ A campaign is a folder::
 
     study/
       campaign.json     configuration: classes, image size, classifier, strategy (JSON)
-      pool.csv          the pool: id, image, mask (paths under the pool folder; read,
-                        never copied)
+      pool.csv          the pool: id, image, mask, manifest_id (paths under the pool
+                        folder; read, never copied)
       state/            labelled set (state.json, rois.npz) and the trained learner
                         (ActiveLearner.save), replaced as a whole at every change
       batches/001/      what the expert gets: images/, overlays/ (Grad-CAM),
@@ -29,9 +29,11 @@ from torch.utils.data import Dataset
 
 from ._persist import (atomic_folder, atomic_write, check_format, read_json,
                        resolve_folder)
+from ._validation import check_device
 from .classifier import CNNClassifier, check_precision
-from .datasets import DataLoadError, read_image, resize_image, resize_mask
-from .labelstudio import label_config, make_task, parse_export, read_label_csv
+from .datasets import (DataLoadError, read_image, read_mask, resize_image, resize_mask,
+                       split_mask_field)
+from .labelstudio import label_config, make_task, parse_export, read_label_csv, source_ids
 from .learner import ActiveLearner
 from .roi_loss import check_roi_loss
 from .scoring import score_pool
@@ -60,6 +62,7 @@ class PoolImages(Dataset):
     """
 
     def __init__(self, root, images, masks, size, rgb=False):
+        # a mask entry may name several files separated by ";": the ROI is their union
         self.root, self.images, self.masks = Path(root), list(images), list(masks)
         self.size, self.rgb = tuple(size), rgb
 
@@ -71,10 +74,10 @@ class PoolImages(Dataset):
                             self.size)
 
     def mask(self, i):
-        if not self.masks[i]:
+        names = split_mask_field(self.masks[i])
+        if not names:
             return None
-        return resize_mask(read_image(self.root / self.masks[i], as_gray=True)[0] > 0,
-                           self.size)
+        return resize_mask(read_mask([self.root / name for name in names]), self.size)
 
     def __getitem__(self, i):
         return self.image(i), self.mask(i)
@@ -111,8 +114,10 @@ class Campaign:
             without a region).
         manifest : path-like, optional
             CSV with an ``image`` column and optionally ``mask`` (an ROI image:
-            nonzero = ROI), paths relative to ``images``; default: every image
-            file under ``images``.
+            nonzero = ROI; several files separated by ``;`` give their union)
+            and ``id`` (your own name for the image, such as an accession or
+            study number, shown to the annotator beside the file name), paths
+            relative to ``images``; default: every image file under ``images``.
         image_size : int, default=128
             Images are resized to ``image_size`` x ``image_size`` for the model.
         rgb : bool, default=False
@@ -135,7 +140,8 @@ class Campaign:
         classes = [str(c).strip() for c in classes]
         if len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes):
             raise CampaignError(f"classes must be 2 or more distinct names, got {classes}.")
-        images_, masks = cls._list_pool(root, manifest, folder)
+        check_device(device)
+        images_, masks, manifest_ids = cls._list_pool(root, manifest, folder)
         config = {
             "format": FORMAT, "version": VERSION, "created": _now(), "classes": classes,
             "pool_root": str(root), "image_size": [int(image_size)] * 2, "rgb": bool(rgb),
@@ -152,10 +158,12 @@ class Campaign:
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / ".pool.csv.tmp", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["id", "image", "mask"])
-            w.writerows([i, im, m] for i, (im, m) in enumerate(zip(images_, masks)))
+            w.writerow(["id", "image", "mask", "manifest_id"])
+            w.writerows([i, im, m, mid] for i, (im, m, mid)
+                        in enumerate(zip(images_, masks, manifest_ids)))
         (folder / ".pool.csv.tmp").replace(folder / "pool.csv")
-        campaign = cls(folder, config, {"images": images_, "masks": masks}, cls._empty_state())
+        campaign = cls(folder, config, {"images": images_, "masks": masks,
+                                        "manifest_ids": manifest_ids}, cls._empty_state())
         campaign._save_state(campaign.state, None, None)
         atomic_write(folder / "campaign.json", json.dumps(config, indent=1))  # written last
         return campaign
@@ -168,6 +176,7 @@ class Campaign:
                            and str(p).lower().endswith(IMAGE_SUFFIXES)
                            and not p.resolve().is_relative_to(study))
             images, masks = [str(p.relative_to(root)) for p in files], [""] * len(files)
+            ids = [""] * len(files)
         else:
             try:
                 with open(manifest, newline="", encoding="utf-8-sig") as f:
@@ -177,16 +186,21 @@ class Campaign:
             if not rows or "image" not in rows[0]:
                 raise CampaignError(f"Manifest {manifest} needs an 'image' column and rows.")
             images = [(r.get("image") or "").strip() for r in rows]
-            masks = [(r.get("mask") or "").strip() for r in rows]
+            masks = [";".join(split_mask_field(r.get("mask"))) for r in rows]
+            ids = [(r.get("id") or "").strip() for r in rows]
+            problems = []
             for line, (image, mask) in enumerate(zip(images, masks), start=2):
-                for name in (image, mask) if mask else (image,):
+                for name in [image] + split_mask_field(mask):
                     path = (root / name).resolve()
                     if not name or not path.is_relative_to(root) or not path.is_file():
-                        raise CampaignError(f"Manifest {manifest}, line {line}: {name!r} is "
-                                            f"not a file inside {root}.")
+                        problems.append(f"line {line}: {name!r} is not a file inside {root}")
+            if problems:
+                more = len(problems) - 20
+                raise CampaignError(f"Manifest {manifest}: " + "; ".join(problems[:20])
+                                    + (f"; and {more} more" if more > 0 else "") + ".")
         if not images:
             raise CampaignError(f"No image files under {root}.")
-        return images, masks
+        return images, masks, ids
 
     @staticmethod
     def _empty_state():
@@ -203,7 +217,9 @@ class Campaign:
         check_format(config, FORMAT, VERSION, str(folder / "campaign.json"))
         with open(folder / "pool.csv", newline="") as f:
             rows = list(csv.DictReader(f))
-        pool = {"images": [r["image"] for r in rows], "masks": [r["mask"] for r in rows]}
+        pool = {"images": [r["image"] for r in rows], "masks": [r["mask"] for r in rows],
+                # campaigns created before the column existed have no manifest ids
+                "manifest_ids": [r.get("manifest_id") or "" for r in rows]}
         state = read_json(resolve_folder(folder / "state") / "state.json")
         check_format(state, STATE_FORMAT, VERSION, str(folder / "state"))
         return cls(folder, config, pool, state)
@@ -276,7 +292,12 @@ class Campaign:
         Returns
         -------
         dict
-            ``batch``, ``folder``, ``ids``, ``method`` (in words), ``n_pool``.
+            ``batch``, ``folder``, ``ids``, ``method`` (in words), ``n_pool``
+            (images that could be chosen), ``n_requested``, ``still_pending``
+            (``{batch: n_images}`` of batches still waiting for labels) and
+            ``notes``: sentences on what the caller may not expect (a batch
+            still waiting whose images were held back, a batch smaller than
+            asked for, and why).
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise CampaignError(f"n must be a positive integer, got {n!r}.")
@@ -285,10 +306,13 @@ class Campaign:
         excluded = labelled | (set() if allow_repeat else reserved)
         candidates = np.array([i for i in range(len(self.pool["images"])) if i not in excluded])
         if len(candidates) == 0:
+            waiting = ", ".join(f"{int(b):03d}" for b in sorted(self.state["pending"], key=int))
             raise CampaignError("No unlabelled, unreserved image is left in the pool"
                                 + ("" if allow_repeat or not reserved else
-                                   "; import the pending batch or allow repeats") + ".")
-        n = min(int(n), len(candidates))
+                                   f"; batch(es) {waiting} still wait for labels: import them, "
+                                   "or allow repeats") + ".")
+        n_requested = int(n)
+        n = min(n_requested, len(candidates))
         batch = self.state["next_batch"]
         learner = self.learner()
         pool = self._dataset(candidates)
@@ -307,12 +331,35 @@ class Campaign:
                       "misalignment with the pool ROIs)" if kwargs else
                       "uncertainty (entropy) sampling: the pool has no ROIs")
         ids = [int(candidates[k]) for k in chosen]
+        still_pending = {int(b): len(v) for b, v in sorted(self.state["pending"].items(),
+                                                            key=lambda kv: int(kv[0]))}
+        notes = self._query_notes(still_pending, allow_repeat, requested=n_requested,
+                                  n_candidates=len(candidates), n_labelled=len(labelled))
         folder = self._write_batch(batch, ids, acquisition, method, progress)
         state = dict(self.state, pending=dict(self.state["pending"], **{str(batch): ids}),
                      next_batch=batch + 1)
         self._save_state(state, self._roi_masks(), learner)
         return {"batch": batch, "folder": folder, "ids": ids, "method": method,
-                "n_pool": len(candidates)}
+                "n_pool": len(candidates), "n_requested": n_requested,
+                "still_pending": still_pending, "notes": notes}
+
+    @staticmethod
+    def _query_notes(still_pending, allow_repeat, requested, n_candidates, n_labelled):
+        notes = []
+        if still_pending:
+            listed = ", ".join(f"batch {b:03d} ({k} images)" for b, k in still_pending.items())
+            notes.append(
+                f"Still waiting for labels: {listed}. "
+                + ("Its images may be handed out again (allow_repeat)." if allow_repeat else
+                   f"Their {sum(still_pending.values())} images are reserved and were not "
+                   "offered again (allow_repeat / --allow-repeat would offer them).")
+                + " Import each batch's labels when they come.")
+        if n_candidates < requested:
+            reserved = "" if allow_repeat else (
+                f", {sum(still_pending.values())} reserved by pending batches")
+            notes.append(f"Asked for {requested} images, got {n_candidates}: that is every "
+                         f"image left ({n_labelled} labelled{reserved}).")
+        return notes
 
     def _write_batch(self, batch, ids, acquisition, method, progress):
         from PIL import Image
@@ -349,27 +396,37 @@ class Campaign:
                                   None, None, None)
                 image_url, overlay_url = self._url(final), self._url(overlay_final)
                 score = float(acquisition[k]) if np.isfinite(acquisition[k]) else 0.0
+                # the scan as the annotator knows it: its file as given at init, its own id
+                original = str(Path(self.config["pool_root"]) / data.images[k])
+                manifest_id = self._manifest_id(xal_id)
                 task = make_task(xal_id, batch, image_url, overlay_url, width, height,
                                  predicted, probability, score, box,
-                                 model_version=f"xal batch {batch}")
+                                 model_version=f"xal batch {batch}", original_image=original,
+                                 manifest_id=manifest_id)
                 if predicted is None:  # no model yet: nothing to pre-annotate
                     del task["predictions"]
                 tasks.append(task)
-                rows.append([xal_id, str(final), predicted or "", "", "", "", "", ""])
-                info.append({"id": xal_id, "image": data.images[k], "image_url": image_url,
+                rows.append([xal_id, original, manifest_id, str(final), predicted or "", "",
+                             "", "", "", ""])
+                info.append({"id": xal_id, "image": data.images[k], "original_image": original,
+                             "manifest_id": manifest_id, "image_url": image_url,
                              "width": width, "height": height, "predicted": predicted,
                              "probability": probability, "acquisition_score": score})
             (tmp / "tasks.json").write_text(json.dumps(tasks, indent=1))
             (tmp / "label_config.xml").write_text(label_config(self.classes))
             with open(tmp / "to_label.csv", "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["xal_id", "image", "predicted_label", "label", "x_min", "y_min",
-                            "x_max", "y_max"])
+                w.writerow(["xal_id", "original_image", "manifest_id", "image",
+                            "predicted_label", "label", "x_min", "y_min", "x_max", "y_max"])
                 w.writerows(rows)
             (tmp / "batch.json").write_text(json.dumps(
                 {"batch": batch, "created": _now(), "method": method, "images": info},
                 indent=1))
         return folder
+
+    def _manifest_id(self, xal_id):
+        ids = self.pool.get("manifest_ids") or []
+        return ids[xal_id] if xal_id < len(ids) else ""
 
     def _url(self, path):
         relative = Path(path).resolve().relative_to(Path(self.config["document_root"]).resolve())
@@ -390,11 +447,24 @@ class Campaign:
             ``n_imported``, ``n_with_roi``, ``released`` (pending images left
             unlabelled, back in the pool), ``agreement`` (share of imported images
             whose label the model predicted before seeing them: an honest estimate
-            of its accuracy).
+            of its accuracy), ``n_skipped`` (tasks of batches imported before, as
+            in an export of a Label Studio project used for several rounds; their
+            labels must not have changed) and ``batches`` (the batches completed).
+
+        Raises
+        ------
+        CampaignError
+            When no batch is waiting, or every image of ``source`` was imported
+            before (the message names the batch, when, and how many labels);
+            :class:`~xal_sklearn.labelstudio.AnnotationImportError` lists every
+            bad task or row.
         """
         pending = {int(i): int(b) for b, ids in self.state["pending"].items() for i in ids}
-        if not pending:
-            raise CampaignError("No batch is waiting for labels; run query first.")
+        source = Path(source)
+        imported = {e["id"]: e for e in self.state["labelled"]}
+        in_file = source_ids(source)
+        if not pending or (in_file and not in_file & set(pending)):
+            self._refuse_import(source, pending, in_file & set(imported))
         expected = {}
         for batch in set(pending.values()):
             meta = read_json(self.folder / "batches" / f"{batch:03d}" / "batch.json")
@@ -402,11 +472,12 @@ class Campaign:
                 expected[img["id"]] = {"image_url": img["image_url"], "batch": batch,
                                        "size": (img["width"], img["height"]),
                                        "predicted": img["predicted"]}
-        source = Path(source)
+        # one Label Studio project for several rounds: tasks already imported are skipped
+        done = {i: (e["label"], f"batch {e['batch']:03d}") for i, e in imported.items()}
         if source.suffix.lower() == ".csv":
-            answers = read_label_csv(source, expected, self.classes)
+            answers = read_label_csv(source, expected, self.classes, imported=done)
         else:
-            answers = parse_export(source, expected, self.classes)
+            answers = parse_export(source, expected, self.classes, imported=done)
         h, w = self.config["image_size"]
         new_masks = np.stack([resize_mask(a.mask, (h, w)) if a.mask is not None
                               else np.zeros((h, w), bool) for a in answers])
@@ -441,7 +512,30 @@ class Campaign:
         self._save_state(state, masks_all, learner)
         self._learner = learner
         return {"n_imported": len(entries), "n_with_roi": int(new_masks.reshape(
-            len(new_masks), -1).any(1).sum()), "released": released, "agreement": agreement}
+            len(new_masks), -1).any(1).sum()), "released": released, "agreement": agreement,
+            "n_skipped": len(in_file & set(imported)), "batches": sorted(done_batches)}
+
+    def _refuse_import(self, source, pending, seen_before):
+        """Why ``source`` cannot be imported: its labels were imported already, or no batch waits."""
+        waiting = sorted(set(pending.values()))
+        now = ("No batch is waiting for labels; run query for a new one." if not waiting else
+               "Waiting for labels: " + ", ".join(f"batch {b:03d}" for b in waiting)
+               + "; import its Label Studio export or filled to_label.csv.")
+        if not seen_before:
+            raise CampaignError(now if not waiting else
+                                f"{source.name} holds no image of a pending batch. {now}")
+        entries = [e for e in self.state["labelled"] if e["id"] in seen_before]
+        said = []
+        for batch in sorted({e["batch"] for e in entries}):
+            rounds = [r for r in self.state["rounds"] if batch in r["batches"]]
+            files = sorted({e.get("source", "?") for e in self.state["labelled"]
+                            if e["batch"] == batch})
+            when = rounds[-1]["time"] if rounds else "?"
+            n = sum(e["batch"] == batch for e in self.state["labelled"])
+            said.append(f"batch {batch:03d} was imported on {when} ({n} labels, from "
+                        f"{', '.join(files)})")
+        raise CampaignError(f"{source.name} holds labels that were already imported: "
+                            + "; ".join(said) + f". {now}")
 
     # --- status -------------------------------------------------------------------------
     def status(self):

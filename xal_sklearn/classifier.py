@@ -14,8 +14,8 @@ from skorch.dataset import unpack_data
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._dataset import ImageDataset
-from ._validation import (binarize_masks, check_images, check_input_shape, check_roi_masks,
-                          probe_forward, resolve_layer)
+from ._validation import (binarize_masks, check_device, check_images, check_input_shape,
+                          check_roi_masks, probe_forward, resolve_layer)
 from .modules import SmallCNN, channels_last_weights, to_channels_last
 from .roi_loss import check_roi_loss, roi_loss_term
 
@@ -128,7 +128,9 @@ class CNNClassifier(NeuralNetClassifier):
     random_state : int, RandomState instance or None, default=None
         Seeds torch for initialisation and shuffling during ``fit``.
     device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
-        Where the network runs; ``"auto"`` means CUDA when available.
+        Where the network runs; ``"auto"`` means CUDA when available. A device
+        this machine cannot use (``"cuda"`` with a CPU-only torch build or no
+        visible GPU) is refused by ``fit`` in one line, before anything changes.
     criterion, optimizer, lr, max_epochs, batch_size, train_split, verbose
         As in skorch, with the defaults above.
     **kwargs
@@ -218,6 +220,10 @@ class CNNClassifier(NeuralNetClassifier):
     @device.setter
     def device(self, value):
         self._device_param = value
+
+    def _get_param_names(self):
+        # the parameter is "device"; its value lives in _device_param
+        return ["device" if k == "_device_param" else k for k in super()._get_param_names()]
 
     def get_params(self, deep=True, **kwargs):
         params = super().get_params(deep=deep, **kwargs)
@@ -327,6 +333,7 @@ class CNNClassifier(NeuralNetClassifier):
         """
         check_roi_loss(self.roi_loss, self.roi_weight)
         check_precision(self.precision)
+        check_device(self.__dict__.get("_device_param", "cpu"))  # one line, not skorch's traceback
         for name in ("roi_dilation", "roi_warmup"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:

@@ -4,8 +4,10 @@ import argparse
 import math
 import signal
 import sys
+import time
 from pathlib import Path
 
+from ._validation import device_problem
 from .alignment import ALIGNMENT_METRICS
 from .classifier import PRECISIONS
 from .roi_loss import ROI_LOSSES
@@ -66,12 +68,33 @@ def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise"):
                      "brain-tumor-figshare:PATH.")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one to show (not None, not an off switch)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _subparser(sub, name, **kwargs):
+    # no prefix matching (--seed must not silently mean --seeds); errors show this usage
+    parser = sub.add_parser(name, formatter_class=_HelpFormatter, allow_abbrev=False, **kwargs)
+    parser.set_defaults(subparser=parser)
+    return parser
+
+
 def _parser():
-    p = argparse.ArgumentParser(prog="xal", description="Explainability-guided active learning.")
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="xal", description="Explainability-guided active learning.",
+                                allow_abbrev=False)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="simulate active learning; with no options a short demo "
-                                     "on synthetic phantoms",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run = _subparser(sub, "run", help="simulate active learning; with no options a short demo "
+                                      "on synthetic phantoms",
+                     description="Simulate pool-based active learning with the known labels "
+                                 "as the oracle, then write a report.")
     run.add_argument("--data", default="phantoms",
                      help="phantoms | folder:PATH | brain-tumor-figshare:PATH")
     run.add_argument("--n-samples", type=int, default=600, help="phantoms only")
@@ -82,7 +105,8 @@ def _parser():
     run.add_argument("--alignment", default="soft_dice", choices=tuple(ALIGNMENT_METRICS),
                      help="how dual/misalignment compare Grad-CAM with the ROI")
     run.add_argument("--roi-loss", default=None, choices=ROI_LOSSES,
-                     help="train with an attention loss on the labelled ROIs")
+                     help="train with an attention loss on the labelled ROIs "
+                          "(default: cross-entropy only)")
     run.add_argument("--roi-weight", type=float, default=0.1, help="weight of --roi-loss")
     run.add_argument("--reference", default="random",
                      help="strategy the others are compared with in the report")
@@ -93,65 +117,85 @@ def _parser():
                      help="number of seeds (0, 1, ...); default 2 for phantoms, 5 otherwise")
     run.add_argument("--test-size", type=float, default=0.2, help="fraction of groups")
     run.add_argument("--image-size", type=int, default=None,
-                     help="default 48 for phantoms, 128 otherwise")
-    run.add_argument("--epochs", type=int, default=30)
-    run.add_argument("--batch-size", type=int, default=32)
-    run.add_argument("--lr", type=float, default=1e-3)
+                     help="side in pixels; default 48 for phantoms, 128 otherwise")
+    run.add_argument("--epochs", type=int, default=30,
+                     help="training epochs each time the network is fitted")
+    run.add_argument("--batch-size", type=int, default=32, help="training mini-batch size")
+    run.add_argument("--lr", type=float, default=1e-3,
+                     help="Adam's learning rate (cosine-annealed to 0 over --epochs)")
     run.add_argument("--n-jobs", type=int, default=1, help="parallel runs; -1: all cores")
     run.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
-                     help="where the networks train and score")
+                     help="where the networks train and score; auto: the GPU when there is "
+                          "one")
     run.add_argument("--precision", default="float32", choices=tuple(PRECISIONS),
                      help="training arithmetic; bf16-mixed trains about 1.2x faster than "
                           "float32 on CPUs with AVX512-BF16 or AMX (docs/benchmarks.md)")
     run.add_argument("--rgb", action="store_true",
-                     help="keep 3 colour channels (default: convert to grayscale)")
+                     help="keep 3 colour channels instead of converting to grayscale")
     run.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                      help="folder data: stop at a bad manifest row, or skip it with a warning")
-    run.add_argument("--out", default=None, help="results folder (default xal_results/<data>)")
+    run.add_argument("--out", default=None,
+                     help="results folder (default: xal_results/<kind of data>)")
     run.add_argument("--force", action="store_true",
                      help="discard a results folder of another configuration")
-    run.add_argument("--no-progress", action="store_true")
-    rep = sub.add_parser("report", help="write report.md and PNGs for a results folder")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bars, and no per-round lines when output is not a "
+                          "terminal")
+    rep = _subparser(sub, "report", help="write report.md and PNGs for a results folder")
     rep.add_argument("results_dir")
-    camp = sub.add_parser("campaign", help="a real labelling loop with an expert "
-                                           "(Label Studio or a CSV)")
+    camp = _subparser(sub, "campaign", help="a real labelling loop with an expert "
+                                            "(Label Studio or a CSV)")
     csub = camp.add_subparsers(dest="action", required=True)
-    init = csub.add_parser("init", help="start a campaign over a folder of images",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    init.add_argument("folder")
+    init = _subparser(csub, "init", help="start a campaign over a folder of images")
+    init.add_argument("folder", help="the campaign folder to create")
     init.add_argument("--images", required=True, help="folder of the pool's images")
-    init.add_argument("--manifest", help="CSV with image[,mask] paths relative to --images")
+    init.add_argument("--manifest", help="CSV with image[,mask][,id] paths relative to --images "
+                                         "(default: every image file under --images)")
     init.add_argument("--classes", required=True, help="comma-separated class names")
-    init.add_argument("--image-size", type=int, default=128)
-    init.add_argument("--rgb", action="store_true")
-    init.add_argument("--roi-loss", default=None, choices=ROI_LOSSES)
-    init.add_argument("--roi-weight", type=float, default=0.1)
-    init.add_argument("--alpha", type=float, default=0.3)
-    init.add_argument("--epochs", type=int, default=20)
-    init.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    init.add_argument("--precision", default="float32", choices=tuple(PRECISIONS))
-    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--image-size", type=int, default=128, help="side the model sees, pixels")
+    init.add_argument("--rgb", action="store_true",
+                      help="keep 3 colour channels instead of converting to grayscale")
+    init.add_argument("--roi-loss", default=None, choices=ROI_LOSSES,
+                      help="train with an attention loss on the expert's ROIs")
+    init.add_argument("--roi-weight", type=float, default=0.1, help="weight of --roi-loss")
+    init.add_argument("--alpha", type=float, default=0.3,
+                      help="weight of uncertainty in dual-criterion sampling")
+    init.add_argument("--epochs", type=int, default=20,
+                      help="training epochs each time the network is fitted")
+    init.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                      help="where the network trains and scores")
+    init.add_argument("--precision", default="float32", choices=tuple(PRECISIONS),
+                      help="training arithmetic")
+    init.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     init.add_argument("--url-prefix", default="/data/local-files/?d=",
                       help="prefix of image URLs in tasks.json")
     init.add_argument("--document-root", default="/",
                       help="image URLs are paths relative to this folder")
-    q = csub.add_parser("query", help="write the next batch for the expert")
+    q = _subparser(csub, "query", help="write the next batch for the expert")
     q.add_argument("folder")
     q.add_argument("-n", type=int, default=20, help="images in the batch")
     q.add_argument("--allow-repeat", action="store_true",
                    help="may hand out images of a batch still waiting for labels")
-    imp = csub.add_parser("import", help="import a Label Studio JSON export or a filled CSV")
+    imp = _subparser(csub, "import", help="import a Label Studio JSON export or a filled CSV")
     imp.add_argument("folder")
-    imp.add_argument("source")
-    st = csub.add_parser("status", help="labelled per class, rounds, pending batch, estimate")
+    imp.add_argument("source", help="Label Studio JSON export or filled to_label.csv")
+    st = _subparser(csub, "status", help="labelled per class, rounds, pending batch, estimate")
     st.add_argument("folder")
     return p
+
+
+def _check_device(args):
+    problem = device_problem(args.device)
+    if problem is not None:
+        args.subparser.error(f"--device {args.device}: {problem}; use --device cpu, or "
+                             "--device auto (the GPU when there is one, else the CPU)")
 
 
 def _campaign(args):
     from .campaign import Campaign
 
     if args.action == "init":
+        _check_device(args)
         c = Campaign.create(args.folder, args.images, args.classes.split(","),
                             manifest=args.manifest, image_size=args.image_size, rgb=args.rgb,
                             roi_loss=args.roi_loss, roi_weight=args.roi_weight,
@@ -167,20 +211,27 @@ def _campaign(args):
               f"chosen by {r['method']}.\nFolder: {r['folder']}\n  import tasks.json into a "
               "Label Studio project configured with label_config.xml, or fill to_label.csv;"
               f"\n  then: xal campaign import {args.folder} EXPORT.json|to_label.csv")
+        for note in r["notes"]:
+            print(f"Note: {note}")
     elif args.action == "import":
         c = Campaign.open(args.folder)
         r = c.import_labels(args.source)
         agreement = ("" if r["agreement"] is None else
                      f" The model had predicted {r['agreement']:.0%} of these labels.")
-        print(f"Imported {r['n_imported']} labels ({r['n_with_roi']} with an ROI) and "
-              f"retrained.{agreement}" + (f" {len(r['released'])} unlabelled image(s) of the "
-                                          "batch went back to the pool." if r["released"]
-                                          else ""))
+        batches = ", ".join(f"{b:03d}" for b in r["batches"])
+        print(f"Imported {r['n_imported']} labels of batch {batches} ({r['n_with_roi']} with "
+              f"an ROI) and retrained.{agreement}"
+              + (f" {len(r['released'])} unlabelled image(s) of the batch went back to the "
+                 "pool." if r["released"] else "")
+              + (f" {r['n_skipped']} task(s) of batches imported before were skipped (their "
+                 "labels are unchanged)." if r["n_skipped"] else ""))
     print(Campaign.open(args.folder).summary())
 
 
-def _check_run_args(args, parser):
+def _check_run_args(args):
     """Every argument is checked before anything is loaded or written."""
+    parser = args.subparser
+    _check_device(args)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [n for n in names if n not in STRATEGY_NAMES]
     if unknown or not names:
@@ -216,11 +267,13 @@ def _check_run_args(args, parser):
     return names, alphas, out
 
 
-def _run(args, parser):
+def _run(args):
     from . import CNNClassifier
-    from .experiments import degenerate_runs, run_experiment, summary_table, write_report
+    from .experiments import (ResultsFolderError, degenerate_runs, run_experiment,
+                              summary_table, write_report)
 
-    names, alphas, out = _check_run_args(args, parser)
+    parser = args.subparser
+    names, alphas, out = _check_run_args(args)
     dataset, test_set, description = _load_data(args.data, args.image_size, args.n_samples, 0,
                                                 rgb=args.rgb, on_error=args.on_error)
     strategies = _strategies(names, alphas, args.uncertainty, args.alignment)
@@ -240,21 +293,28 @@ def _run(args, parser):
           f"in {args.precision}; results in {out}", flush=True)
     if note:
         print(note, flush=True)
-    results = run_experiment(
-        net, dataset, strategies, initial_size=args.initial,
-        query_size=args.query_size, budget=args.budget, seeds=range(args.seeds),
-        test_size=args.test_size, out_dir=out, n_jobs=args.n_jobs, force=args.force,
-        progress=False if args.no_progress else None, test_set=test_set,
-        extra_config={"data": args.data, "description": description, "note": note,
-                      "image_size": list(dataset.X.shape[2:]), "epochs": args.epochs,
-                      "rgb": args.rgb})
-    report = write_report(out, dataset, reference=reference or "random")
+    try:
+        results = run_experiment(
+            net, dataset, strategies, initial_size=args.initial,
+            query_size=args.query_size, budget=args.budget, seeds=range(args.seeds),
+            test_size=args.test_size, out_dir=out, n_jobs=args.n_jobs, force=args.force,
+            progress=False if args.no_progress else None, test_set=test_set,
+            extra_config={"data": args.data, "description": description, "note": note,
+                          "image_size": list(dataset.X.shape[2:]), "epochs": args.epochs,
+                          "rgb": args.rgb})
+    except ResultsFolderError as exc:
+        parser.error(f"--out {exc.out_dir} holds results of another configuration; choose "
+                     "another --out, or add --force to discard them and start over")
+    report = write_report(out, dataset, reference=reference or "random", test_set=test_set)
     for metric in ("accuracy", "attention_roi_auc"):
         print(f"\n{metric} (mean ± std over seeds) by number of labels:")
         print(summary_table(results, metric).to_string())
     print(f"\nChance level of attention_roi_auc: 0.5 (random maps: "
           f"{results['chance_roi_auc'].mean():.3f}).")
-    if reference:
+    if len(strategies) == 1:
+        print(f"\nOnly one strategy ran ({next(iter(strategies))}), so there is nothing to "
+              "compare it with; add others with --strategies (for example random,entropy,dual).")
+    elif reference:
         from .experiments import verdict_table
 
         print(f"\nAgainst {reference} (paired by seed, 95 % bootstrap interval of the "
@@ -267,6 +327,15 @@ def _run(args, parser):
     for warning in degenerate_runs(results):
         print(f"WARNING: {warning}")
     print(f"\nReport: {report}")
+    from . import IMPORT_STARTED
+
+    print(f"Finished in {_duration(time.monotonic() - IMPORT_STARTED)} (start-up included).")
+
+
+def _duration(seconds):
+    """'42 s' or '8 min 24 s'."""
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60} s"
 
 
 def _raise_interrupt(signum, frame):
@@ -275,20 +344,24 @@ def _raise_interrupt(signum, frame):
 
 def main(argv=None):
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said with the usage of the subcommand they were given to
+        getattr(args, "subparser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     # SIGTERM (kill, a scheduler's time limit) stops a run as safely as Ctrl-C
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if args.command == "run":
-            _run(args, parser)
+            _run(args)
         elif args.command == "campaign":
             _campaign(args)
         else:
             from .experiments import write_report
 
             if not (Path(args.results_dir) / "config.json").is_file():
-                parser.error(f"{args.results_dir} is not a results folder (no config.json)")
-            print(f"Report: {write_report(args.results_dir, _dataset_for_report(args))}")
+                args.subparser.error(f"{args.results_dir} is not a results folder "
+                                     "(no config.json)")
+            dataset, test_set = _data_for_report(args)
+            print(f"Report: {write_report(args.results_dir, dataset, test_set=test_set)}")
     except (ValueError, FileNotFoundError) as exc:
         print(f"xal: error: {exc}", file=sys.stderr)
         return 2
@@ -302,18 +375,19 @@ def main(argv=None):
     return 0
 
 
-def _dataset_for_report(args):
-    """Reload the experiment's data for the Grad-CAM grid when the CLI recorded it."""
+def _data_for_report(args):
+    """The experiment's data and explicit test set (or None) for the Grad-CAM grid, when the
+    CLI recorded where they came from; else (None, None)."""
     import json
 
     cfg = json.loads((Path(args.results_dir) / "config.json").read_text())
     extra = cfg.get("extra", {})
     if "data" not in extra:
-        return None
+        return None, None
     size = extra.get("image_size", [None])[0]
-    dataset, _, _ = _load_data(extra["data"], size, cfg["dataset"]["n_samples"], 0,
-                               rgb=extra.get("rgb", False))
-    return dataset
+    dataset, test_set, _ = _load_data(extra["data"], size, cfg["dataset"]["n_samples"], 0,
+                                      rgb=extra.get("rgb", False))
+    return dataset, test_set
 
 
 if __name__ == "__main__":

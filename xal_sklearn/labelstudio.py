@@ -11,9 +11,11 @@ into labels and ROI masks.
 
 An export is input from outside. Every task is checked before anything is
 used: it must belong to the batch, point at the batch's image, carry a known
-class, and regions must match the image's size and decode within bounds; the
-first problem raises :class:`AnnotationImportError` naming the task, and nothing
-is returned.
+class, and regions must match the image's size and decode within bounds. The
+whole file is checked first: :class:`AnnotationImportError` lists every task
+(or CSV line) that does not fit, the first 20 and then a count, and nothing
+is returned. A label that differs from a class only in case or spacing, or by
+a typo, is named with the class it resembles.
 
 **Several annotations of one image.** Cancelled (skipped) annotations are ignored.
 If the remaining ones disagree on the class the task is refused; if they agree,
@@ -21,6 +23,7 @@ the most recently updated one's regions are used.
 """
 
 import csv
+import difflib
 import json
 import math
 from dataclasses import dataclass
@@ -31,12 +34,14 @@ import numpy as np
 from .datasets import boxes_to_masks
 
 __all__ = ["AnnotationImportError", "Annotation", "LabelStudioClient", "label_config",
-           "make_task", "parse_export", "read_label_csv", "CLASS_TAG", "BOX_TAG", "BRUSH_TAG"]
+           "make_task", "parse_export", "read_label_csv", "source_ids", "unknown_label", "CLASS_TAG", "BOX_TAG", "BRUSH_TAG"]
 
 CLASS_TAG, BOX_TAG, BRUSH_TAG, IMAGE_TAG = "label", "roi_box", "roi_brush", "image"
 ROI_LABEL = "ROI"
 #: Refuse exports larger than this before parsing them (bytes).
 MAX_EXPORT_BYTES = 512 * 2 ** 20
+#: How many problems an import error lists before it only counts the rest.
+MAX_LISTED = 20
 
 
 class AnnotationImportError(ValueError):
@@ -54,15 +59,46 @@ class Annotation:
     time: str | None
 
 
+def unknown_label(label, classes):
+    """'unknown label ...' with the class it resembles (case, spacing or a typo), if any."""
+    folded = {str(c).strip().casefold(): c for c in classes}
+    guess = folded.get(str(label).strip().casefold())
+    if guess is None:
+        close = difflib.get_close_matches(str(label), [str(c) for c in classes], n=1,
+                                          cutoff=0.75)
+        guess = close[0] if close else None
+    hint = f" (did you mean {guess!r}?)" if guess is not None else ""
+    return f"unknown label {label!r}{hint}; classes are {list(classes)}"
+
+
+def _not_in_batch(xal_id, expected):
+    batches = sorted({info["batch"] for info in expected.values() if "batch" in info})
+    where = (f"the pending batch{'es' * (len(batches) > 1)} "
+             + ", ".join(f"{b:03d}" for b in batches)) if batches else "this batch"
+    return f"image id {xal_id} is not in {where}"
+
+
+def _raise_all(problems, what):
+    """One AnnotationImportError listing every problem (the first MAX_LISTED, then a count)."""
+    if not problems:
+        return
+    listed = problems[:MAX_LISTED]
+    more = len(problems) - len(listed)
+    raise AnnotationImportError(
+        f"{what}: {len(problems)} problem(s); nothing was imported.\n  "
+        + "\n  ".join(listed) + (f"\n  ... and {more} more." if more else ""))
+
+
 def label_config(classes):
     """Label Studio labelling configuration (XML) for a campaign's classes.
 
-    The expert sees the image and, beside it, the Grad-CAM overlay of the model;
+    The expert sees which scan it is (its original file and id, the task's
+    ``source``), the image and, below it, the Grad-CAM overlay of the model;
     picks one class; and may mark the ROI with rectangles or a brush.
     """
     choices = "\n".join(f"    <Choice value={quoteattr(str(c))}/>" for c in classes)
     return f"""<View>
-  <Header value="Image"/>
+  <Header value="$source"/>
   <Image name="{IMAGE_TAG}" value="$image" zoom="true"/>
   <Choices name="{CLASS_TAG}" toName="{IMAGE_TAG}" choice="single" required="true" showInline="true">
 {choices}
@@ -80,7 +116,7 @@ def label_config(classes):
 
 
 def make_task(xal_id, batch, image_url, overlay_url, width, height, predicted, probability,
-              score, box=None, model_version="xal"):
+              score, box=None, model_version="xal", original_image=None, manifest_id=""):
     """One Label Studio task with the model's pre-annotations.
 
     Parameters
@@ -98,6 +134,12 @@ def make_task(xal_id, batch, image_url, overlay_url, width, height, predicted, p
         Acquisition score (the prediction's ``score``).
     box : (x_min, y_min, x_max, y_max) in pixels, optional
         High-attention region, pre-drawn as a rectangle the expert can correct.
+    model_version : str
+    original_image : str, optional
+        The pool file as given to the campaign (``data.original_image``).
+    manifest_id : str
+        The manifest's own id of the image, if any (``data.manifest_id``).
+        Both are shown to the expert in ``data.source``.
     """
     result = [] if predicted is None else [
         {"from_name": CLASS_TAG, "to_name": IMAGE_TAG, "type": "choices",
@@ -111,8 +153,11 @@ def make_task(xal_id, batch, image_url, overlay_url, width, height, predicted, p
             "value": {"x": 100 * x0 / width, "y": 100 * y0 / height,
                       "width": 100 * (x1 - x0) / width, "height": 100 * (y1 - y0) / height,
                       "rotation": 0, "rectanglelabels": [ROI_LABEL]}})
+    original_image = image_url if original_image is None else str(original_image)
+    source = original_image + (f" (id {manifest_id})" if manifest_id else "")
     return {"data": {IMAGE_TAG: image_url, "overlay": overlay_url, "xal_id": int(xal_id),
-                     "xal_batch": int(batch)},
+                     "xal_batch": int(batch), "original_image": original_image,
+                     "manifest_id": str(manifest_id or ""), "source": source},
             "predictions": [{"model_version": model_version, "score": float(score),
                              "result": result}]}
 
@@ -177,7 +222,16 @@ def _annotator(annotation):
     return None if who is None else str(who)
 
 
-def _one_task(task, expected, classes):
+def _check_unchanged(xal_id, labels, imported):
+    """An answer for an image imported before: fine (skipped) only if its label is the same."""
+    label, where = imported[xal_id]
+    if set(labels) - {label}:
+        raise ValueError(f"image id {xal_id} was imported before ({where}) as {label!r}, but "
+                         f"this file labels it {sorted(set(labels))}; changing an imported "
+                         "label is not supported")
+
+
+def _one_task(task, expected, classes, imported=None):
     data = task.get("data") if isinstance(task, dict) else None
     if not isinstance(data, dict) or "xal_id" not in data:
         raise ValueError("it has no data.xal_id: it was not made by this campaign")
@@ -185,13 +239,19 @@ def _one_task(task, expected, classes):
         xal_id = int(data["xal_id"])
     except (TypeError, ValueError):
         raise ValueError(f"data.xal_id {data['xal_id']!r} is not an id") from None
+    done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    if xal_id not in expected and imported and xal_id in imported:
+        _check_unchanged(xal_id, [c for a in done for item in a.get("result") or []
+                                  if item.get("type") == "choices"
+                                  for c in (item.get("value") or {}).get("choices", [])],
+                         imported)
+        return None
     if xal_id not in expected:
-        raise ValueError(f"image id {xal_id} is not in this batch")
+        raise ValueError(_not_in_batch(xal_id, expected))
     info = expected[xal_id]
     if data.get(IMAGE_TAG) != info["image_url"]:
         raise ValueError(f"its image {data.get(IMAGE_TAG)!r} is not the batch's image "
                          f"{info['image_url']!r}")
-    done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     if not done:
         return None  # not labelled (yet)
     answers = []
@@ -203,7 +263,7 @@ def _one_task(task, expected, classes):
             raise ValueError(f"annotation {a.get('id')} has {len(labels)} class choices; "
                              "need exactly one")
         if labels[0] not in classes:
-            raise ValueError(f"unknown label {labels[0]!r}; classes are {list(classes)}")
+            raise ValueError(unknown_label(labels[0], classes))
         answers.append((a, labels[0], result))
     if len({label for _, label, _ in answers}) > 1:
         raise ValueError("its annotations disagree on the class: "
@@ -217,7 +277,7 @@ def _one_task(task, expected, classes):
                       a.get("updated_at") or a.get("created_at"))
 
 
-def parse_export(source, expected, classes):
+def parse_export(source, expected, classes, imported=None):
     """Labels and ROI masks from a Label Studio JSON export, all or nothing.
 
     Parameters
@@ -226,6 +286,10 @@ def parse_export(source, expected, classes):
     expected : dict
         ``xal_id -> {"image_url": str, "size": (width, height)}`` for the batch.
     classes : sequence of str
+    imported : dict, optional
+        ``xal_id -> (label, where)`` of images imported before: their tasks
+        (a Label Studio project used for several batches) are skipped when
+        their label is unchanged, and refused otherwise.
 
     Returns
     -------
@@ -235,7 +299,7 @@ def parse_export(source, expected, classes):
     Raises
     ------
     AnnotationImportError
-        Naming the task, for anything that does not fit; nothing is returned then.
+        Listing every task that does not fit; nothing is returned then.
     """
     tasks = source
     if not isinstance(source, list):
@@ -255,67 +319,114 @@ def parse_export(source, expected, classes):
         raise AnnotationImportError("A Label Studio JSON export is a list of tasks.")
     if not tasks:
         raise AnnotationImportError("The export holds no tasks.")
-    out, seen = [], set()
+    out, seen, problems = [], set(), []
     for n, task in enumerate(tasks):
         name = f"task {task.get('id', n) if isinstance(task, dict) else n}"
         try:
-            ann = _one_task(task, expected, classes)
+            ann = _one_task(task, expected, classes, imported)
         except (ValueError, TypeError, KeyError) as exc:
-            raise AnnotationImportError(f"{name}: {exc}.") from None
+            problems.append(f"{name}: {exc}.")
+            continue
         if ann is None:
             continue
         if ann.xal_id in seen:
-            raise AnnotationImportError(f"{name}: image id {ann.xal_id} appears in two tasks.")
+            problems.append(f"{name}: image id {ann.xal_id} appears in two tasks.")
+            continue
         seen.add(ann.xal_id)
         out.append(ann)
+    _raise_all(problems, "The Label Studio export")
     if not out:
         raise AnnotationImportError("No task of the export has a finished annotation.")
     return out
 
 
-def read_label_csv(path, expected, classes):
+def read_label_csv(path, expected, classes, imported=None):
     """Labels and box ROIs from a filled ``to_label.csv``, all or nothing.
 
     Columns ``xal_id``, ``image``, ``label`` and optionally ``x_min, y_min, x_max,
     y_max`` (pixels of the image; all four or none). Rows with an empty ``label``
-    are not labelled yet and are left out. Errors name the line.
+    are not labelled yet and are left out. The whole file is checked first; the
+    error lists every bad line.
     """
-    out = []
+    out, problems = [], []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise AnnotationImportError(f"Could not read {path}: {exc}") from exc
     for line, row in enumerate(rows, start=2):
-        where = f"{path}, line {line}"
-        label = (row.get("label") or "").strip()
-        if not label:
-            continue
         try:
-            xal_id = int(row.get("xal_id", ""))
-        except ValueError:
-            raise AnnotationImportError(f"{where}: xal_id {row.get('xal_id')!r} is not an "
-                                        "id.") from None
-        if xal_id not in expected:
-            raise AnnotationImportError(f"{where}: image id {xal_id} is not in this batch.")
-        if label not in classes:
-            raise AnnotationImportError(f"{where}: unknown label {label!r}; classes are "
-                                        f"{list(classes)}.")
-        coords = [(row.get(k) or "").strip() for k in ("x_min", "y_min", "x_max", "y_max")]
-        mask = None
-        if any(coords):
-            width, height = expected[xal_id]["size"]
-            try:
-                box = np.array([[float(v) for v in coords]])
-                mask = boxes_to_masks([box], (height, width))[0]
-            except ValueError as exc:
-                raise AnnotationImportError(f"{where}: box {coords}: {exc}") from None
-        if any(a.xal_id == xal_id for a in out):
-            raise AnnotationImportError(f"{where}: image id {xal_id} appears twice.")
-        out.append(Annotation(xal_id, label, mask, None, None))
+            answer = _csv_row(row, expected, classes, imported)
+        except ValueError as exc:
+            problems.append(f"line {line}: {exc}.")
+            continue
+        if answer is None:
+            continue
+        if any(a.xal_id == answer.xal_id for a in out):
+            problems.append(f"line {line}: image id {answer.xal_id} appears twice.")
+            continue
+        out.append(answer)
+    _raise_all(problems, str(path))
     if not out:
         raise AnnotationImportError(f"{path} has no labelled row.")
     return out
+
+
+def _csv_row(row, expected, classes, imported=None):
+    """The Annotation of one filled CSV row (None when not labelled yet, or imported before)."""
+    label = (row.get("label") or "").strip()
+    if not label:
+        return None
+    try:
+        xal_id = int(row.get("xal_id", ""))
+    except (TypeError, ValueError):
+        raise ValueError(f"xal_id {row.get('xal_id')!r} is not an id") from None
+    if xal_id not in expected and imported and xal_id in imported:
+        _check_unchanged(xal_id, [label], imported)
+        return None
+    if xal_id not in expected:
+        raise ValueError(_not_in_batch(xal_id, expected))
+    if label not in classes:
+        raise ValueError(unknown_label(label, classes))
+    coords = [(row.get(k) or "").strip() for k in ("x_min", "y_min", "x_max", "y_max")]
+    mask = None
+    if any(coords):
+        width, height = expected[xal_id]["size"]
+        try:
+            box = np.array([[float(v) for v in coords]])
+            mask = boxes_to_masks([box], (height, width))[0]
+        except ValueError as exc:
+            raise ValueError(f"box {coords}: {exc}") from None
+    return Annotation(xal_id, label, mask, None, None)
+
+
+def source_ids(source):
+    """The image ids (``xal_id``) a Label Studio export or filled CSV refers to.
+
+    A lenient first look, to tell the user which batch a file belongs to: what
+    cannot be read is left out (the import itself reports it).
+    """
+    from pathlib import Path
+
+    path, ids = Path(source), set()
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                values = [row.get("xal_id") for row in csv.DictReader(f)]
+        else:
+            if path.stat().st_size > MAX_EXPORT_BYTES:
+                return ids
+            tasks = json.loads(path.read_text(encoding="utf-8"))
+            values = [t.get("data", {}).get("xal_id") for t in tasks
+                      if isinstance(t, dict) and isinstance(t.get("data"), dict)]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError, AttributeError):
+        return ids
+    for value in values:
+        try:
+            ids.add(int(value))
+        except (TypeError, ValueError):
+            continue
+    return ids
 
 
 class LabelStudioClient:

@@ -23,13 +23,39 @@ def _take(X, idx):
     return X[idx]
 
 
+class _Summary:
+    """Stands in for an array in the learner's repr: its type, shape and dtype, no values."""
+
+    def __init__(self, value):
+        shape = getattr(value, "shape", None)
+        dtype = getattr(value, "dtype", None)
+        kind = type(value).__name__
+        if shape is None and isinstance(value, (list, tuple)):
+            shape = (len(value),)
+        self.text = (f"<{kind} of shape {tuple(shape)}" + (f", {dtype}" if dtype is not None
+                                                          else "") + ">"
+                     if shape is not None else f"<{kind}>")
+
+    def __repr__(self):
+        return self.text
+
+
 class ActiveLearner(ClassifierMixin, BaseEstimator):
     """Pool-based active learner for images with regions of interest.
 
-    A drop-in for ``modAL.models.ActiveLearner`` (``query``, ``teach``,
-    ``fit``, ``predict``, ``predict_proba``, ``score``) that also keeps the ROI
-    masks of the labelled images, works on current scikit-learn, and supports
-    ``get_params``/``set_params``/``clone``.
+    A drop-in for ``modAL.models.ActiveLearner`` in the active-learning loop:
+    the same methods (``query``, ``teach``, ``fit``, ``predict``,
+    ``predict_proba``, ``score``) taking every keyword modAL's take
+    (``teach(X, y, only_new=, bootstrap=, **fit_kwargs)``, ``query(X_pool,
+    n_instances=, **query_kwargs)`` ...), the same return values, and
+    modAL's strategies work unchanged. It also keeps the ROI masks of the
+    labelled images (``roi_masks=``, the third positional parameter of
+    ``fit`` and ``teach``, where modAL has ``bootstrap``), works on current
+    scikit-learn (modAL 0.4.1's ``teach`` does not: it calls ``check_X_y``
+    with ``force_all_finite``, which scikit-learn 1.8 removed), and supports
+    ``get_params``/``set_params``/``clone``. modAL's constructor options
+    ``bootstrap_init``, ``on_transformed`` and ``**fit_kwargs`` are not taken
+    (scikit-learn's contract forbids ``**kwargs`` in ``__init__``).
 
     Following scikit-learn, the constructor only stores its arguments: the
     estimator is cloned and fitted on ``X_training, y_training`` at the first
@@ -79,6 +105,24 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         self.roi_training = roi_training
         self.random_state = random_state
 
+    # --- repr: parameters as scikit-learn shows them, the data summarised by shape --------
+    _DATA_PARAMS = ("X_training", "y_training", "roi_training")
+
+    def _summarised(self):
+        shown = copy.copy(self)
+        for name in self._DATA_PARAMS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(shown, name, _Summary(value))
+        return shown
+
+    def __repr__(self, N_CHAR_MAX=700):
+        return BaseEstimator.__repr__(self._summarised(), N_CHAR_MAX)
+
+    def _get_params_html(self, deep=True, doc_link=""):
+        # the notebook (HTML) display lists parameters too
+        return BaseEstimator._get_params_html(self._summarised(), deep, doc_link)
+
     # --- labelled set -----------------------------------------------------------
     @staticmethod
     def _check_labelled(X, y, roi_masks):
@@ -89,25 +133,40 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         masks, available = check_roi_masks(roi_masks, len(X), X.shape[2:])
         return X, y, masks, available
 
-    def _fit_estimator(self, estimator, X, y, masks, only_new=False):
+    def _fit_estimator(self, estimator, X, y, masks, only_new=False, bootstrap=False,
+                       fit_kwargs=None):
         method = "partial_fit" if only_new and hasattr(estimator, "partial_fit") else "fit"
-        kwargs = {}
+        if bootstrap:  # as modAL: n draws with replacement, from the learner's generator
+            idx = self._query_random_state().randint(len(y), size=len(y))
+            X, y, masks = X[idx], y[idx], masks[idx]
+        kwargs = dict(fit_kwargs or {})
         key = roi_fit_param(estimator, method)
         if key is not None and _uses_roi_masks(estimator):
             kwargs[key] = masks
         getattr(estimator, method)(X, y, **kwargs)
         return estimator
 
-    def fit(self, X, y, roi_masks=None):
+    def fit(self, X, y, roi_masks=None, bootstrap=False, **fit_kwargs):
         """Replace the labelled set by ``X, y`` (and their ROI masks) and fit on it.
 
         The masks reach the estimator's ``fit`` when it accepts ``roi_masks``
         (a :class:`~xal_sklearn.CNNClassifier` with ``roi_loss`` set, or a
         Pipeline ending in one); other estimators are fitted on ``X, y``. On
         error the learner is left as it was.
+
+        Parameters
+        ----------
+        X, y : the labelled images and labels
+        roi_masks : array-like (n, H, W), optional
+        bootstrap : bool, default=False
+            As in modAL: fit on a bootstrap sample of ``X, y`` (drawn from the
+            learner's seeded generator); the labelled set stays ``X, y``.
+        **fit_kwargs
+            Passed to the estimator's ``fit`` (modAL's convention).
         """
         X, y, masks, available = self._check_labelled(X, y, roi_masks)
-        return self._commit(self._fit_estimator(clone(self.estimator), X, y, masks),
+        return self._commit(self._fit_estimator(clone(self.estimator), X, y, masks,
+                                                bootstrap=bootstrap, fit_kwargs=fit_kwargs),
                             X, y, masks, available)
 
     def _commit(self, estimator, X, y, masks, available):
@@ -131,7 +190,7 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
             )
         self.fit(self.X_training, self.y_training, self.roi_training)
 
-    def teach(self, X, y, roi_masks=None, only_new=False):
+    def teach(self, X, y, roi_masks=None, only_new=False, bootstrap=False, **fit_kwargs):
         """Add labelled images (with their ROI masks) and refit.
 
         Parameters
@@ -141,6 +200,10 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         only_new : bool, default=False
             If True, continue training on the new samples only
             (``partial_fit``); else refit on the whole labelled set.
+        bootstrap : bool, default=False
+            As in modAL: train on a bootstrap sample of what would be trained on.
+        **fit_kwargs
+            Passed to the estimator's ``fit`` / ``partial_fit``.
 
         On error nothing changes: the labelled set and the fitted model stay
         as they were.
@@ -152,7 +215,7 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
             old = self._check_labelled(self.X_training, self.y_training, self.roi_training)
             only_new = False
         else:
-            return self.fit(X, y, masks)
+            return self.fit(X, y, masks, bootstrap=bootstrap, **fit_kwargs)
         if X.shape[1:] != old[0].shape[1:]:
             raise ValueError(
                 f"New images have shape {X.shape[1:]} but the labelled set has {old[0].shape[1:]}."
@@ -162,9 +225,11 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         )
         if only_new:
             estimator = self._fit_estimator(copy.deepcopy(self.estimator_), X, y, masks,
-                                            only_new=True)
+                                            only_new=True, bootstrap=bootstrap,
+                                            fit_kwargs=fit_kwargs)
         else:
-            estimator = self._fit_estimator(clone(self.estimator), X_all, y_all, masks_all)
+            estimator = self._fit_estimator(clone(self.estimator), X_all, y_all, masks_all,
+                                            bootstrap=bootstrap, fit_kwargs=fit_kwargs)
         return self._commit(estimator, X_all, y_all, masks_all, available_all)
 
     # --- querying ---------------------------------------------------------------
@@ -216,15 +281,15 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         return self._query_rng
 
     # --- prediction ---------------------------------------------------------------
-    def predict(self, X):
-        """Predicted labels of the fitted estimator."""
+    def predict(self, X, **predict_kwargs):
+        """Predicted labels of the fitted estimator (keywords passed on, as in modAL)."""
         self._ensure_fitted()
-        return self.estimator_.predict(X)
+        return self.estimator_.predict(X, **predict_kwargs)
 
-    def predict_proba(self, X):
-        """Class probabilities of the fitted estimator."""
+    def predict_proba(self, X, **predict_proba_kwargs):
+        """Class probabilities of the fitted estimator (keywords passed on, as in modAL)."""
         self._ensure_fitted()
-        return self.estimator_.predict_proba(X)
+        return self.estimator_.predict_proba(X, **predict_proba_kwargs)
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy of the fitted estimator on ``X, y``."""

@@ -10,7 +10,8 @@ not the same as "annotated, no lesion"), ``groups`` (patient or study id) and
 from ._boxes import boxes_to_masks, parse_siim_boxes, read_vindr_boxes
 from ._figshare import load_brain_tumor_figshare
 from ._folder import default_cache_dir, load_image_folder
-from ._io import DataLoadError, read_dicom, read_image, resize_image, resize_mask
+from ._io import (DataLoadError, read_dicom, read_image, read_mask, resize_image, resize_mask,
+                  split_mask_field)
 from ._nifti import load_nifti_slices
 from ._phantoms import make_lesion_phantoms
 from ._split import group_train_test_split
@@ -27,7 +28,9 @@ __all__ = [
     "parse_siim_boxes",
     "read_dicom",
     "read_image",
+    "read_mask",
     "read_vindr_boxes",
     "resize_image",
     "resize_mask",
+    "split_mask_field",
 ]

@@ -15,7 +15,8 @@ from joblib import Parallel, delayed
 from sklearn.utils import Bunch
 
 from ._boxes import _box_mask, parse_siim_boxes, read_vindr_boxes
-from ._io import DataLoadError, read_image, resize_image, resize_mask
+from ._coco import check_coco_matches, read_coco
+from ._io import DataLoadError, read_image, read_mask, resize_image, resize_mask, split_mask_field
 
 __all__ = ["load_image_folder", "default_cache_dir"]
 
@@ -78,7 +79,7 @@ def _inside(root, name, where, what, allow_outside_root):
 
 
 def _load_row(root, row, line, manifest, size, as_gray, vindr, class_index,
-              allow_outside_root=False):
+              allow_outside_root=False, coco=None):
     where = f"{manifest}, line {line}"
     label = (row.get("label") or "").strip()
     if not label:
@@ -96,24 +97,26 @@ def _load_row(root, row, line, manifest, size, as_gray, vindr, class_index,
     except DataLoadError as exc:
         raise DataLoadError(f"{where}: {exc}") from exc
     shape = img.shape[1:]
-    mask_name = (row.get("mask") or "").strip()
+    mask_names = split_mask_field(row.get("mask"))
     available = True
-    if mask_name:
-        mask_path = _inside(root, mask_name, where, "mask", allow_outside_root)
-        if not mask_path.is_file():
-            raise DataLoadError(f"{where}: mask file {mask_path} does not exist.")
+    if mask_names:  # several files (one per finding): the ROI is their union
+        mask_paths = [_inside(root, name, where, "mask", allow_outside_root)
+                      for name in mask_names]
+        for mask_path in mask_paths:
+            if not mask_path.is_file():
+                raise DataLoadError(f"{where}: mask file {mask_path} does not exist.")
         try:
-            values = read_image(mask_path, as_gray=True)[0]
+            mask = read_mask(mask_paths, shape)
         except DataLoadError as exc:
-            raise DataLoadError(f"{where}: {exc}") from exc
-        if np.isnan(values).any():
-            raise DataLoadError(f"{where}: mask {mask_path} contains NaN values.")
-        mask = values > 0
-        if mask.shape != shape:
-            raise DataLoadError(f"{where}: mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} "
-                                f"but image {image_path} is {shape[1]}x{shape[0]}.")
+            raise DataLoadError(f"{where}: {str(exc).rstrip('.')} (image {image_path}).") from exc
     elif (row.get("boxes") or "").strip():
         mask = _box_mask(parse_siim_boxes(row["boxes"]), shape)
+    elif coco is not None:  # in the COCO file: annotated (maybe empty); absent: not annotated
+        image = coco.image_for(image_name)
+        if image is None:
+            mask, available = np.zeros(shape, dtype=bool), False
+        else:
+            mask = coco.mask(image, shape)
     elif vindr is not None and _image_id(row) in vindr:
         mask = _box_mask(vindr[_image_id(row)], shape)
     else:
@@ -132,8 +135,7 @@ def _cache_key(manifest, rows, root, params):
     h.update(Path(manifest).read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for row in rows:  # any changed file invalidates the cache
-        for col in ("image", "mask"):
-            name = (row.get(col) or "").strip()
+        for name in [(row.get("image") or "").strip()] + split_mask_field(row.get("mask")):
             if name:
                 try:
                     st = (root / name).stat()
@@ -176,7 +178,7 @@ def _as_ids(values):
 
 def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True, classes=None,
                       boxes=None, on_error="raise", n_jobs=None, cache=True, cache_dir=None,
-                      progress=None, allow_outside_root=False):
+                      progress=None, allow_outside_root=False, coco=None, roi_categories=None):
     """Load a folder of images with labels and ROIs described by a CSV manifest.
 
     Parameters
@@ -222,6 +224,22 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
         Image and mask paths must stay inside ``root`` (no ``..``, no absolute
         paths), so a manifest from elsewhere cannot read arbitrary files;
         True lifts that rule.
+    coco : str or path-like, optional
+        A COCO annotation file (relative to ``root`` unless absolute), as CVAT,
+        Label Studio and most public sets export. Images are matched by
+        ``file_name`` (the manifest's path, else the file name alone when it is
+        unique); the ROI is the union of the selected categories' polygons and
+        RLE masks, and of the boxes of annotations that have only a ``bbox``.
+        An image listed in the file with no such annotation is annotated without
+        lesion (``roi_available`` True, empty mask); an image the file does not
+        list is not annotated (``roi_available`` False). A ``mask`` or
+        ``boxes`` cell of a row takes precedence. The whole file is checked
+        before any image is read: a file that does not parse, an annotation of
+        an image the manifest lacks, a polygon outside its image, an RLE of
+        another size, an unknown category raise :class:`DataLoadError` naming
+        the annotation id.
+    roi_categories : str, int or sequence of them, optional
+        COCO categories (names or ids) that form the ROI; default all.
 
     Manifest rules: UTF-8 with or without a byte-order mark; a blank label is
     an error naming its line (unlabelled images are left out of a training
@@ -248,6 +266,8 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
     size = _size(image_size)
     if boxes is not None:
         boxes = Path(boxes) if Path(boxes).is_absolute() else root / boxes
+    if coco is not None:
+        coco = Path(coco) if Path(coco).is_absolute() else root / coco
     rows = _read_manifest(manifest)
     target_names = _class_list([(r["label"] or "").strip() for r in rows
                                 if (r["label"] or "").strip()], classes)
@@ -255,18 +275,24 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
     params = dict(version=_CACHE_VERSION, size=size, as_gray=as_gray, classes=target_names,
                   on_error=on_error, allow_outside_root=allow_outside_root, boxes=None if boxes is None else str(Path(boxes).resolve()),
                   boxes_bytes=None if boxes is None or not Path(boxes).is_file()
-                  else hashlib.sha256(Path(boxes).read_bytes()).hexdigest())
+                  else hashlib.sha256(Path(boxes).read_bytes()).hexdigest(),
+                  coco_bytes=None if coco is None or not coco.is_file()
+                  else hashlib.sha256(coco.read_bytes()).hexdigest(),
+                  roi_categories=None if roi_categories is None else repr(roi_categories))
     if cache:
         folder = Path(cache_dir or default_cache_dir()) / _cache_key(manifest, rows, root, params)
         cached = _load_cache(folder)
         if cached is not None:
             return cached
     vindr = read_vindr_boxes(boxes) if boxes is not None else None
+    if coco is not None:  # checked whole before any image is read
+        coco = read_coco(coco, roi_categories)
+        check_coco_matches(coco, [(r.get("image") or "").strip() for r in rows])
 
     def task(line, row):
         try:
             return _load_row(root, row, line, manifest, size, as_gray, vindr, class_index,
-                             allow_outside_root)
+                             allow_outside_root, coco)
         except (DataLoadError, ValueError) as exc:
             if on_error == "raise":
                 raise DataLoadError(str(exc) if str(manifest) in str(exc)

@@ -1,11 +1,13 @@
 """Reading single images: PNG/JPEG/BMP/TIFF (Pillow), DICOM (pydicom), NIfTI (nibabel)."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["read_dicom", "read_image", "resize_image", "resize_mask", "DataLoadError"]
+__all__ = ["read_dicom", "read_image", "read_mask", "resize_image", "resize_mask",
+           "split_mask_field", "DataLoadError"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -186,3 +188,46 @@ def resize_mask(mask, size):
         return mask
     img = Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)
     return np.asarray(img) > 0
+
+
+#: Separates several mask files in one manifest cell (one file per finding).
+MASK_SEPARATOR = ";"
+
+
+def split_mask_field(value):
+    """The mask file names of a manifest cell: ``"a.png; b.png"`` -> ``["a.png", "b.png"]``."""
+    return [part.strip() for part in (value or "").split(MASK_SEPARATOR) if part.strip()]
+
+
+def read_mask(paths, shape=None):
+    """The union (logical OR) of the mask images ``paths``: nonzero pixels are ROI.
+
+    Parameters
+    ----------
+    paths : path-like or sequence of path-like
+        One mask file, or several (one per finding) of the same size.
+    shape : (height, width), optional
+        The image's size; every mask must have it.
+
+    Raises
+    ------
+    DataLoadError
+        Naming the file: unreadable, holding NaN, or of another size.
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    union = None
+    for path in paths:
+        values = read_image(path, as_gray=True)[0]
+        if np.isnan(values).any():
+            raise DataLoadError(f"mask {path} contains NaN values.")
+        mask = values > 0
+        expected = shape if shape is not None else (None if union is None else union.shape)
+        if expected is not None and mask.shape != tuple(expected):
+            raise DataLoadError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but "
+                                f"{'the image' if shape is not None else 'the other masks'} "
+                                f"{'is' if shape is not None else 'are'} "
+                                f"{expected[1]}x{expected[0]}.")
+        union = mask if union is None else union | mask
+    if union is None:
+        raise DataLoadError("no mask file given.")
+    return union

@@ -2,9 +2,9 @@
 
 from ._plots import plot_gradcam_grid, plot_learning_curves
 from ._report import degenerate_runs, summary_table, verdict_table, write_report
-from ._run import ATTENTION_METRICS, METRICS, load_results, run_experiment
+from ._run import ATTENTION_METRICS, METRICS, ResultsFolderError, load_results, run_experiment
 from ._stats import learning_curve_area, paired_comparison
 
-__all__ = ["ATTENTION_METRICS", "METRICS", "degenerate_runs", "learning_curve_area",
+__all__ = ["ATTENTION_METRICS", "METRICS", "ResultsFolderError", "degenerate_runs", "learning_curve_area",
            "load_results", "paired_comparison", "plot_gradcam_grid", "plot_learning_curves",
            "run_experiment", "summary_table", "verdict_table", "write_report"]

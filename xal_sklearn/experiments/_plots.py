@@ -68,16 +68,17 @@ def _final_estimator(out_dir, strategy, seed, estimator):
 
     ckpt = _checkpoint_path(out_dir, strategy, seed)
     net = ActiveLearner.load_estimator(resolve_folder(ckpt) / "learner", estimator)
-    return net, read_checkpoint(ckpt)["rows"]
+    return net, read_checkpoint(ckpt)
 
 
 def plot_gradcam_grid(out_dir, dataset, strategies, seed=0, n_samples=4, path=None, dpi=100,
-                      random_state=0, estimator=None):
-    """Grad-CAM overlays of two strategies' final models, side by side.
+                      random_state=0, estimator=None, test_set=None):
+    """Grad-CAM overlays of one or two strategies' final models, side by side.
 
     Rows: the last samples each strategy queried, then test samples (the
-    same for both). Columns: the image with its ROI contour, and the
-    Grad-CAM of each model's predicted class over it.
+    same for all). Columns: the image with its ROI contour, and the
+    Grad-CAM of each model's predicted class over it. Each row's title says
+    where its image comes from.
 
     Parameters
     ----------
@@ -85,7 +86,7 @@ def plot_gradcam_grid(out_dir, dataset, strategies, seed=0, n_samples=4, path=No
         Results folder of :func:`run_experiment` (its checkpoints hold the models).
     dataset : Bunch
         The experiment's dataset.
-    strategies : (str, str)
+    strategies : (str,) or (str, str)
     seed : int
     n_samples : int
         Rows per group.
@@ -94,6 +95,11 @@ def plot_gradcam_grid(out_dir, dataset, strategies, seed=0, n_samples=4, path=No
     estimator : skorch network, optional
         Unfitted template of the experiment's network, into which the saved weights
         are loaded; default: rebuilt from ``config.json`` (a ``CNNClassifier``).
+    test_set : Bunch, optional
+        The explicit test set of an experiment run with one (``X``, ``y``,
+        ``roi_masks``, ``roi_available``): test rows are drawn from it. Without
+        it such an experiment's grid shows pool images that no model was
+        trained on, titled "pool, unlabelled".
     """
     import matplotlib
 
@@ -105,40 +111,51 @@ def plot_gradcam_grid(out_dir, dataset, strategies, seed=0, n_samples=4, path=No
     from ..datasets import group_train_test_split
     from ._run import _masks
 
-    if len(strategies) != 2:
-        raise ValueError("plot_gradcam_grid compares exactly two strategies.")
+    strategies = tuple(strategies)
+    if len(strategies) not in (1, 2) or len(set(strategies)) != len(strategies):
+        raise ValueError(f"plot_gradcam_grid shows one or two distinct strategies, got "
+                         f"{strategies!r}.")
 
     from ._run import estimator_template
 
     cfg = json.loads((Path(out_dir) / "config.json").read_text())
     estimator = estimator if estimator is not None else estimator_template(cfg)
-    models, queried = {}, {}
+    models, queried, labelled = {}, {}, set()
     for name in strategies:
-        models[name], rows = _final_estimator(out_dir, name, seed, estimator)
-        queried[name] = json.loads(rows[-1]["queried"])[:n_samples]
+        models[name], progress = _final_estimator(out_dir, name, seed, estimator)
+        queried[name] = json.loads(progress["rows"][-1]["queried"])[:n_samples]
+        labelled.update(progress["labelled"])
+    rng = np.random.RandomState(random_state)
     if cfg.get("test_set") is None:
         _, test = group_train_test_split(dataset["groups"], cfg["test_size"], random_state=seed)
-    else:  # the test set is not part of the dataset: show images neither strategy queried
-        test = np.setdiff1d(np.arange(len(dataset["y"])), sum(queried.values(), []))
-    test_rows = np.random.RandomState(random_state).choice(test, min(n_samples, len(test)),
-                                                          replace=False)
-    groups = [(f"queried by {strategies[0]}", queried[strategies[0]]),
-              (f"queried by {strategies[1]}", queried[strategies[1]]),
-              ("test", list(test_rows))]
-    total = sum(len(g) for _, g in groups)
-    fig, axes = plt.subplots(total, 3, figsize=(7.5, 2.5 * total), squeeze=False, dpi=dpi)
+        test_group = ("test", dataset, rng.choice(test, min(n_samples, len(test)),
+                                                  replace=False))
+    elif test_set is not None:
+        n_test = len(test_set["y"])
+        test_group = ("test", test_set, rng.choice(n_test, min(n_samples, n_test),
+                                                   replace=False))
+    else:  # the test set is not part of the dataset: pool images no model was trained on
+        unseen = np.setdiff1d(np.arange(len(dataset["y"])), sorted(labelled))
+        test_group = ("pool, unlabelled", dataset,
+                      rng.choice(unseen, min(n_samples, len(unseen)), replace=False))
+    groups = [(f"queried by {name}", dataset, queried[name]) for name in strategies]
+    groups.append(test_group)
+    total = sum(len(g) for _, _, g in groups)
+    n_cols = 1 + len(strategies)
+    fig, axes = plt.subplots(total, n_cols, figsize=(2.5 * n_cols, 2.5 * total), squeeze=False,
+                             dpi=dpi)
     names = np.asarray(dataset.get("target_names", []))
     r = 0
-    for title, idx in groups:
-        if not idx:
+    for title, source, idx in groups:
+        if not len(idx):
             continue
         idx = np.asarray(idx)
-        X, masks = dataset["X"][idx], _masks(dataset, idx)
+        X, masks = source["X"][idx], _masks(source, idx)
         maps = {name: gradcam(models[name], X, progress=False) for name in strategies}
         preds = {name: models[name].predict(X) for name in strategies}
         for j in range(len(idx)):
             img = X[j].mean(0)
-            label = dataset["y"][idx[j]]
+            label = source["y"][idx[j]]
             axes[r, 0].imshow(img, cmap="gray")
             if masks[j].any():
                 axes[r, 0].contour(masks[j], levels=[0.5], colors="lime", linewidths=1)

@@ -76,7 +76,7 @@ def _fmt_diff(row, suffix):
 
 
 def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"),
-                 grid_strategies=None, reference="random"):
+                 grid_strategies=None, reference="random", test_set=None):
     """Write ``report.md`` and PNGs (learning curves; Grad-CAM grid if ``dataset`` is given).
 
     The report states the data and protocol, warns about degenerate runs,
@@ -85,6 +85,10 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
     strategies, a paired verdict per strategy (better / worse / no detectable
     difference, from the 95 % bootstrap interval of the per-seed difference)
     at the final budget and by area under the learning curve.
+
+    ``test_set`` is the experiment's explicit test set, if it had one: the
+    Grad-CAM grid then shows test images from it (without it, such a grid
+    shows pool images nobody queried, and says so).
 
     Returns the path of ``report.md``.
     """
@@ -168,12 +172,15 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
     lines += ["![learning curves](learning_curves.png)", ""]
     if dataset is not None:
         names = list(config["strategies"])
-        pair = grid_strategies or (names[0], names[-1])
+        pair = tuple(grid_strategies or dict.fromkeys((names[0], names[-1])))
         plot_gradcam_grid(out_dir, dataset, pair, seed=config["seeds"][0],
-                          path=out_dir / "gradcam_grid.png")
-        lines += [f"Grad-CAM of the final models of `{pair[0]}` and `{pair[1]}` (seed "
-                  f"{config['seeds'][0]}); green: ROI.", "", "![Grad-CAM grid](gradcam_grid.png)",
-                  ""]
+                          path=out_dir / "gradcam_grid.png", test_set=test_set)
+        shown = ("test images" if not test or test_set is not None else
+                 "pool images that neither model was trained on (the explicit test set was "
+                 "not available)")
+        lines += [f"Grad-CAM of the final models of {' and '.join(f'`{n}`' for n in pair)} "
+                  f"(seed {config['seeds'][0]}) on images each queried last, then on {shown}; "
+                  "green: ROI.", "", "![Grad-CAM grid](gradcam_grid.png)", ""]
     versions = config.get("versions", {})
     lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     report = out_dir / "report.md"

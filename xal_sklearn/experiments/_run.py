@@ -6,6 +6,8 @@ import os
 import platform
 import re
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,16 @@ from ..learner import ActiveLearner
 from ..scoring import score_pool
 from ..strategies import SCORE_FIELDS
 
-__all__ = ["run_experiment", "load_results", "METRICS", "ATTENTION_METRICS"]
+__all__ = ["run_experiment", "load_results", "METRICS", "ATTENTION_METRICS",
+           "ResultsFolderError"]
+
+
+class ResultsFolderError(ValueError):
+    """``out_dir`` holds results of another configuration (``out_dir`` names the folder)."""
+
+    def __init__(self, message, out_dir):
+        super().__init__(message)
+        self.out_dir = out_dir
 
 #: One results column per alignment metric of the registry: its mean over test images with an ROI.
 ATTENTION_METRICS = tuple(f"attention_{name}" for name in ALIGNMENT_METRICS)
@@ -222,6 +233,7 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, seed, cfg, out_di
              progress):
     from tqdm.auto import tqdm
 
+    start = time.monotonic()
     torch.set_num_threads(threads)
     X, y = dataset["X"], np.asarray(dataset["y"])
     train, (X_test, y_test, masks_test) = _split(dataset, test_set, cfg, seed)
@@ -257,6 +269,9 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, seed, cfg, out_di
     wants_masks = accepts_keyword(func, "roi_masks")
     bar = tqdm(total=n_rounds, initial=len(rows) - 1, desc=f"{name} seed {seed}",
                disable=None if progress is None else not progress, leave=False)
+    # without a terminal (a log file, a pipe, a batch job) bars are off: a line per round
+    log = progress is None and bar.disable
+    resumed_at = len(rows) - 1 if saved is not None else None
     while True:
         if ckpt is not None:  # the learner and the rows of finished rounds, as one folder
             with atomic_folder(ckpt) as tmp:
@@ -266,6 +281,9 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, seed, cfg, out_di
                     "config_hash": cfg["hash"], "labelled": labelled.tolist(),
                     "rows": rows}))
         bar.set_postfix(accuracy=f"{rows[-1]['accuracy']:.3f}")
+        if log:
+            _log_round(name, seed, rows[-1], n_rounds, time.monotonic() - start,
+                       resumed=rows[-1]["round"] == resumed_at)
         if len(labelled) >= cfg["budget"]:
             break
         pool = np.setdiff1d(train, labelled)
@@ -285,6 +303,14 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, seed, cfg, out_di
         bar.update(1)
     bar.close()
     return rows
+
+
+def _log_round(name, seed, row, n_rounds, elapsed, resumed=False):
+    """One plain progress line, flushed at once so that a log file shows it."""
+    what = "resumed after round" if resumed else "round"
+    print(f"[xal {time.strftime('%H:%M:%S')}] {name}, seed {seed}: {what} {row['round']}/"
+          f"{n_rounds}, {row['n_labelled']} labels, accuracy {row['accuracy']:.3f}, "
+          f"{elapsed:.0f} s", file=sys.stdout, flush=True)
 
 
 # --- the experiment -----------------------------------------------------------------
@@ -326,9 +352,9 @@ def _prepare_out_dir(out_dir, cfg, force):
         old = json.loads(config_file.read_text())
         if old.get("hash") != cfg["hash"]:
             if not force:
-                raise ValueError(
+                raise ResultsFolderError(
                     f"{out_dir} holds results of a different configuration; use another "
-                    "folder, or force=True (--force) to discard them and start over.")
+                    "out_dir, or force=True to discard them and start over.", out_dir)
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
             (out_dir / "results.csv").unlink(missing_ok=True)
             fresh = True
@@ -391,7 +417,10 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         torch threads, so workers do not oversubscribe the cores.
     force : bool, default=False
     progress : bool or None
-        tqdm bars per run with the current accuracy (None: only on a terminal).
+        tqdm bars per run with the current accuracy. None: bars on a terminal,
+        and elsewhere (output piped or sent to a log file) one line per finished
+        round on standard output (strategy, seed, round, labels, accuracy,
+        seconds since the run started). False: neither.
     extra_config : dict, optional
         Stored in ``config.json`` (the CLI records the data source there).
     test_set : Bunch, optional

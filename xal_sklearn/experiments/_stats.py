@@ -102,4 +102,7 @@ def paired_comparison(results, metric="accuracy", reference="random", summary="f
         else:
             row["verdict"] = "no detectable difference"
         rows.append(row)
-    return pd.DataFrame(rows)
+    # no other strategy (a one-strategy run): an empty table that still has the columns
+    return pd.DataFrame(rows, columns=["strategy", "reference", "summary", "n_seeds",
+                                       "mean_difference", "ci_low", "ci_high", "p_wilcoxon",
+                                       "verdict"])
