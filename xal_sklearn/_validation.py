@@ -311,3 +311,15 @@ def check_device(device, name="device"):
     if problem is not None:
         raise ValueError(f"{name}={device!r} cannot be used: {problem}; use {name}='cpu', "
                          "or 'auto' (the GPU when there is one, else the CPU).")
+
+
+#: How many problems an error about a whole file lists before it only counts the rest.
+MAX_LISTED_PROBLEMS = 20
+
+
+def list_problems(what, problems, limit=MAX_LISTED_PROBLEMS):
+    """One message for every problem found in a file: the first ``limit``, then a count."""
+    listed = list(problems)[:limit]
+    more = len(problems) - len(listed)
+    return (f"{what}: {len(problems)} problem(s).\n  " + "\n  ".join(listed)
+            + (f"\n  ... and {more} more." if more else ""))

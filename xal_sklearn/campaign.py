@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from ._persist import (atomic_folder, atomic_write, check_format, read_json,
                        resolve_folder)
-from ._validation import check_device
+from ._validation import check_device, list_problems
 from .classifier import CNNClassifier, check_precision
 from .datasets import (DataLoadError, read_image, read_mask, resize_image, resize_mask,
                        split_mask_field)
@@ -195,9 +195,7 @@ class Campaign:
                     if not name or not path.is_relative_to(root) or not path.is_file():
                         problems.append(f"line {line}: {name!r} is not a file inside {root}")
             if problems:
-                more = len(problems) - 20
-                raise CampaignError(f"Manifest {manifest}: " + "; ".join(problems[:20])
-                                    + (f"; and {more} more" if more > 0 else "") + ".")
+                raise CampaignError(list_problems(f"Manifest {manifest}", problems))
         if not images:
             raise CampaignError(f"No image files under {root}.")
         return images, masks, ids

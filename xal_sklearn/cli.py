@@ -149,8 +149,11 @@ def _parser():
     init = _subparser(csub, "init", help="start a campaign over a folder of images")
     init.add_argument("folder", help="the campaign folder to create")
     init.add_argument("--images", required=True, help="folder of the pool's images")
-    init.add_argument("--manifest", help="CSV with image[,mask][,id] paths relative to --images "
-                                         "(default: every image file under --images)")
+    init.add_argument("--manifest",
+                      help="CSV with an image column (paths relative to --images), optional "
+                           "mask (several files separated by ';') and id (your name for the "
+                           "image, shown to the annotator); default: every image file under "
+                           "--images")
     init.add_argument("--classes", required=True, help="comma-separated class names")
     init.add_argument("--image-size", type=int, default=128, help="side the model sees, pixels")
     init.add_argument("--rgb", action="store_true",

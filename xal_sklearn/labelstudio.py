@@ -31,6 +31,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from ._validation import list_problems
 from .datasets import boxes_to_masks
 
 __all__ = ["AnnotationImportError", "Annotation", "LabelStudioClient", "label_config",
@@ -40,8 +41,6 @@ CLASS_TAG, BOX_TAG, BRUSH_TAG, IMAGE_TAG = "label", "roi_box", "roi_brush", "ima
 ROI_LABEL = "ROI"
 #: Refuse exports larger than this before parsing them (bytes).
 MAX_EXPORT_BYTES = 512 * 2 ** 20
-#: How many problems an import error lists before it only counts the rest.
-MAX_LISTED = 20
 
 
 class AnnotationImportError(ValueError):
@@ -79,14 +78,10 @@ def _not_in_batch(xal_id, expected):
 
 
 def _raise_all(problems, what):
-    """One AnnotationImportError listing every problem (the first MAX_LISTED, then a count)."""
-    if not problems:
-        return
-    listed = problems[:MAX_LISTED]
-    more = len(problems) - len(listed)
-    raise AnnotationImportError(
-        f"{what}: {len(problems)} problem(s); nothing was imported.\n  "
-        + "\n  ".join(listed) + (f"\n  ... and {more} more." if more else ""))
+    """One AnnotationImportError listing every problem (the first 20, then a count)."""
+    if problems:
+        raise AnnotationImportError(list_problems(what, problems).replace(
+            "problem(s).", "problem(s); nothing was imported.", 1))
 
 
 def label_config(classes):

@@ -12,13 +12,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from .._validation import list_problems
 from ._boxes import boxes_to_masks
 from ._io import DataLoadError
 
 __all__ = ["CocoAnnotations", "check_coco_matches", "read_coco"]
-
-#: How many problems an error lists before it only counts the rest.
-_MAX_LISTED = 20
 
 
 @dataclass
@@ -132,10 +130,7 @@ def _check_annotation(ann, images):
 
 def _raise_all(path, problems):
     if problems:
-        more = len(problems) - _MAX_LISTED
-        raise DataLoadError(f"COCO file {path}: {len(problems)} problem(s).\n  "
-                            + "\n  ".join(problems[:_MAX_LISTED])
-                            + (f"\n  ... and {more} more." if more > 0 else ""))
+        raise DataLoadError(list_problems(f"COCO file {path}", problems))
 
 
 def _select_categories(path, categories, roi_categories):
