@@ -2,6 +2,8 @@
 
 import argparse
 import math
+
+import numpy as np
 import signal
 import sys
 import time
@@ -41,31 +43,81 @@ def _strategies(names, alphas, uncertainty, alignment):
     return out
 
 
-def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise"):
-    """(dataset, test_set or None, description) for ``--data``."""
+def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise", shortcut=None,
+               test_size=0.2):
+    """(dataset, test_set or None, description) for ``--data`` (and ``--shortcut``)."""
     from .datasets import load_brain_tumor_figshare, load_image_folder, make_lesion_phantoms
 
     kind, _, path = spec.partition(":")
     if kind == "phantoms":
         size = image_size or 48
-        train = make_lesion_phantoms(n_samples, size, shortcut=0.9, random_state=seed)
+        # with --shortcut, the injected feature replaces the phantoms' own corner marker
+        train = make_lesion_phantoms(n_samples, size, shortcut=0.9 if shortcut is None else 0.0,
+                                     random_state=seed)
         test = make_lesion_phantoms(max(n_samples // 2, 30), size, shortcut=0.0,
                                     random_state=seed + 10_000)
         if rgb:
             train.X, test.X = train.X.repeat(3, axis=1), test.X.repeat(3, axis=1)
+        if shortcut is not None:
+            return _inject(train, test, shortcut, "synthetic phantoms")
         return train, test, "synthetic phantoms (shortcut 0.9 in the pool, none in the test set)"
     if not path:
         raise ValueError(f"--data {kind} needs a path: {kind}:PATH.")
     if kind == "folder":
-        return (load_image_folder(path, image_size=image_size or 128, as_gray=not rgb,
-                                  on_error=on_error, n_jobs=-1), None, f"folder {path}")
-    if kind == "brain-tumor-figshare":
+        data, description = (load_image_folder(path, image_size=image_size or 128,
+                                               as_gray=not rgb, on_error=on_error, n_jobs=-1),
+                             f"folder {path}")
+    elif kind == "brain-tumor-figshare":
         data = load_brain_tumor_figshare(path, image_size=image_size or 128)
         if rgb:
             data.X = data.X.repeat(3, axis=1)
-        return data, None, "brain-tumour MRI (figshare, Cheng et al.)"
-    raise ValueError(f"Unknown --data {spec!r}; use phantoms, folder:PATH or "
-                     "brain-tumor-figshare:PATH.")
+        description = "brain-tumour MRI (figshare, Cheng et al.)"
+    else:
+        raise ValueError(f"Unknown --data {spec!r}; use phantoms, folder:PATH or "
+                         "brain-tumor-figshare:PATH.")
+    if shortcut is None:
+        return data, None, description
+    from .datasets import group_train_test_split
+
+    # the feature must be independent of the label on the test split, so the split is
+    # made once here (groups, seed 0) and passed on as an explicit test set
+    train, test = group_train_test_split(data.groups, test_size, random_state=0)
+    return _inject(_samples(data, train), _samples(data, test), shortcut, description)
+
+
+def _samples(data, idx):
+    """The Bunch of the samples ``idx`` (every per-sample array indexed)."""
+    from sklearn.utils import Bunch
+
+    n = len(data.y)
+    return Bunch(**{k: (v[idx] if isinstance(v, np.ndarray) and v.ndim and len(v) == n
+                        and k != "target_names" else v) for k, v in data.items()})
+
+
+def _inject(pool, test, shortcut, description):
+    from .datasets import add_shortcut
+
+    kind, agree = shortcut
+    pool = add_shortcut(pool, kind, agree, random_state=0)
+    test = add_shortcut(test, kind, agree, test_idx=np.arange(len(test.y)), random_state=1)
+    return pool, test, (f"{description} with a {kind} shortcut that agrees with the label "
+                        f"in {agree:.0%} of the pool and is independent of it in the test set")
+
+
+def _parse_shortcut(value, parser):
+    from .datasets import SHORTCUT_KINDS
+
+    kind, sep, agree = value.partition(":")
+    try:
+        agree = float(agree) if sep else 0.9
+    except ValueError:
+        parser.error(f"--shortcut {value!r}: the agreement after ':' must be a number")
+    if kind not in SHORTCUT_KINDS:
+        parser.error(f"--shortcut {value!r}: unknown kind {kind!r}; choose from "
+                     f"{', '.join(SHORTCUT_KINDS)}")
+    if not 0 <= agree <= 1:
+        parser.error(f"--shortcut {value!r}: the agreement must lie in [0, 1]")
+    return kind, agree
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -98,6 +150,11 @@ def _parser():
     run.add_argument("--data", default="phantoms",
                      help="phantoms | folder:PATH | brain-tumor-figshare:PATH")
     run.add_argument("--n-samples", type=int, default=600, help="phantoms only")
+    run.add_argument("--shortcut", default=None, metavar="KIND[:AGREE]",
+                     help="inject a spurious feature into the pool that agrees with the "
+                          "label with probability AGREE (default 0.9) and is independent of "
+                          "it on the test split, held fixed (groups, seed 0): marker, "
+                          "intensity or border (xal_sklearn.datasets.add_shortcut)")
     run.add_argument("--strategies", default="random,entropy,dual",
                      help=f"comma-separated, of {', '.join(STRATEGY_NAMES)}")
     run.add_argument("--alpha", default="0.3", help="comma-separated alphas for dual")
@@ -248,6 +305,8 @@ def _check_run_args(args):
         parser.error("--alpha values must lie in [0, 1]")
     if args.seeds is None:
         args.seeds = 2 if args.data.partition(":")[0] == "phantoms" else 5
+    if args.shortcut is not None:
+        args.shortcut = _parse_shortcut(args.shortcut, parser)
     for flag in ("initial", "query_size", "budget", "seeds", "epochs", "n_samples",
                  "batch_size"):
         if getattr(args, flag) < 1:
@@ -278,7 +337,9 @@ def _run(args):
     parser = args.subparser
     names, alphas, out = _check_run_args(args)
     dataset, test_set, description = _load_data(args.data, args.image_size, args.n_samples, 0,
-                                                rgb=args.rgb, on_error=args.on_error)
+                                                rgb=args.rgb, on_error=args.on_error,
+                                                shortcut=args.shortcut,
+                                                test_size=args.test_size)
     strategies = _strategies(names, alphas, args.uncertainty, args.alignment)
     reference = args.reference if args.reference in strategies else None
     if args.reference != "random" and reference is None:
@@ -288,7 +349,11 @@ def _run(args):
                         batch_size=args.batch_size, lr=args.lr, roi_loss=args.roi_loss,
                         roi_weight=args.roi_weight, device=args.device,
                         precision=args.precision)
-    note = DEMO_NOTE if test_set is not None else None
+    note = (DEMO_NOTE if args.data == "phantoms" and args.shortcut is None else
+            f"The pool carries a spurious feature: {dataset.shortcut.description}; it agrees "
+            f"with the label in {args.shortcut[1]:.0%} of the pool and is independent of it "
+            f"in the test set, so test accuracy rewards models that learn the lesion rather "
+            f"than the feature." if args.shortcut else None)
     print(f"xal run: {description}, {len(dataset.y)} images of "
           f"{'x'.join(map(str, dataset.X.shape[1:]))}; strategies "
           f"{', '.join(strategies)}; {args.seeds} seed(s); training with "
@@ -304,7 +369,8 @@ def _run(args):
             progress=False if args.no_progress else None, test_set=test_set,
             extra_config={"data": args.data, "description": description, "note": note,
                           "image_size": list(dataset.X.shape[2:]), "epochs": args.epochs,
-                          "rgb": args.rgb})
+                          "rgb": args.rgb, "shortcut": args.shortcut,
+                          "test_size": args.test_size})
     except ResultsFolderError as exc:
         parser.error(f"--out {exc.out_dir} holds results of another configuration; choose "
                      "another --out, or add --force to discard them and start over")
@@ -388,8 +454,11 @@ def _data_for_report(args):
     if "data" not in extra:
         return None, None
     size = extra.get("image_size", [None])[0]
+    shortcut = extra.get("shortcut")
     dataset, test_set, _ = _load_data(extra["data"], size, cfg["dataset"]["n_samples"], 0,
-                                      rgb=extra.get("rgb", False))
+                                      rgb=extra.get("rgb", False),
+                                      shortcut=tuple(shortcut) if shortcut else None,
+                                      test_size=extra.get("test_size", 0.2))
     return dataset, test_set
 
 

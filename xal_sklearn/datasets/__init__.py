@@ -14,10 +14,13 @@ from ._io import (DataLoadError, read_dicom, read_image, read_mask, resize_image
                   split_mask_field)
 from ._nifti import load_nifti_slices
 from ._phantoms import make_lesion_phantoms
+from ._shortcut import SHORTCUT_KINDS, add_shortcut
 from ._split import group_train_test_split
 
 __all__ = [
     "DataLoadError",
+    "SHORTCUT_KINDS",
+    "add_shortcut",
     "boxes_to_masks",
     "default_cache_dir",
     "group_train_test_split",
