@@ -68,6 +68,11 @@ def test_cli_refuses_cuda_before_loading_anything(tmp_path, capsys):
               "--classes", "a,b", "--device", "cuda"])
     assert "usage: xal campaign init" in capsys.readouterr().err
     assert not (tmp_path / "study").exists()
+    from xal_sklearn.campaign import Campaign
+
+    with pytest.raises(ValueError, match="device='cuda' cannot be used"):
+        Campaign.create(tmp_path / "study", tmp_path, ["a", "b"], device="cuda")
+    assert not (tmp_path / "study").exists()
 
 
 # --- 2, 3, 6. a one-strategy run ends in a report, logs rounds, says its run time ----------

@@ -317,9 +317,12 @@ def check_device(device, name="device"):
 MAX_LISTED_PROBLEMS = 20
 
 
-def list_problems(what, problems, limit=MAX_LISTED_PROBLEMS):
-    """One message for every problem found in a file: the first ``limit``, then a count."""
+def list_problems(what, problems, note="", limit=MAX_LISTED_PROBLEMS):
+    """One message for every problem found in a file: the first ``limit``, then a count.
+
+    ``"<what>: <n> problem(s)<note>."`` and the problems, one per line.
+    """
     listed = list(problems)[:limit]
     more = len(problems) - len(listed)
-    return (f"{what}: {len(problems)} problem(s).\n  " + "\n  ".join(listed)
+    return (f"{what}: {len(problems)} problem(s){note}.\n  " + "\n  ".join(listed)
             + (f"\n  ... and {more} more." if more else ""))

@@ -514,7 +514,7 @@ class Campaign:
             "n_skipped": len(in_file & set(imported)), "batches": sorted(done_batches)}
 
     def _refuse_import(self, source, pending, seen_before):
-        """Why ``source`` cannot be imported: its labels were imported already, or no batch waits."""
+        """Say why ``source`` cannot be imported: imported already, or no batch waits."""
         waiting = sorted(set(pending.values()))
         now = ("No batch is waiting for labels; run query for a new one." if not waiting else
                "Waiting for labels: " + ", ".join(f"batch {b:03d}" for b in waiting)

@@ -35,7 +35,8 @@ from ._validation import list_problems
 from .datasets import boxes_to_masks
 
 __all__ = ["AnnotationImportError", "Annotation", "LabelStudioClient", "label_config",
-           "make_task", "parse_export", "read_label_csv", "source_ids", "unknown_label", "CLASS_TAG", "BOX_TAG", "BRUSH_TAG"]
+           "make_task", "parse_export", "read_label_csv", "source_ids", "unknown_label",
+           "CLASS_TAG", "BOX_TAG", "BRUSH_TAG"]
 
 CLASS_TAG, BOX_TAG, BRUSH_TAG, IMAGE_TAG = "label", "roi_box", "roi_brush", "image"
 ROI_LABEL = "ROI"
@@ -80,8 +81,7 @@ def _not_in_batch(xal_id, expected):
 def _raise_all(problems, what):
     """One AnnotationImportError listing every problem (the first 20, then a count)."""
     if problems:
-        raise AnnotationImportError(list_problems(what, problems).replace(
-            "problem(s).", "problem(s); nothing was imported.", 1))
+        raise AnnotationImportError(list_problems(what, problems, "; nothing was imported"))
 
 
 def label_config(classes):
