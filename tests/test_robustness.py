@@ -224,8 +224,12 @@ def test_degenerate_runs_are_flagged():
                           "n_labelled": [10, 20, 10], "n_predicted_classes": [1, 3, 3],
                           "blank_map_fraction": [0.0, 0.0, 1.0]})
     notes = degenerate_runs(table)
-    assert any("`a` predicts a single class" in n and "seed 0 at 10 labels" in n for n in notes)
-    assert any("`b`: Grad-CAM maps are all zero for up to 100%" in n for n in notes)
+    assert "At 10 labels 1 of 2 models (`a` seed 0) still predicts one class for every test " \
+        "image" in notes[0] and "not learning" in notes[0]
+    assert notes[1].startswith("At 10 labels 1 of 2 models (`b` seed 0) gives blank")
+    assert len(notes) == 2
+    both = table.assign(n_predicted_classes=[1, 3, 1])
+    assert "2 of 2 models (of every strategy)" in degenerate_runs(both)[0]
     assert degenerate_runs(table.assign(n_predicted_classes=3, blank_map_fraction=0)) == []
 
 

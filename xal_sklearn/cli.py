@@ -2,12 +2,12 @@
 
 import argparse
 import math
-
-import numpy as np
 import signal
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from ._validation import device_problem
 from .alignment import ALIGNMENT_METRICS
@@ -16,6 +16,9 @@ from .roi_loss import ROI_LOSSES
 from .uncertainty import UNCERTAINTY_MEASURES
 
 STRATEGY_NAMES = ("random", "entropy", "margin", "least_confident", "misalignment", "dual")
+#: A strategy name ending in this trains with the ROI loss (the other arms without).
+ROI_SUFFIX = "+roi"
+DEFAULT_STRATEGIES = "random,entropy,dual,random+roi,dual+roi"
 
 DEMO_NOTE = ("The demo trains on synthetic phantoms whose corner marker agrees with the label "
              "90 % of the time (a shortcut a model can learn instead of the lesion) and tests "
@@ -23,24 +26,43 @@ DEMO_NOTE = ("The demo trains on synthetic phantoms whose corner marker agrees w
              "rather than at the marker.")
 
 
-def _strategies(names, alphas, uncertainty, alignment):
+def _strategies(names, alphas, uncertainty, alignment, roi_params=None):
+    """name -> strategy spec for run_experiment; ``+roi`` arms carry ``roi_params``."""
     from . import (dual_criterion_sampling, misalignment_sampling, random_sampling,
                    uncertainty_sampling)
 
     out = {}
-    for name in names:
+    for full in names:
+        name, roi = (full[:-len(ROI_SUFFIX)], True) if full.endswith(ROI_SUFFIX) else (full, False)
+        suffix, extra = (ROI_SUFFIX, (roi_params,)) if roi else ("", ())
         if name == "dual":
             for a in alphas:
-                out[f"dual a={a:g}"] = (dual_criterion_sampling, {
-                    "alpha": a, "uncertainty": uncertainty, "alignment": alignment})
+                out[f"dual a={a:g}{suffix}"] = (dual_criterion_sampling, {
+                    "alpha": a, "uncertainty": uncertainty, "alignment": alignment}) + extra
         elif name == "misalignment":
-            out[name] = (misalignment_sampling, {"uncertainty": uncertainty,
-                                                 "alignment": alignment})
+            out[name + suffix] = (misalignment_sampling, {"uncertainty": uncertainty,
+                                                          "alignment": alignment}) + extra
         elif name == "random":
-            out[name] = random_sampling
+            out[name + suffix] = (random_sampling, {}) + extra
         else:  # ranks as modAL's entropy / margin / uncertainty sampling
-            out[name] = (uncertainty_sampling, {"uncertainty": name})
+            out[name + suffix] = (uncertainty_sampling, {"uncertainty": name}) + extra
     return out
+
+
+def _describe(name):
+    """A strategy's name in words, for the closing sentences."""
+    roi = name.endswith(ROI_SUFFIX)
+    base = name[:-len(ROI_SUFFIX)] if roi else name
+    words = {"random": "random selection", "entropy": "entropy selection",
+             "margin": "margin selection", "least_confident": "least-confidence selection",
+             "misalignment": "misalignment selection"}.get(base)
+    if words is None and base.startswith("dual"):
+        words = f"dual-criterion selection ({base.split(' ', 1)[1]})"
+        if roi:
+            return f"the full method ({words} + ROI loss)"
+        return f"{words} without the ROI loss"
+    words = words or f"`{base}`"
+    return f"{words} with the ROI loss" if roi else words
 
 
 def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise", shortcut=None,
@@ -155,14 +177,18 @@ def _parser():
                           "label with probability AGREE (default 0.9) and is independent of "
                           "it on the test split, held fixed (groups, seed 0): marker, "
                           "intensity or border (xal_sklearn.datasets.add_shortcut)")
-    run.add_argument("--strategies", default="random,entropy,dual",
-                     help=f"comma-separated, of {', '.join(STRATEGY_NAMES)}")
+    run.add_argument("--strategies", default=DEFAULT_STRATEGIES,
+                     help=f"comma-separated, of {', '.join(STRATEGY_NAMES)}; a name ending in "
+                          f"{ROI_SUFFIX} trains with the ROI loss (--roi-loss, default dice), "
+                          "the others without. The default compares the full method "
+                          "(dual+roi) with random, entropy and the two ablations")
     run.add_argument("--alpha", default="0.3", help="comma-separated alphas for dual")
     run.add_argument("--uncertainty", default="entropy", choices=UNCERTAINTY_MEASURES)
     run.add_argument("--alignment", default="soft_dice", choices=tuple(ALIGNMENT_METRICS),
                      help="how dual/misalignment compare Grad-CAM with the ROI")
     run.add_argument("--roi-loss", default=None, choices=ROI_LOSSES,
-                     help="train with an attention loss on the labelled ROIs "
+                     help="the attention loss on the labelled ROIs: of the +roi strategies "
+                          "(default dice), or of every strategy when none ends in +roi "
                           "(default: cross-entropy only)")
     run.add_argument("--roi-weight", type=float, default=0.1, help="weight of --roi-loss")
     run.add_argument("--reference", default="random",
@@ -293,10 +319,10 @@ def _check_run_args(args):
     parser = args.subparser
     _check_device(args)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = [n for n in names if n not in STRATEGY_NAMES]
+    unknown = [n for n in names if n.removesuffix(ROI_SUFFIX) not in STRATEGY_NAMES]
     if unknown or not names:
         parser.error(f"unknown strategy {', '.join(unknown) or '(none)'}; "
-                     f"choose from {', '.join(STRATEGY_NAMES)}")
+                     f"choose from {', '.join(STRATEGY_NAMES)} (each may end in {ROI_SUFFIX})")
     try:
         alphas = [float(a) for a in args.alpha.split(",")]
     except ValueError:
@@ -304,7 +330,7 @@ def _check_run_args(args):
     if any(not 0 <= a <= 1 for a in alphas):
         parser.error("--alpha values must lie in [0, 1]")
     if args.seeds is None:
-        args.seeds = 2 if args.data.partition(":")[0] == "phantoms" else 5
+        args.seeds = 5
     if args.shortcut is not None:
         args.shortcut = _parse_shortcut(args.shortcut, parser)
     for flag in ("initial", "query_size", "budget", "seeds", "epochs", "n_samples",
@@ -331,8 +357,8 @@ def _check_run_args(args):
 
 def _run(args):
     from . import CNNClassifier
-    from .experiments import (ResultsFolderError, degenerate_runs, run_experiment,
-                              summary_table, write_report)
+    from .experiments import (ResultsFolderError, comparison_sentences, degenerate_runs,
+                              run_experiment, summary_table, write_report)
 
     parser = args.subparser
     names, alphas, out = _check_run_args(args)
@@ -340,13 +366,16 @@ def _run(args):
                                                 rgb=args.rgb, on_error=args.on_error,
                                                 shortcut=args.shortcut,
                                                 test_size=args.test_size)
-    strategies = _strategies(names, alphas, args.uncertainty, args.alignment)
+    arms = any(n.endswith(ROI_SUFFIX) for n in names)  # ROI loss per strategy, not for all
+    roi_params = {"roi_loss": args.roi_loss or "dice", "roi_weight": args.roi_weight}
+    strategies = _strategies(names, alphas, args.uncertainty, args.alignment, roi_params)
     reference = args.reference if args.reference in strategies else None
     if args.reference != "random" and reference is None:
         parser.error(f"--reference {args.reference!r} is not among the strategies run: "
                      f"{', '.join(strategies)}")
     net = CNNClassifier(n_classes=len(dataset.target_names), max_epochs=args.epochs,
-                        batch_size=args.batch_size, lr=args.lr, roi_loss=args.roi_loss,
+                        batch_size=args.batch_size, lr=args.lr,
+                        roi_loss=None if arms else args.roi_loss,
                         roi_weight=args.roi_weight, device=args.device,
                         precision=args.precision)
     note = (DEMO_NOTE if args.data == "phantoms" and args.shortcut is None else
@@ -357,8 +386,10 @@ def _run(args):
     print(f"xal run: {description}, {len(dataset.y)} images of "
           f"{'x'.join(map(str, dataset.X.shape[1:]))}; strategies "
           f"{', '.join(strategies)}; {args.seeds} seed(s); training with "
-          f"{'ROI loss ' + args.roi_loss if args.roi_loss else 'cross-entropy only'} "
-          f"in {args.precision}; results in {out}", flush=True)
+          + (f"cross-entropy, + the {roi_params['roi_loss']} ROI loss (weight "
+             f"{args.roi_weight:g}) for the {ROI_SUFFIX} strategies" if arms else
+             f"{'ROI loss ' + args.roi_loss if args.roi_loss else 'cross-entropy only'}")
+          + f" in {args.precision}; results in {out}", flush=True)
     if note:
         print(note, flush=True)
     try:
@@ -374,7 +405,19 @@ def _run(args):
     except ResultsFolderError as exc:
         parser.error(f"--out {exc.out_dir} holds results of another configuration; choose "
                      "another --out, or add --force to discard them and start over")
-    report = write_report(out, dataset, reference=reference or "random", test_set=test_set)
+    sentences = []
+    if len(strategies) > 1:
+        full = next((n for n in strategies if n.startswith("dual") and n.endswith(ROI_SUFFIX)),
+                    None)
+        if full is not None:  # the full method against every other arm
+            pairs = [(full, n) for n in strategies if n != full]
+        else:
+            ref = reference or next(iter(strategies))
+            pairs = [(n, ref) for n in strategies if n != ref]
+        sentences = comparison_sentences(results, pairs,
+                                         names={n: _describe(n) for n in strategies})
+    report = write_report(out, dataset, reference=reference or "random", test_set=test_set,
+                          in_words=sentences)
     for metric in ("accuracy", "attention_roi_auc"):
         print(f"\n{metric} (mean ± std over seeds) by number of labels:")
         print(summary_table(results, metric).to_string())
@@ -383,18 +426,15 @@ def _run(args):
     if len(strategies) == 1:
         print(f"\nOnly one strategy ran ({next(iter(strategies))}), so there is nothing to "
               "compare it with; add others with --strategies (for example random,entropy,dual).")
-    elif reference:
-        from .experiments import verdict_table
-
-        print(f"\nAgainst {reference} (paired by seed, 95 % bootstrap interval of the "
-              "accuracy difference at the final budget):")
-        for _, row in verdict_table(results, "accuracy", reference).iterrows():
-            lo, hi = row["ci_low_final"], row["ci_high_final"]
-            interval = "" if lo != lo else f" [{lo:+.3f}, {hi:+.3f}]"
-            print(f"  {row['strategy']}: {row['mean_difference_final']:+.3f}{interval} -> "
-                  f"{row['verdict_final']}")
-    for warning in degenerate_runs(results):
-        print(f"WARNING: {warning}")
+    else:
+        print("\nIn words (test accuracy at the final budget, paired by seed):")
+        for sentence in sentences:
+            print(f"  {sentence}")
+    notes = degenerate_runs(results)
+    if notes:
+        print("\nWhat to keep in mind when reading these numbers:")
+        for note in notes:
+            print(f"  {note}")
     print(f"\nReport: {report}")
     from . import IMPORT_STARTED
 

@@ -119,10 +119,10 @@ def plot_gradcam_grid(out_dir, dataset, strategies, seed=0, n_samples=4, path=No
     from ._run import estimator_template
 
     cfg = json.loads((Path(out_dir) / "config.json").read_text())
-    estimator = estimator if estimator is not None else estimator_template(cfg)
     models, queried, labelled = {}, {}, set()
     for name in strategies:
-        models[name], progress = _final_estimator(out_dir, name, seed, estimator)
+        template = estimator if estimator is not None else estimator_template(cfg, name)
+        models[name], progress = _final_estimator(out_dir, name, seed, template)
         queried[name] = json.loads(progress["rows"][-1]["queried"])[:n_samples]
         labelled.update(progress["labelled"])
     rng = np.random.RandomState(random_state)

@@ -9,7 +9,8 @@ from ._plots import METRIC_LABELS, plot_gradcam_grid, plot_learning_curves
 from ._run import ATTENTION_METRICS, load_results
 from ._stats import learning_curve_area, paired_comparison
 
-__all__ = ["degenerate_runs", "summary_table", "verdict_table", "write_report"]
+__all__ = ["comparison_sentences", "degenerate_runs", "summary_table", "verdict_table",
+           "write_report"]
 
 
 def summary_table(results, metric="accuracy", fmt="{:.3f}"):
@@ -30,34 +31,41 @@ def _markdown(table, index_name):
 
 
 def degenerate_runs(results):
-    """Plain-words warnings for rounds whose model is degenerate.
+    """Plain-words notes on rounds whose models are degenerate, one per number of labels.
 
-    A model that predicts one class for the whole test split, or whose
-    Grad-CAM maps are all zero for most test images, produces numbers that
-    look like results but mean little; each such (strategy, seed) is listed
-    with the affected label counts.
+    A model that predicts one class for the whole test split, or whose Grad-CAM
+    maps are all zero for most test images, produces numbers that look like
+    results but mean little. Each note says at how many labels it happened, to
+    how many of the models trained there, and which (every strategy, or the
+    strategies and seeds).
     """
     notes = []
-    if "n_predicted_classes" in results:
-        bad = results[results["n_predicted_classes"] <= 1]
-        for name, part in bad.groupby("strategy", sort=False):
-            notes.append(f"`{name}` predicts a single class for the whole test split "
-                         f"({_where(part)}): its accuracy there is the share of that class, "
-                         "not learning.")
-    if "blank_map_fraction" in results:
-        bad = results[results["blank_map_fraction"] > 0.5]
-        for name, part in bad.groupby("strategy", sort=False):
-            share = part["blank_map_fraction"].max()
-            notes.append(f"`{name}`: Grad-CAM maps are all zero for up to {share:.0%} of test "
-                         f"images ({_where(part)}); attention metrics there describe blank maps.")
+    checks = [("n_predicted_classes", lambda v: v <= 1,
+               "still predict{s} one class for every test image, so accuracy there is that "
+               "class's share of the test set, not learning"),
+              ("blank_map_fraction", lambda v: v > 0.5,
+               "give{s} blank (all-zero) Grad-CAM maps for most test images, so attention "
+               "numbers there describe blank maps")]
+    strategies = list(dict.fromkeys(results["strategy"]))
+    for column, is_bad, what in checks:
+        if column not in results:
+            continue
+        bad = results[is_bad(results[column])]
+        for n, part in bad.groupby("n_labelled"):
+            total = int((results["n_labelled"] == n).sum())
+            runs = part[["strategy", "seed"]].drop_duplicates()
+            names = list(dict.fromkeys(runs["strategy"]))
+            if len(names) == len(strategies) and len(strategies) > 1:
+                who = "of every strategy"
+            else:
+                who = "; ".join(f"`{name}` seed{'s' * (len(seeds) > 1)} "
+                                f"{', '.join(map(str, seeds))}" for name, seeds in
+                                ((nm, sorted(runs[runs['strategy'] == nm]['seed'].tolist()))
+                                 for nm in names))
+            count = len(runs)
+            notes.append(f"At {n} labels {count} of {total} models ({who}) "
+                         + what.format(s="s" if count == 1 else "") + ".")
     return notes
-
-
-def _where(part):
-    """'seed 0 at 30, 50 labels; seed 1 at 30 labels'."""
-    return "; ".join(
-        f"seed {seed} at {', '.join(map(str, sorted(p['n_labelled'].unique())))} labels"
-        for seed, p in part.groupby("seed"))
 
 
 def verdict_table(results, metric="accuracy", reference="random"):
@@ -68,6 +76,66 @@ def verdict_table(results, metric="accuracy", reference="random"):
     return table
 
 
+def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seeds=5):
+    """One plain sentence per ``(strategy, reference)`` pair, made from the numbers.
+
+    Each says who won at the final budget and by how much, with the 95 %
+    bootstrap interval of the per-seed difference, and whether that is a verdict
+    (the interval excludes 0, from at least ``min_seeds`` seeds) or not, and why.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        As from :func:`run_experiment`.
+    pairs : sequence of (str, str)
+    metric : str
+    names : dict, optional
+        Strategy name -> words (default: the name in backticks).
+    min_seeds : int
+
+    Returns
+    -------
+    list of str
+    """
+    names = names or {}
+    budget = int(results["n_labelled"].max())
+    unit = "accuracy points" if metric == "accuracy" else f"points of {metric}"
+    out = []
+    for strategy, reference in pairs:
+        table = paired_comparison(results, metric, reference, summary="final",
+                                  min_seeds=min_seeds).set_index("strategy")
+        row = table.loc[strategy]
+        who, other = names.get(strategy, f"`{strategy}`"), names.get(reference, f"`{reference}`")
+        diff, lo, hi, n = (row["mean_difference"], row["ci_low"], row["ci_high"],
+                           int(row["n_seeds"]))
+        if diff > 0:
+            verb = f"beat {other} by {100 * diff:.1f} {unit}"
+        elif diff < 0:
+            verb = f"lost to {other} by {100 * -diff:.1f} {unit}"
+        else:
+            verb = f"tied with {other}"
+        interval = ("" if np.isnan(lo) else
+                    f" (95 % interval of the difference {100 * lo:+.1f} to {100 * hi:+.1f} "
+                    f"over {n} seeds)")
+        if n < min_seeds:
+            verdict = f"not a verdict: {n} seed(s) are too few (it takes {min_seeds})"
+        elif row["verdict"] in ("better", "worse"):
+            verdict = "a verdict, as the interval excludes 0"
+        else:
+            verdict = "not a verdict: the interval includes 0, so this may be chance"
+        sentence = f"At {budget} labels {who} {verb}{interval}: {verdict}."
+        out.append(sentence[0].upper() + sentence[1:])
+    return out
+
+
+def _training(params):
+    """'cross-entropy only' or 'cross-entropy + 0.1 x the `dice` attention loss ...'."""
+    roi_loss = str(params.get("roi_loss", "None")).strip("'")
+    return ("cross-entropy only" if roi_loss == "None" else
+            f"cross-entropy + {params.get('roi_weight')} x the `{roi_loss}` attention loss "
+            "on the labelled images' ROIs")
+
+
 def _fmt_diff(row, suffix):
     mean, lo, hi = (row[f"{k}_{suffix}"] for k in ("mean_difference", "ci_low", "ci_high"))
     ci = "" if np.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"
@@ -76,7 +144,7 @@ def _fmt_diff(row, suffix):
 
 
 def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"),
-                 grid_strategies=None, reference="random", test_set=None):
+                 grid_strategies=None, reference="random", test_set=None, in_words=None):
     """Write ``report.md`` and PNGs (learning curves; Grad-CAM grid if ``dataset`` is given).
 
     The report states the data and protocol, warns about degenerate runs,
@@ -85,6 +153,9 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
     strategies, a paired verdict per strategy (better / worse / no detectable
     difference, from the 95 % bootstrap interval of the per-seed difference)
     at the final budget and by area under the learning curve.
+
+    ``in_words``: sentences (see :func:`comparison_sentences`) put at the top of
+    the report, under "In words".
 
     ``test_set`` is the experiment's explicit test set, if it had one: the
     Grad-CAM grid then shows test images from it (without it, such a grid
@@ -118,16 +189,21 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
         "",
     ]
     params = config.get("estimator_params", {})
-    roi_loss = params.get("roi_loss", "None").strip("'")
-    lines += ["Training: " + ("cross-entropy only." if roi_loss == "None" else
-                              f"cross-entropy + {params.get('roi_weight')} x the `{roi_loss}` "
-                              "attention loss on the labelled images' ROIs."), ""]
+    lines += ["Training: " + _training(params) + "."]
+    for name, spec in config["strategies"].items():
+        own = spec.get("estimator_params")
+        if own:
+            lines[-1] += f" `{name}`: {_training(dict(params, **own))}."
+    lines.append("")
     note = config.get("extra", {}).get("note")
     if note:
         lines += [note, ""]
+    if in_words:
+        lines += ["## In words", ""] + [f"- {w}" for w in in_words] + [""]
     warnings = degenerate_runs(results)
     if warnings:
-        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+        lines += ["## What to keep in mind when reading these numbers", ""] \
+            + [f"- {w}" for w in warnings] + [""]
     strategies = list(dict.fromkeys(results["strategy"]))
     if reference in strategies and len(strategies) > 1:
         lines += [f"## Verdicts against `{reference}` (paired by seed)", "",

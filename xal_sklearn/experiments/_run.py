@@ -47,19 +47,30 @@ _STATE_VERSION = 2
 
 def _normalise_strategies(strategies):
     if not isinstance(strategies, dict) or not strategies:
-        raise ValueError("strategies must be a non-empty dict: name -> callable or "
-                         "(callable, kwargs).")
+        raise ValueError("strategies must be a non-empty dict: name -> callable, "
+                         "(callable, kwargs) or (callable, kwargs, estimator_params).")
     out = {}
     for name, spec in strategies.items():
-        func, kwargs = spec if isinstance(spec, tuple) else (spec, {})
+        spec = spec if isinstance(spec, tuple) else (spec,)
+        if not 1 <= len(spec) <= 3:
+            raise ValueError(f"Strategy {name!r}: give a callable, (callable, kwargs) or "
+                             "(callable, kwargs, estimator_params).")
+        func, kwargs, params = (tuple(spec) + ({}, {}))[:3]
         if not callable(func):
             raise TypeError(f"Strategy {name!r} is not callable: {func!r}.")
         if not isinstance(kwargs, dict):
             raise TypeError(f"Keyword arguments of strategy {name!r} must be a dict.")
+        if not isinstance(params, dict):
+            raise TypeError(f"Estimator parameters of strategy {name!r} must be a dict.")
         if "/" in name or name.startswith("."):
             raise ValueError(f"Strategy name {name!r} may not contain '/' or start with '.'.")
-        out[str(name)] = (func, dict(kwargs))
+        out[str(name)] = (func, dict(kwargs), dict(params))
     return out
+
+
+def _strategy_estimator(estimator, params, seed):
+    """The unfitted estimator of one run: the template with the strategy's own parameters."""
+    return _set_random_state(clone(estimator).set_params(**params), seed)
 
 
 def _qualname(func):
@@ -137,15 +148,21 @@ def _template(estimator):
     return dict(simple, optimizer=params["optimizer"].__name__)
 
 
-def estimator_template(config):
-    """The unfitted network of an experiment, rebuilt from its ``config.json`` (no code run)."""
+def estimator_template(config, strategy=None):
+    """The unfitted network of an experiment, rebuilt from its ``config.json`` (no code run).
+
+    With ``strategy``, that strategy's own estimator parameters are applied.
+    """
     from ..classifier import CNNClassifier
 
     template = config.get("template")
     if not template:
         raise ValueError("This experiment's network cannot be rebuilt from config.json (it is "
                          "not a CNNClassifier with SmallCNN); pass estimator=.")
-    return CNNClassifier(**dict(template, optimizer=_OPTIMIZERS[template["optimizer"]]))
+    params = {} if strategy is None else \
+        config["strategies"][strategy].get("estimator_params", {})
+    return CNNClassifier(**dict(template, optimizer=_OPTIMIZERS[template["optimizer"]],
+                                **params))
 
 
 def _set_random_state(estimator, seed):
@@ -229,8 +246,8 @@ def _scores_logged(learner, n):
     return out
 
 
-def _run_one(estimator, dataset, test_set, name, func, kwargs, seed, cfg, out_dir, threads,
-             progress):
+def _run_one(estimator, dataset, test_set, name, func, kwargs, params, seed, cfg, out_dir,
+             threads, progress):
     from tqdm.auto import tqdm
 
     start = time.monotonic()
@@ -240,7 +257,7 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, seed, cfg, out_di
     rng = np.random.RandomState(seed)
     initial = np.sort(rng.choice(train, cfg["initial_size"], replace=False))
     ckpt = _checkpoint_path(out_dir, name, seed) if out_dir is not None else None
-    learner = ActiveLearner(_set_random_state(clone(estimator), seed), query_strategy=func,
+    learner = ActiveLearner(_strategy_estimator(estimator, params, seed), query_strategy=func,
                             random_state=seed)
 
     def evaluate():
@@ -254,7 +271,7 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, seed, cfg, out_di
     if saved is not None:  # resume after the last finished round
         labelled, rows = np.asarray(saved["labelled"], dtype=np.intp), saved["rows"]
         learner = ActiveLearner.load(resolve_folder(ckpt) / "learner",
-                                     _set_random_state(clone(estimator), seed), func,
+                                     _strategy_estimator(estimator, params, seed), func,
                                      X_training=X[labelled], y_training=y[labelled],
                                      roi_training=_masks(dataset, labelled))
         chance = {k: v for k, v in rows[0].items() if k.startswith("chance_")}
@@ -394,10 +411,14 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         As returned by :mod:`xal_sklearn.datasets` (``X``, ``y``,
         ``roi_masks``, ``roi_available``, ``groups``, ``target_names``).
     strategies : dict
-        ``name -> callable`` or ``name -> (callable, kwargs)`` with modAL's
-        signature, e.g. ``{"random": random_sampling, "dual a=0.3":
-        (dual_criterion_sampling, {"alpha": 0.3})}``. Strategies that take
-        ``roi_masks`` get the pool's masks.
+        ``name -> callable``, ``name -> (callable, kwargs)`` or ``name ->
+        (callable, kwargs, estimator_params)`` with modAL's signature, e.g.
+        ``{"random": random_sampling, "dual a=0.3": (dual_criterion_sampling,
+        {"alpha": 0.3}), "dual a=0.3+roi": (dual_criterion_sampling, {"alpha":
+        0.3}, {"roi_loss": "dice"})}``. Strategies that take ``roi_masks`` get
+        the pool's masks; ``estimator_params`` are set on that strategy's copy
+        of ``estimator`` (so one experiment compares training with and without
+        an ROI loss, paired by seed).
     initial_size, query_size, budget : int
         Labels at the start, per round, and in total.
     seeds : sequence of int
@@ -453,6 +474,11 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
     so calling again resumes with results identical to an uninterrupted run.
     """
     strategies = _normalise_strategies(strategies)
+    for name, (_, _, params) in strategies.items():
+        try:  # a wrong parameter name is refused now, not in the middle of the runs
+            clone(estimator).set_params(**params)
+        except ValueError as exc:
+            raise ValueError(f"Estimator parameters of strategy {name!r}: {exc}") from None
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct integers, got {seeds!r}.")
@@ -490,8 +516,11 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         "dataset": {"n_samples": len(y), "image_shape": list(np.shape(dataset["X"])[1:]),
                     "n_classes": n_classes, "fingerprint": _fingerprint(dataset),
                     "target_names": [str(t) for t in dataset.get("target_names", [])]},
-        "strategies": {n: {"function": _qualname(f), "kwargs": {k: _jsonable(v) for k, v in kw.items()}}
-                       for n, (f, kw) in strategies.items()},
+        "strategies": {n: dict({"function": _qualname(f),
+                                "kwargs": {k: _jsonable(v) for k, v in kw.items()}},
+                               **({"estimator_params": {k: _jsonable(v) for k, v in p.items()}}
+                                  if p else {}))
+                       for n, (f, kw, p) in strategies.items()},
         "initial_size": int(initial_size), "query_size": int(query_size), "budget": int(budget),
         "seeds": seeds, "test_size": float(test_size), "n_classes": n_classes,
         "test_set": None if test_set is None else {
