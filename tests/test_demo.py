@@ -1,0 +1,107 @@
+"""The demo runs the full method against its baselines and ablations and says in words
+what happened (issue 16, part 3)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xal_sklearn import CNNClassifier, dual_criterion_sampling, random_sampling
+from xal_sklearn.cli import _describe, _strategies, main
+from xal_sklearn.datasets import make_lesion_phantoms
+from xal_sklearn.experiments import comparison_sentences, load_results, run_experiment
+
+
+def _table(diffs, seeds=5, budget=110):
+    """Results where strategy 'full' differs from 'random' by ``diffs[seed]`` at the end."""
+    rows = []
+    for seed in range(seeds):
+        for name, final in (("random", 0.70), ("full", 0.70 + diffs[seed])):
+            for n, acc in ((30, 0.5), (budget, final)):
+                rows.append({"strategy": name, "seed": seed, "n_labelled": n, "accuracy": acc})
+    return pd.DataFrame(rows)
+
+
+def test_sentence_says_when_the_method_loses():
+    results = _table([-0.05, -0.04, -0.06, -0.05, -0.03])
+    sentence, = comparison_sentences(results, [("full", "random")],
+                                     names={"full": "the full method",
+                                            "random": "random selection"})
+    assert sentence.startswith("At 110 labels the full method lost to random selection by "
+                               "4.6 accuracy points")
+    from scipy import stats
+
+    ci = stats.bootstrap((np.array([-0.05, -0.04, -0.06, -0.05, -0.03]),), np.mean,
+                         n_resamples=10000, method="percentile",
+                         random_state=0).confidence_interval
+    assert (f"(95 % interval of the difference {100 * ci.low:+.1f} to {100 * ci.high:+.1f} "
+            "over 5 seeds)") in sentence
+    assert sentence.endswith("a verdict, as the interval excludes 0.")
+
+
+def test_sentences_for_a_win_a_draw_and_too_few_seeds():
+    win, = comparison_sentences(_table([0.05, 0.04, 0.06, 0.05, 0.03]), [("full", "random")])
+    assert "`full` beat `random` by 4.6 accuracy points" in win and "a verdict" in win
+    draw, = comparison_sentences(_table([0.05, -0.04, 0.02, -0.03, 0.01]), [("full", "random")])
+    assert "not a verdict: the interval includes 0, so this may be chance" in draw
+    few, = comparison_sentences(_table([0.05, 0.04], seeds=2), [("full", "random")])
+    assert "not a verdict: 2 seed(s) are too few (it takes 5)" in few
+
+
+def test_cli_builds_the_five_arms():
+    roi = {"roi_loss": "dice", "roi_weight": 0.1}
+    arms = _strategies(["random", "entropy", "dual", "random+roi", "dual+roi"], [0.3],
+                       "entropy", "soft_dice", roi)
+    assert list(arms) == ["random", "entropy", "dual a=0.3", "random+roi", "dual a=0.3+roi"]
+    assert len(arms["dual a=0.3"]) == 2 and arms["dual a=0.3+roi"][2] == roi
+    assert arms["dual a=0.3+roi"][:2] == arms["dual a=0.3"]
+    assert _describe("dual a=0.3+roi").startswith("the full method (dual-criterion")
+    assert _describe("dual a=0.3") == "dual-criterion selection (a=0.3) without the ROI loss"
+    assert _describe("random+roi") == "random selection with the ROI loss"
+
+
+def test_strategy_estimator_params_pair_by_seed(tmp_path):
+    data = make_lesion_phantoms(60, 32, shortcut=1.0, random_state=0)
+    net = CNNClassifier(n_classes=3, max_epochs=1)
+    strategies = {"random": random_sampling,
+                  "random+roi": (random_sampling, {}, {"roi_loss": "dice", "roi_weight": 0.5}),
+                  "dual+roi": (dual_criterion_sampling, {"alpha": 0.3}, {"roi_loss": "dice"})}
+    table = run_experiment(net, data, strategies, initial_size=10, query_size=5, budget=15,
+                           seeds=[0], out_dir=tmp_path / "r")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["strategies"]["random+roi"]["estimator_params"] == {"roi_loss": "dice",
+                                                                      "roi_weight": 0.5}
+    assert "estimator_params" not in config["strategies"]["random"]
+    first = table[table["round"] == 1].set_index("strategy")["queried"]
+    assert first["random"] == first["random+roi"]  # same seed, same random queries
+    acc = table[table["round"] == 1].set_index("strategy")["attention_roi_auc"]
+    assert acc["random"] != acc["random+roi"]  # but another training
+    from xal_sklearn.experiments._run import estimator_template
+
+    assert estimator_template(config, "random+roi").roi_weight == 0.5
+    assert estimator_template(config, "random").roi_loss is None
+    with pytest.raises(ValueError, match="strategy 'bad'.*Invalid parameter 'roi_los'"):
+        run_experiment(net, data, {"bad": (random_sampling, {}, {"roi_los": "dice"})},
+                       initial_size=10, query_size=5, budget=15, seeds=[0],
+                       out_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    # resuming restores each arm's own estimator
+    again = run_experiment(net, data, strategies, initial_size=10, query_size=5, budget=15,
+                           seeds=[0], out_dir=tmp_path / "r")
+    pd.testing.assert_frame_equal(again, load_results(tmp_path / "r"))
+
+
+def test_demo_output_ends_in_sentences(tmp_path, capsys):
+    assert main(["run", "--n-samples", "90", "--image-size", "32", "--initial", "30",
+                 "--query-size", "10", "--budget", "40", "--seeds", "2", "--epochs", "2",
+                 "--out", str(tmp_path / "d"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "strategies random, entropy, dual a=0.3, random+roi, dual a=0.3+roi" in out
+    assert "for the +roi strategies" in out
+    words = out[out.index("In words"):]
+    assert words.count("At 40 labels the full method") == 4
+    assert "WARNING" not in out
+    report = (tmp_path / "d" / "report.md").read_text()
+    assert "## In words" in report and "`dual a=0.3+roi`: cross-entropy + 0.1 x" in report
+    assert np.isfinite(load_results(tmp_path / "d")["accuracy"]).all()
