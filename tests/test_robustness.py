@@ -224,12 +224,15 @@ def test_degenerate_runs_are_flagged():
                           "n_labelled": [10, 20, 10], "n_predicted_classes": [1, 3, 3],
                           "blank_map_fraction": [0.0, 0.0, 1.0]})
     notes = degenerate_runs(table)
-    assert "At 10 labels 1 of 2 models (`a` seed 0) still predicts one class for every test " \
-        "image" in notes[0] and "not learning" in notes[0]
-    assert notes[1].startswith("At 10 labels 1 of 2 models (`b` seed 0) gives blank")
+    assert "At 10 labels 1 of the 2 models (`a` seed 0) still predicts one class for every " \
+        "test image" in notes[0] and "not learning" in notes[0]
+    assert notes[1].startswith("At 10 labels 1 of the 2 models (`b` seed 0) gives blank")
     assert len(notes) == 2
     both = table.assign(n_predicted_classes=[1, 3, 1])
-    assert "2 of 2 models (of every strategy)" in degenerate_runs(both)[0]
+    assert "2 of the 2 models (all of them)" in degenerate_runs(both)[0]
+    some = pd.concat([table, table.assign(seed=1)]).assign(n_predicted_classes=[1, 3, 3, 3, 3, 1],
+                                                           blank_map_fraction=0.0)
+    assert "2 of the 4 models (some of every strategy)" in degenerate_runs(some)[0]
     assert degenerate_runs(table.assign(n_predicted_classes=3, blank_map_fraction=0)) == []
 
 

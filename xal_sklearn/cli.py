@@ -72,7 +72,7 @@ def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise", s
 
     kind, _, path = spec.partition(":")
     if kind == "phantoms":
-        size = image_size or 48
+        size = image_size or 32
         # with --shortcut, the injected feature replaces the phantoms' own corner marker
         train = make_lesion_phantoms(n_samples, size, shortcut=0.9 if shortcut is None else 0.0,
                                      random_state=seed)
@@ -171,7 +171,8 @@ def _parser():
                                  "as the oracle, then write a report.")
     run.add_argument("--data", default="phantoms",
                      help="phantoms | folder:PATH | brain-tumor-figshare:PATH")
-    run.add_argument("--n-samples", type=int, default=600, help="phantoms only")
+    run.add_argument("--n-samples", type=int, default=400,
+                     help="phantoms only: pool size (the test set is half as large)")
     run.add_argument("--shortcut", default=None, metavar="KIND[:AGREE]",
                      help="inject a spurious feature into the pool that agrees with the "
                           "label with probability AGREE (default 0.9) and is independent of "
@@ -200,7 +201,7 @@ def _parser():
                      help="number of seeds (0, 1, ...); default 2 for phantoms, 5 otherwise")
     run.add_argument("--test-size", type=float, default=0.2, help="fraction of groups")
     run.add_argument("--image-size", type=int, default=None,
-                     help="side in pixels; default 48 for phantoms, 128 otherwise")
+                     help="side in pixels; default 32 for phantoms, 128 otherwise")
     run.add_argument("--epochs", type=int, default=30,
                      help="training epochs each time the network is fitted")
     run.add_argument("--batch-size", type=int, default=32, help="training mini-batch size")

@@ -1,7 +1,8 @@
 """Active-learning simulations: learning curves, resumable runs, plots and reports."""
 
 from ._plots import plot_gradcam_grid, plot_learning_curves
-from ._report import comparison_sentences, degenerate_runs, summary_table, verdict_table, write_report
+from ._report import (comparison_sentences, degenerate_runs, summary_table, verdict_table,
+                      write_report)
 from ._run import ATTENTION_METRICS, METRICS, ResultsFolderError, load_results, run_experiment
 from ._stats import learning_curve_area, paired_comparison
 

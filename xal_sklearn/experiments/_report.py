@@ -55,15 +55,17 @@ def degenerate_runs(results):
             total = int((results["n_labelled"] == n).sum())
             runs = part[["strategy", "seed"]].drop_duplicates()
             names = list(dict.fromkeys(runs["strategy"]))
-            if len(names) == len(strategies) and len(strategies) > 1:
-                who = "of every strategy"
+            if len(runs) == total:
+                who = "all of them"
+            elif len(names) == len(strategies) and len(strategies) > 1:
+                who = "some of every strategy"
             else:
                 who = "; ".join(f"`{name}` seed{'s' * (len(seeds) > 1)} "
                                 f"{', '.join(map(str, seeds))}" for name, seeds in
                                 ((nm, sorted(runs[runs['strategy'] == nm]['seed'].tolist()))
                                  for nm in names))
             count = len(runs)
-            notes.append(f"At {n} labels {count} of {total} models ({who}) "
+            notes.append(f"At {n} labels {count} of the {total} models ({who}) "
                          + what.format(s="s" if count == 1 else "") + ".")
     return notes
 
