@@ -33,7 +33,7 @@ def _strategies(names, alphas, uncertainty, alignment, roi_params=None):
 
     out = {}
     for full in names:
-        name, roi = (full[:-len(ROI_SUFFIX)], True) if full.endswith(ROI_SUFFIX) else (full, False)
+        name, roi = full.removesuffix(ROI_SUFFIX), full.endswith(ROI_SUFFIX)
         suffix, extra = (ROI_SUFFIX, (roi_params,)) if roi else ("", ())
         if name == "dual":
             for a in alphas:
@@ -51,8 +51,7 @@ def _strategies(names, alphas, uncertainty, alignment, roi_params=None):
 
 def _describe(name):
     """A strategy's name in words, for the closing sentences."""
-    roi = name.endswith(ROI_SUFFIX)
-    base = name[:-len(ROI_SUFFIX)] if roi else name
+    roi, base = name.endswith(ROI_SUFFIX), name.removesuffix(ROI_SUFFIX)
     words = {"random": "random selection", "entropy": "entropy selection",
              "margin": "margin selection", "least_confident": "least-confidence selection",
              "misalignment": "misalignment selection"}.get(base)
@@ -378,11 +377,14 @@ def _run(args):
                         roi_loss=None if arms else args.roi_loss,
                         roi_weight=args.roi_weight, device=args.device,
                         precision=args.precision)
-    note = (DEMO_NOTE if args.data == "phantoms" and args.shortcut is None else
-            f"The pool carries a spurious feature: {dataset.shortcut.description}; it agrees "
-            f"with the label in {args.shortcut[1]:.0%} of the pool and is independent of it "
-            f"in the test set, so test accuracy rewards models that learn the lesion rather "
-            f"than the feature." if args.shortcut else None)
+    note = None
+    if args.shortcut:
+        note = (f"The pool carries a spurious feature: {dataset.shortcut.description}; it "
+                f"agrees with the label in {args.shortcut[1]:.0%} of the pool and is "
+                "independent of it in the test set, so test accuracy rewards models that "
+                "learn the lesion rather than the feature.")
+    elif args.data == "phantoms":
+        note = DEMO_NOTE
     print(f"xal run: {description}, {len(dataset.y)} images of "
           f"{'x'.join(map(str, dataset.X.shape[1:]))}; strategies "
           f"{', '.join(strategies)}; {args.seeds} seed(s); training with "

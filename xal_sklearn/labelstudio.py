@@ -226,6 +226,12 @@ def _check_unchanged(xal_id, labels, imported):
                          "label is not supported")
 
 
+def _choices(result):
+    """The class choices in an annotation's result items."""
+    return [c for item in result if item.get("type") == "choices"
+            for c in (item.get("value") or {}).get("choices", [])]
+
+
 def _one_task(task, expected, classes, imported=None):
     data = task.get("data") if isinstance(task, dict) else None
     if not isinstance(data, dict) or "xal_id" not in data:
@@ -236,9 +242,7 @@ def _one_task(task, expected, classes, imported=None):
         raise ValueError(f"data.xal_id {data['xal_id']!r} is not an id") from None
     done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     if xal_id not in expected and imported and xal_id in imported:
-        _check_unchanged(xal_id, [c for a in done for item in a.get("result") or []
-                                  if item.get("type") == "choices"
-                                  for c in (item.get("value") or {}).get("choices", [])],
+        _check_unchanged(xal_id, [c for a in done for c in _choices(a.get("result") or [])],
                          imported)
         return None
     if xal_id not in expected:
@@ -252,8 +256,7 @@ def _one_task(task, expected, classes, imported=None):
     answers = []
     for a in done:
         result = a.get("result") or []
-        labels = [c for item in result if item.get("type") == "choices"
-                  for c in (item.get("value") or {}).get("choices", [])]
+        labels = _choices(result)
         if len(labels) != 1:
             raise ValueError(f"annotation {a.get('id')} has {len(labels)} class choices; "
                              "need exactly one")

@@ -225,7 +225,7 @@ def read_coco(path, roi_categories=None):
 
 def check_coco_matches(coco, image_names):
     """Refuse annotations of images that the manifest does not list (by annotation id)."""
-    matched = {coco.image_for(name)[0] for name in image_names if coco.image_for(name)}
+    matched = {image[0] for image in map(coco.image_for, image_names) if image is not None}
     orphans = [(ann.get("id"), image_id) for image_id, anns in coco.annotations.items()
                if image_id not in matched for ann in anns]
     by_id = {v[0]: k for k, v in coco.images.items()}

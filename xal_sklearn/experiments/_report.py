@@ -54,17 +54,15 @@ def degenerate_runs(results):
         for n, part in bad.groupby("n_labelled"):
             total = int((results["n_labelled"] == n).sum())
             runs = part[["strategy", "seed"]].drop_duplicates()
-            names = list(dict.fromkeys(runs["strategy"]))
-            if len(runs) == total:
+            seeds = runs.groupby("strategy", sort=False)["seed"].apply(sorted)
+            count = len(runs)
+            if count == total:
                 who = "all of them"
-            elif len(names) == len(strategies) and len(strategies) > 1:
+            elif len(seeds) == len(strategies) > 1:
                 who = "some of every strategy"
             else:
-                who = "; ".join(f"`{name}` seed{'s' * (len(seeds) > 1)} "
-                                f"{', '.join(map(str, seeds))}" for name, seeds in
-                                ((nm, sorted(runs[runs['strategy'] == nm]['seed'].tolist()))
-                                 for nm in names))
-            count = len(runs)
+                who = "; ".join(f"`{name}` seed{'s' * (len(s) > 1)} {', '.join(map(str, s))}"
+                                for name, s in seeds.items())
             notes.append(f"At {n} labels {count} of the {total} models ({who}) "
                          + what.format(s="s" if count == 1 else "") + ".")
     return notes
