@@ -12,7 +12,10 @@ import time
 IMPORT_STARTED = time.monotonic()
 
 from .alignment import dice, iou, mass_in_roi, pointing_game, roi_auc, soft_dice
+from .baselines import (badge_sampling, bald_sampling, coreset_sampling, from_skactiveml,
+                        probcover_sampling, typiclust_sampling)
 from .classifier import CNNClassifier
+from .embedding import pool_embeddings
 from .gradcam import gradcam
 from .learner import ActiveLearner
 from .modules import SmallCNN
@@ -27,17 +30,24 @@ __all__ = [
     "ActiveLearner",
     "CNNClassifier",
     "SmallCNN",
+    "badge_sampling",
+    "bald_sampling",
+    "coreset_sampling",
     "dice",
     "dual_criterion_sampling",
+    "from_skactiveml",
     "gradcam",
     "iou",
     "mass_in_roi",
     "misalignment_sampling",
     "normalized_uncertainty",
     "pointing_game",
+    "pool_embeddings",
+    "probcover_sampling",
     "random_sampling",
     "roi_auc",
     "score_pool",
     "soft_dice",
+    "typiclust_sampling",
     "uncertainty_sampling",
 ]

@@ -15,7 +15,12 @@ from .classifier import PRECISIONS
 from .roi_loss import ROI_LOSSES
 from .uncertainty import UNCERTAINTY_MEASURES
 
-STRATEGY_NAMES = ("random", "entropy", "margin", "least_confident", "misalignment", "dual")
+#: ``xal run --strategies`` names: ours, then the field's baselines (scikit-activeml).
+STRATEGY_NAMES = ("random", "entropy", "margin", "least_confident", "bald", "badge", "coreset",
+                  "typiclust", "probcover", "misalignment", "dual", "dual_kcenter",
+                  "dual_cluster")
+#: The MC dropout probability the ``bald`` arm trains with (the others train without dropout).
+BALD_DROPOUT = 0.25
 #: A strategy name ending in this trains with the ROI loss (the other arms without).
 ROI_SUFFIX = "+roi"
 DEFAULT_STRATEGIES = "random,entropy,dual,random+roi,dual+roi"
@@ -28,24 +33,35 @@ DEMO_NOTE = ("The demo trains on synthetic phantoms whose corner marker agrees w
 
 def _strategies(names, alphas, uncertainty, alignment, roi_params=None):
     """name -> strategy spec for run_experiment; ``+roi`` arms carry ``roi_params``."""
-    from . import (dual_criterion_sampling, misalignment_sampling, random_sampling,
-                   uncertainty_sampling)
+    from . import (badge_sampling, bald_sampling, coreset_sampling, dual_criterion_sampling,
+                   misalignment_sampling, probcover_sampling, random_sampling,
+                   typiclust_sampling, uncertainty_sampling)
 
+    baselines = {"bald": bald_sampling, "badge": badge_sampling, "coreset": coreset_sampling,
+                 "typiclust": typiclust_sampling, "probcover": probcover_sampling}
     out = {}
     for full in names:
         name, roi = full.removesuffix(ROI_SUFFIX), full.endswith(ROI_SUFFIX)
-        suffix, extra = (ROI_SUFFIX, (roi_params,)) if roi else ("", ())
-        if name == "dual":
+        suffix = ROI_SUFFIX if roi else ""
+        params = dict(roi_params) if roi else {}
+        if name == "bald":  # MC dropout needs dropout in front of the head
+            params["module__dropout"] = BALD_DROPOUT
+        if name.startswith("dual"):
+            diversity = {"dual": None, "dual_kcenter": "kcenter", "dual_cluster": "cluster"}[name]
             for a in alphas:
-                out[f"dual a={a:g}{suffix}"] = (dual_criterion_sampling, {
-                    "alpha": a, "uncertainty": uncertainty, "alignment": alignment}) + extra
+                kwargs = {"alpha": a, "uncertainty": uncertainty, "alignment": alignment}
+                if diversity:
+                    kwargs["diversity"] = diversity
+                out[f"{name} a={a:g}{suffix}"] = (dual_criterion_sampling, kwargs, params)
         elif name == "misalignment":
             out[name + suffix] = (misalignment_sampling, {"uncertainty": uncertainty,
-                                                          "alignment": alignment}) + extra
+                                                          "alignment": alignment}, params)
         elif name == "random":
-            out[name + suffix] = (random_sampling, {}) + extra
+            out[name + suffix] = (random_sampling, {}, params)
+        elif name in baselines:
+            out[name + suffix] = (baselines[name], {}, params)
         else:  # ranks as modAL's entropy / margin / uncertainty sampling
-            out[name + suffix] = (uncertainty_sampling, {"uncertainty": name}) + extra
+            out[name + suffix] = (uncertainty_sampling, {"uncertainty": name}, params)
     return out
 
 
@@ -54,9 +70,14 @@ def _describe(name):
     roi, base = name.endswith(ROI_SUFFIX), name.removesuffix(ROI_SUFFIX)
     words = {"random": "random selection", "entropy": "entropy selection",
              "margin": "margin selection", "least_confident": "least-confidence selection",
+             "bald": "BALD (MC dropout)", "badge": "BADGE", "coreset": "core-set selection",
+             "typiclust": "TypiClust", "probcover": "ProbCover",
              "misalignment": "misalignment selection"}.get(base)
     if words is None and base.startswith("dual"):
-        words = f"dual-criterion selection ({base.split(' ', 1)[1]})"
+        kind, _, setting = base.partition(" ")
+        spread = {"dual_kcenter": " with k-center diversity",
+                  "dual_cluster": " with cluster diversity"}.get(kind, "")
+        words = f"dual-criterion selection{spread} ({setting})"
         if roi:
             return f"the full method ({words} + ROI loss)"
         return f"{words} without the ROI loss"
@@ -180,7 +201,11 @@ def _parser():
     run.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                      help=f"comma-separated, of {', '.join(STRATEGY_NAMES)}; a name ending in "
                           f"{ROI_SUFFIX} trains with the ROI loss (--roi-loss, default dice), "
-                          "the others without. The default compares the full method "
+                          "the others without. bald, badge, coreset, typiclust and probcover "
+                          "are scikit-activeml's on the network's features (bald trains with "
+                          f"dropout {BALD_DROPOUT:g} and draws 20 MC dropout samples); "
+                          "dual_kcenter and dual_cluster spread the dual batch over the "
+                          "feature space. The default compares the full method "
                           "(dual+roi) with random, entropy and the two ablations")
     run.add_argument("--alpha", default="0.3", help="comma-separated alphas for dual")
     run.add_argument("--uncertainty", default="entropy", choices=UNCERTAINTY_MEASURES)

@@ -1,6 +1,7 @@
 """Per-sample acquisition scores of a pool: uncertainty, alignment, combined."""
 
 import numbers
+from contextlib import nullcontext
 
 import numpy as np
 from sklearn.utils import Bunch
@@ -8,6 +9,7 @@ from sklearn.utils import Bunch
 from ._pool import iter_pool, pool_length, progress_bar
 from ._validation import check_alpha, resolve_estimator
 from .alignment import alignment_t, check_alignment_name
+from .embedding import EmbeddingCapture, gradient_embeddings
 from .gradcam import GradCAMEngine
 from .uncertainty import _uncertainty_t, check_uncertainty_name
 
@@ -30,7 +32,7 @@ def _check_missing_roi(missing_roi):
 
 def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="entropy",
                alignment="soft_dice", threshold=0.5, tolerance=0, missing_roi="uncertainty",
-               layer=None,
+               layer=None, embeddings=False,
                batch_size=None, return_maps=False, num_workers=0, progress=None):
     """Score every pool sample for explainability-guided active learning.
 
@@ -73,6 +75,12 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
         convolution.
     batch_size : int, optional
         Default: the estimator's ``batch_size``.
+    embeddings : bool or "gradient", default=False
+        Also return the penultimate features (the input of the network's last
+        linear layer), captured in the same forward pass; ``"gradient"`` adds
+        BADGE's gradient embeddings, computed from the features and the
+        probabilities without another backward pass (see
+        :mod:`xal_sklearn.embedding`). The network needs a linear head.
     return_maps : bool, default=False
         Also return the Grad-CAM maps (N, H, W) or (N, D, H, W) -- only for small pools.
     num_workers : int, default=0
@@ -90,8 +98,11 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
         (higher is queried first), ``blank_map`` (N,) bool (the Grad-CAM map
         is zero everywhere: the explained class has no positive evidence at
         that layer), ``grid_shape`` the spatial shape of the explained layer's
-        output, and ``maps`` if requested.
+        output, ``maps`` if requested, ``embeddings`` (N, D) and
+        ``gradient_embeddings`` (N, C * D) if requested.
     """
+    if embeddings not in (False, True, "gradient"):
+        raise ValueError(f'embeddings must be False, True or "gradient"; got {embeddings!r}.')
     alpha = check_alpha(alpha)
     check_uncertainty_name(uncertainty)
     check_alignment_name(alignment)
@@ -106,13 +117,19 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
     res = Bunch(proba=np.empty((n, len(net.classes_)), dtype=np.float32),
                 uncertainty=np.empty(n), alignment=np.empty(n),
                 roi_available=np.empty(n, dtype=bool), blank_map=np.empty(n, dtype=bool))
-    with GradCAMEngine(net, layer) as engine:
+    capture = EmbeddingCapture(net.module_) if embeddings else nullcontext()
+    with GradCAMEngine(net, layer) as engine, capture:
         batches = iter_pool(X_pool, roi_masks, batch_size, preprocess, num_workers)
         for x, masks, available, start in progress_bar(batches, progress, -(-n // batch_size),
                                                         "Scoring pool"):
             logits, cams = engine(x)
             proba = nonlinearity(logits)
             rows = slice(start, start + len(x))
+            if embeddings:
+                feats = capture.take(logits)
+                if "embeddings" not in res:
+                    res.embeddings = np.empty((n, feats.shape[1]), dtype=np.float32)
+                res.embeddings[rows] = feats.cpu().numpy()
             res.proba[rows] = proba.cpu().numpy()
             res.uncertainty[rows] = _uncertainty_t(proba.double(), uncertainty).cpu().numpy()
             masks = masks.to(cams.device, non_blocking=True)
@@ -126,6 +143,8 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
                 res.maps[rows] = cams.cpu().numpy()
 
     res.grid_shape = engine.grid_shape
+    if embeddings == "gradient":
+        res.gradient_embeddings = gradient_embeddings(res.proba, res.embeddings)
     res.roi_available &= ~np.isnan(res.alignment)
     res.y_pred = net.classes_[res.proba.argmax(axis=1)]
     res.misalignment = 1.0 - res.alignment
