@@ -148,15 +148,15 @@ def from_skactiveml(query_strategy, *, mc_samples=20, normalize=False, **query_k
 
     Returns
     -------
-    callable ``f(classifier, X_pool, n_instances=1, random_state=None,
-    return_scores=False, X_labeled=None, y_labeled=None, batch_size=None,
-    progress=None, **ignored)``
-        Returns distinct pool indices in the strategy's order (and with
-        ``return_scores=True`` the strategy's own utility of each at the step it
-        was chosen, as ``combined``, and its normalised entropy). The labelled
-        set comes from the active learner (ours or modAL's), or from
-        ``X_labeled``/``y_labeled`` with a bare fitted network. Other keywords
-        (``roi_masks``, ...) are ignored.
+    strategy : callable
+        With modAL's signature and these keywords: ``random_state``,
+        ``return_scores``, ``X_labeled``, ``y_labeled``, ``batch_size``,
+        ``progress``; other keywords (``roi_masks``, ...) are ignored. It
+        returns distinct pool indices in the strategy's order, and with
+        ``return_scores=True`` also the strategy's own utility of each pick at
+        the step it was chosen (as ``combined``) and its normalised entropy. The
+        labelled set comes from the active learner (ours or modAL's), or from
+        ``X_labeled`` and ``y_labeled`` with a bare fitted network.
 
     Examples
     --------
