@@ -19,6 +19,7 @@ from .embedding import pool_embeddings
 from .gradcam import gradcam
 from .learner import ActiveLearner
 from .modules import SmallCNN
+from .pretrain import EncoderWeights, pretrain_encoder
 from .scoring import score_pool
 from .strategies import (dual_criterion_sampling, misalignment_sampling, random_sampling,
                          uncertainty_sampling)
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActiveLearner",
     "CNNClassifier",
+    "EncoderWeights",
     "SmallCNN",
     "badge_sampling",
     "bald_sampling",
@@ -43,6 +45,7 @@ __all__ = [
     "normalized_uncertainty",
     "pointing_game",
     "pool_embeddings",
+    "pretrain_encoder",
     "probcover_sampling",
     "random_sampling",
     "roi_auc",

@@ -17,6 +17,7 @@ from ._dataset import ImageDataset
 from ._validation import (binarize_masks, check_device, check_images, check_input_shape,
                           check_roi_masks, probe_forward, resolve_layer)
 from .modules import SmallCNN, channels_last_weights, to_channels_last
+from .pretrain import as_encoder_weights
 from .roi_loss import check_roi_loss, roi_loss_term
 
 __all__ = ["CNNClassifier"]
@@ -116,6 +117,14 @@ class CNNClassifier(NeuralNetClassifier):
     lr_schedule : {"cosine", None}, default="cosine"
         Cosine annealing of the learning rate over each ``fit`` (restarting at
         every ``partial_fit``), or a constant rate.
+    init_weights : None, path or EncoderWeights, default=None
+        Pretrained feature-extractor weights (from
+        :func:`~xal_sklearn.pretrain_encoder`, or a file its result was saved
+        to): every ``fit`` builds the network, loads them into everything but
+        the last linear layer (which starts fresh, sized to the classes) and
+        trains from there. A file that is missing, foreign, or made for
+        another network is refused with the mismatch named, before anything
+        changes.
     precision : {"float32", "bf16-mixed"}, default="float32"
         Arithmetic of the training forward pass. ``"bf16-mixed"`` runs it under
         ``torch.autocast`` with bfloat16 (weights, gradients, optimiser state and
@@ -174,6 +183,7 @@ class CNNClassifier(NeuralNetClassifier):
         roi_warmup=0,
         lr_schedule="cosine",
         precision="float32",
+        init_weights=None,
         random_state=None,
         criterion=torch.nn.CrossEntropyLoss,
         optimizer=torch.optim.Adam,
@@ -207,6 +217,7 @@ class CNNClassifier(NeuralNetClassifier):
         self.roi_warmup = roi_warmup
         self.lr_schedule = lr_schedule
         self.precision = precision
+        self.init_weights = init_weights
         self.random_state = random_state
 
     # --- device="auto": the parameter keeps the user's value, skorch sees a real device
@@ -287,15 +298,21 @@ class CNNClassifier(NeuralNetClassifier):
             ("print_log", PrintLog()),
         ]
 
-    def initialize_module(self):
+    def _make_module(self, n_classes, in_channels):
         kwargs = self.get_params_for("module")
         if inspect.isclass(self.module):
             accepted = inspect.signature(self.module).parameters
             if "n_classes" in accepted and "n_classes" not in kwargs:
-                kwargs["n_classes"] = len(self.classes_)
+                kwargs["n_classes"] = n_classes
             if "in_channels" in accepted and "in_channels" not in kwargs:
-                kwargs["in_channels"] = getattr(self, "n_channels_in_", 1)
-        self.module_ = self.initialized_instance(self.module, kwargs)
+                kwargs["in_channels"] = in_channels
+        module = self.initialized_instance(self.module, kwargs)
+        if self.init_weights is not None:  # every fit starts from the pretrained features
+            as_encoder_weights(self.init_weights).load_into(module)
+        return module
+
+    def initialize_module(self):
+        self.module_ = self._make_module(len(self.classes_), getattr(self, "n_channels_in_", 1))
         if self._channels_last():
             to_channels_last(self.module_)
         return self
@@ -352,6 +369,11 @@ class CNNClassifier(NeuralNetClassifier):
         known = self.classes is not None or self.n_classes is not None
         # labels outside fixed classes are refused here, before anything changes
         encoded = self._encode_labels(y) if y is not None and known else None
+        if self.init_weights is not None and not continuing:
+            # a file that is missing, foreign or of another shape fails here, not half-way
+            n_classes = len(self.classes_) if known else len(np.unique(y))
+            channels = image_shape[0] if image_shape else getattr(self, "n_channels_in_", 1)
+            self._make_module(n_classes, channels)
         if y is not None and not known:
             self.classes_inferred_ = np.unique(y)
         if image_shape is not None:
