@@ -1,6 +1,7 @@
 """Self-supervised warm start (issue 17, parts 1-2): pretrain_encoder, EncoderWeights and
 CNNClassifier(init_weights=)."""
 
+import functools
 import pickle
 
 import numpy as np
@@ -250,3 +251,68 @@ def test_augmentations_keep_grey_scale_and_laterality_unless_asked(noisy):
     a = augment_views(x, torch.Generator().manual_seed(5))
     b = augment_views(x, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+# --- experiments and the CLI -------------------------------------------------------------------
+
+def test_run_experiment_pretrains_per_seed_on_the_pool_only(monkeypatch, tmp_path):
+    import xal_sklearn.pretrain as pretrain_module
+    from xal_sklearn import random_sampling
+    from xal_sklearn.datasets import group_train_test_split
+    from xal_sklearn.experiments import run_experiment
+
+    data = make_lesion_phantoms(120, 32, shortcut=0.0, random_state=1)
+    given = []
+    real = pretrain_module.pretrain_encoder
+
+    @functools.wraps(real)
+    def spy(X, **kwargs):
+        given.append((np.array(X), kwargs["random_state"]))
+        return real(X, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "pretrain_encoder", spy)
+    SEEN.clear()
+    net = CNNClassifier(n_classes=3, max_epochs=1, callbacks=[_StateAtTrainBegin()])
+    kwargs = dict(initial_size=20, query_size=10, budget=30, seeds=[0, 1], out_dir=tmp_path,
+                  progress=False, pretrain={"method": "byol", "epochs": 1, "batch_size": 32})
+    run_experiment(net, data, {"random": random_sampling}, **kwargs)
+    assert [seed for _, seed in given] == [0, 1]
+    for X_given, seed in given:
+        train, test = group_train_test_split(data.groups, 0.2, random_state=seed)
+        np.testing.assert_array_equal(X_given, data.X[train])  # the pool, and only it
+        flat = {x.tobytes() for x in X_given}
+        assert not any(x.tobytes() in flat for x in data.X[test])
+    weights = {s: EncoderWeights.load(tmp_path / "pretrain" / f"seed{s}.pt") for s in (0, 1)}
+    # every fit of every round (2 per run: the initial set and one query) starts there
+    assert len(SEEN) == 4
+    for state, seed in zip(SEEN, (0, 0, 1, 1)):
+        assert all(torch.equal(state[k], v) for k, v in weights[seed].state.items())
+    import json
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["pretrain"] == {"batch_size": 32, "epochs": 1, "method": "byol"}
+    # resumed: the weights are reused, not made again
+    given.clear()
+    run_experiment(net, data, {"random": random_sampling}, **kwargs)
+    assert given == []
+    with pytest.raises(ValueError, match="fewer than one pretraining batch of 256"):
+        run_experiment(net, data, {"random": random_sampling}, seeds=[0], initial_size=20,
+                       query_size=10, budget=30, pretrain={"epochs": 1})
+    with pytest.raises(ValueError, match="Unknown pretraining method 'moco'"):
+        run_experiment(net, data, {"random": random_sampling}, pretrain={"method": "moco"})
+    with pytest.raises(ValueError, match=r"pretrain has argument\(s\) \['epoch'\]"):
+        run_experiment(net, data, {"random": random_sampling}, pretrain={"epoch": 3})
+
+
+def test_cli_pretrain(tmp_path, capsys):
+    from xal_sklearn.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--strategies", "random", "--n-samples", "300", "--initial", "20",
+                 "--query-size", "10", "--budget", "30", "--epochs", "1", "--seeds", "1",
+                 "--pretrain", "simclr", "--pretrain-epochs", "1", "--out", str(out),
+                 "--no-progress"]) in (0, None)
+    assert "from a simclr warm start (1 epochs per seed)" in capsys.readouterr().out
+    assert EncoderWeights.load(out / "pretrain" / "seed0.pt").info["epochs"] == 1
+    with pytest.raises(SystemExit):
+        main(["run", "--pretrain", "moco", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'moco'" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import numpy as np
 from ._validation import device_problem
 from .alignment import ALIGNMENT_METRICS
 from .classifier import PRECISIONS
+from .pretrain import PRETRAIN_METHODS
 from .roi_loss import ROI_LOSSES
 from .uncertainty import UNCERTAINTY_MEASURES
 
@@ -218,6 +219,12 @@ def _parser():
     run.add_argument("--roi-weight", type=float, default=0.1, help="weight of --roi-loss")
     run.add_argument("--reference", default="random",
                      help="strategy the others are compared with in the report")
+    run.add_argument("--pretrain", default=None, choices=PRETRAIN_METHODS,
+                     help="self-supervised warm start: pretrain the network on each seed's "
+                          "pool images (never the test split, no labels) and start every fit "
+                          "from it (xal_sklearn.pretrain_encoder)")
+    run.add_argument("--pretrain-epochs", type=int, default=100,
+                     help="epochs of --pretrain")
     run.add_argument("--initial", type=int, default=30, help="initial labelled samples")
     run.add_argument("--query-size", type=int, default=20, help="labels per round")
     run.add_argument("--budget", type=int, default=110, help="labels in total")
@@ -358,7 +365,7 @@ def _check_run_args(args):
     if args.shortcut is not None:
         args.shortcut = _parse_shortcut(args.shortcut, parser)
     for flag in ("initial", "query_size", "budget", "seeds", "epochs", "n_samples",
-                 "batch_size"):
+                 "batch_size", "pretrain_epochs"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.image_size is not None and args.image_size < 8:
@@ -416,7 +423,10 @@ def _run(args):
           + (f"cross-entropy, + the {roi_params['roi_loss']} ROI loss (weight "
              f"{args.roi_weight:g}) for the {ROI_SUFFIX} strategies" if arms else
              f"{'ROI loss ' + args.roi_loss if args.roi_loss else 'cross-entropy only'}")
-          + f" in {args.precision}; results in {out}", flush=True)
+          + f" in {args.precision}"
+          + (f", from a {args.pretrain} warm start ({args.pretrain_epochs} epochs per seed)"
+             if args.pretrain else "")
+          + f"; results in {out}", flush=True)
     if note:
         print(note, flush=True)
     try:
@@ -425,6 +435,8 @@ def _run(args):
             query_size=args.query_size, budget=args.budget, seeds=range(args.seeds),
             test_size=args.test_size, out_dir=out, n_jobs=args.n_jobs, force=args.force,
             progress=False if args.no_progress else None, test_set=test_set,
+            pretrain=({"method": args.pretrain, "epochs": args.pretrain_epochs}
+                      if args.pretrain else None),
             extra_config={"data": args.data, "description": description, "note": note,
                           "image_size": list(dataset.X.shape[2:]), "epochs": args.epochs,
                           "rgb": args.rgb, "shortcut": args.shortcut,

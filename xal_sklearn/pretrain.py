@@ -28,6 +28,7 @@ and are checked against hand-computed values in the tests.
 """
 
 import copy
+import inspect
 import json
 import math
 import numbers
@@ -280,11 +281,25 @@ class _Batches:
 def _build_module(module, in_channels):
     if module is None:
         return SmallCNN(in_channels=in_channels)
+    if hasattr(module, "get_params_for") and hasattr(module, "initialized_instance"):
+        # a skorch net (CNNClassifier): its network as fit would build it, so the weights fit
+        kwargs = module.get_params_for("module")
+        cls = module.module
+        if isinstance(cls, type):
+            accepted = inspect.signature(cls).parameters
+            if "in_channels" in accepted:
+                kwargs.setdefault("in_channels", in_channels)
+            if "n_classes" in accepted:  # the head is not pretrained; any size will do
+                n = module.get_params().get("n_classes")
+                kwargs.setdefault("n_classes", int(n) if n else 2)
+            return module.initialized_instance(cls, kwargs)
+        return copy.deepcopy(cls)
     if isinstance(module, nn.Module):
         return copy.deepcopy(module)
     if isinstance(module, type) and issubclass(module, nn.Module):
         return module(in_channels=in_channels)
-    raise TypeError(f"module must be None, an nn.Module class or instance; got {module!r}.")
+    raise TypeError("module must be None, an nn.Module class or instance, or a CNNClassifier; "
+                    f"got {module!r}.")
 
 
 def pretrain_encoder(X, module=None, method="simclr", epochs=100, batch_size=256, *, lr=1e-3,
@@ -298,10 +313,13 @@ def pretrain_encoder(X, module=None, method="simclr", epochs=100, batch_size=256
     X : array-like (N, C, H, W), memmap, torch Dataset
         The unlabelled pool. Labels are never asked for. Arrays and memmaps are
         read batch by batch; other pools are read into memory once.
-    module : None, nn.Module class or instance, default=None
+    module : None, nn.Module class or instance, or CNNClassifier, default=None
         The network whose features (the input of its last linear layer) are
         trained. None is :class:`~xal_sklearn.SmallCNN` with the pool's channel
-        count; a class is built with ``in_channels``; an instance is copied.
+        count; a class is built with ``in_channels``; an instance is copied; a
+        :class:`~xal_sklearn.CNNClassifier` gives its network as ``fit`` would
+        build it (``module`` and ``module__*`` parameters), so the weights fit
+        ``CNNClassifier(init_weights=...)`` with the same parameters.
     method : {"simclr", "byol"}, default="simclr"
     epochs : int >= 1, default=100
         Passes over the pool (full batches only: the last partial batch is

@@ -391,7 +391,7 @@ def _prepare_out_dir(out_dir, cfg, force):
 
 def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=60, budget=570,
                    seeds=(0, 1, 2), test_size=0.2, out_dir=None, n_jobs=None, force=False,
-                   progress=None, extra_config=None, test_set=None):
+                   progress=None, extra_config=None, test_set=None, pretrain=None):
     """Simulate pool-based active learning and record learning curves.
 
     For each seed the data is split by ``groups`` (no subject in both train
@@ -450,6 +450,15 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         pool (no group split, ``groups`` not needed): train on one
         distribution, test on another, e.g. shortcut phantoms against
         marker-free ones.
+    pretrain : dict, optional
+        Keyword arguments of :func:`~xal_sklearn.pretrain_encoder` (``method``,
+        ``epochs``, ...). Then, once per seed, the network is pretrained
+        self-supervised on that seed's pool images only (the training split;
+        never the test images, and no labels), with ``random_state`` the seed,
+        and every round of every strategy of that seed starts from those
+        weights (``init_weights``). With ``out_dir`` the weights are kept in
+        ``pretrain/seed<S>.pt`` (written atomically; a resumed experiment reuses
+        them) and the settings in ``config.json``.
 
     Returns
     -------
@@ -494,12 +503,17 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
                          f"{n_classes} class name(s); active learning of a classifier needs "
                          "at least 2.")
     test_set = _check_test_set(test_set, dataset, n_classes)
+    pretrain = _check_pretrain(pretrain, estimator)
     if test_set is None and not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1), got {test_size!r}.")
     for seed in seeds:
         train = (np.arange(len(y)) if test_set is not None else
                  group_train_test_split(dataset["groups"], test_size, random_state=seed)[0])
         _check_sizes(initial_size, query_size, budget, len(train))
+        if pretrain is not None and len(train) < pretrain.get("batch_size", 256):
+            raise ValueError(f"The pool of seed {seed} has {len(train)} images, fewer than one "
+                             f"pretraining batch of {pretrain.get('batch_size', 256)}; pass a "
+                             "smaller batch_size in pretrain.")
         missing = sorted(set(range(n_classes)) - set(y[train].tolist()))
         if missing:
             names = [str(v) for v in
@@ -528,6 +542,8 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
             "fingerprint": _fingerprint(dict(test_set, groups=np.zeros(len(test_set["y"]))))},
         "extra": extra_config or {},
     }
+    if pretrain is not None:  # only then: older folders keep their configuration hash
+        cfg["pretrain"] = {k: _jsonable(v) for k, v in sorted(pretrain.items())}
     cfg["hash"] = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
     runs = [(name, seed) for seed in seeds for name in strategies]
@@ -538,9 +554,17 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         out_dir = Path(out_dir)
         undo = _prepare_out_dir(out_dir, cfg, force)
     try:
+        warm = {} if pretrain is None else {
+            seed: _pretrained(estimator, dataset, test_set, cfg, seed, pretrain, out_dir,
+                              progress) for seed in seeds}
+
+        def params_of(name, seed):
+            func, kwargs, params = strategies[name]
+            return func, kwargs, (dict(params, init_weights=warm[seed]) if warm else params)
+
         results = Parallel(n_jobs=n_jobs)(
-            delayed(_run_one)(estimator, dataset, test_set, name, *strategies[name], seed, cfg,
-                              out_dir, threads, progress) for name, seed in runs)
+            delayed(_run_one)(estimator, dataset, test_set, name, *params_of(name, seed), seed,
+                              cfg, out_dir, threads, progress) for name, seed in runs)
     except BaseException:
         undo()
         raise
@@ -548,6 +572,53 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
     if out_dir is not None:
         atomic_write(out_dir / "results.csv", table.to_csv(index=False))
     return table
+
+
+def _check_pretrain(pretrain, estimator):
+    """``pretrain`` kwargs checked against pretrain_encoder before anything runs."""
+    if pretrain is None:
+        return None
+    import inspect
+
+    from ..pretrain import PRETRAIN_METHODS, pretrain_encoder
+
+    if not isinstance(pretrain, dict):
+        raise TypeError(f"pretrain must be a dict of pretrain_encoder arguments, got {pretrain!r}.")
+    allowed = set(inspect.signature(pretrain_encoder).parameters) - {"X", "module",
+                                                                      "random_state", "progress"}
+    unknown = sorted(set(pretrain) - allowed)
+    if unknown:
+        raise ValueError(f"pretrain has argument(s) {unknown} that pretrain_encoder does not "
+                         f"take here; allowed: {sorted(allowed)}.")
+    if pretrain.get("method", "simclr") not in PRETRAIN_METHODS:
+        raise ValueError(f"Unknown pretraining method {pretrain['method']!r}; choose one of "
+                         f"{', '.join(PRETRAIN_METHODS)}.")
+    if "init_weights" not in estimator.get_params():
+        raise TypeError(f"pretrain needs an estimator with init_weights (CNNClassifier); "
+                        f"{type(estimator).__name__} has none.")
+    return dict(pretrain)
+
+
+def _pretrained(estimator, dataset, test_set, cfg, seed, pretrain, out_dir, progress):
+    """The seed's warm start: pretrained on its pool images only, kept in the results folder."""
+    from ..pretrain import pretrain_encoder
+
+    path = None if out_dir is None else Path(out_dir) / "pretrain" / f"seed{seed}.pt"
+    if path is not None and path.is_file():  # resumed: the same weights as before
+        return str(path)
+    pool, _ = _split(dataset, test_set, cfg, seed)
+    start = time.monotonic()
+    weights = pretrain_encoder(dataset["X"][pool], module=estimator, random_state=seed,
+                               progress=progress, **pretrain)
+    if progress is None and not sys.stdout.isatty():
+        print(f"[xal {time.strftime('%H:%M:%S')}] pretrained seed {seed} "
+              f"({weights.info['method']}, {weights.info['epochs']} epochs on {len(pool)} pool "
+              f"images) in {time.monotonic() - start:.0f} s", flush=True)
+    if path is None:
+        return weights
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights.save(path)
+    return str(path)
 
 
 def load_results(out_dir):
