@@ -16,8 +16,8 @@ from torch import nn
 from xal_sklearn import ActiveLearner, CNNClassifier, EncoderWeights, SmallCNN, pretrain_encoder
 from xal_sklearn._persist import FormatError
 from xal_sklearn.datasets import make_lesion_phantoms
-from xal_sklearn.pretrain import (EncoderMismatchError, _features, augment_views, byol_loss,
-                                  nt_xent_loss)
+from xal_sklearn.pretrain import (EncoderMismatchError, augment_views, byol_loss,
+                                  encoder_features, nt_xent_loss)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _frozen_features(weights, X, seed):
         weights.load_into(module)
     module.eval()
     with torch.no_grad():
-        return _features(module, torch.from_numpy(X)).numpy()
+        return encoder_features(module, torch.from_numpy(X)).numpy()
 
 
 def _probe(F, y, n_train=60):

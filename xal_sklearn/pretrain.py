@@ -49,7 +49,7 @@ from .embedding import find_head
 from .modules import SmallCNN, to_channels_last
 
 __all__ = ["EncoderWeights", "EncoderMismatchError", "PRETRAIN_METHODS", "augment_views",
-           "byol_loss", "nt_xent_loss", "pretrain_encoder"]
+           "byol_loss", "encoder_features", "nt_xent_loss", "pretrain_encoder"]
 
 PRETRAIN_METHODS = ("simclr", "byol")
 _FORMAT, _VERSION = "xal-encoder-weights", 1
@@ -412,7 +412,7 @@ def pretrain_encoder(X, module=None, method="simclr", epochs=100, batch_size=256
                     v2 = v2.contiguous(memory_format=torch.channels_last)
                 # not embedding.EmbeddingCapture: that one detaches, and here the
                 # encoder must get the gradient through its features
-                feats = [_features(net, v1), _features(net, v2)]
+                feats = [encoder_features(net, v1), encoder_features(net, v2)]
                 z1, z2 = projector(feats[0]), projector(feats[1])
                 if method == "simclr":
                     loss = nt_xent_loss(z1, z2, temperature)
@@ -421,7 +421,7 @@ def pretrain_encoder(X, module=None, method="simclr", epochs=100, batch_size=256
                         t_net, t_proj = target
                         t = []
                         for v in (v1, v2):
-                            t.append(t_proj(_features(t_net, v)))
+                            t.append(t_proj(encoder_features(t_net, v)))
                     loss = byol_loss(predictor(z1), t[1]) + byol_loss(predictor(z2), t[0])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -460,8 +460,13 @@ def pretrain_encoder(X, module=None, method="simclr", epochs=100, batch_size=256
     return EncoderWeights(state, info)
 
 
-def _features(module, x):
-    """The input of ``module``'s last linear layer for a batch (a hook, then removed)."""
+def encoder_features(module, x):
+    """The input of ``module``'s last linear layer for a batch ``x``, flattened.
+
+    A forward pre-hook for one call, then removed; gradients flow through it
+    (this is what pretraining trains). For a fitted classifier use
+    :func:`~xal_sklearn.pool_embeddings`.
+    """
     seen = []
     handle = find_head(module).register_forward_pre_hook(
         lambda _m, inputs: seen.append(inputs[0].reshape(len(inputs[0]), -1)))
