@@ -495,3 +495,28 @@ def test_every_bad_row_is_listed_with_near_misses(tmp_path, scans):
     assert "25 problem(s)" in message and "task 519:" in message
     assert "task 520:" not in message and "... and 5 more." in message
     assert len(meta["images"]) == 6
+
+
+def test_campaign_pretrain_warm_starts_later_rounds(tmp_path, scans, capsys):
+    from xal_sklearn import EncoderWeights
+    from xal_sklearn.cli import main
+
+    c = _new(tmp_path, scans)
+    first = c.query(6)
+    with pytest.raises(CampaignError, match="24 images, fewer than one pretraining batch of 256"):
+        c.pretrain(epochs=1)
+    assert main(["campaign", "pretrain", str(c.folder), "--epochs", "1", "--batch-size", "8",
+                 "--method", "byol"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "Pretrained (byol, 1 epochs on 24 pool images, no labels)" in out
+    assert "Warm start: byol, 1 epochs on 24 pool images" in out
+    weights = EncoderWeights.load(c.folder / "pretrain.pt")
+    again = Campaign.open(c.folder)
+    assert again.config["classifier"]["init_weights"] == "pretrain.pt"  # relative: folders move
+    template = again._template()
+    assert template.init_weights == str(c.folder / "pretrain.pt")
+    _fill_csv(again, first["batch"], scans[1], tmp_path / "a.csv")
+    again.import_labels(tmp_path / "a.csv")  # trains from the warm start, and works
+    assert Campaign.open(c.folder).learner() is not None
+    net = template.fit(*again._labelled_arrays()[:2])
+    assert net.initialized_ and set(weights.state) < set(net.module_.state_dict())

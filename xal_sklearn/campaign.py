@@ -228,7 +228,48 @@ class Campaign:
         return list(self.config["classes"])
 
     def _template(self):
-        return CNNClassifier(classes=self.classes, **self.config["classifier"])
+        params = dict(self.config["classifier"])
+        if params.get("init_weights"):  # kept relative to the folder, which may move
+            params["init_weights"] = str(self.folder / params["init_weights"])
+        return CNNClassifier(classes=self.classes, **params)
+
+    # --- warm start ------------------------------------------------------------------
+    def pretrain(self, method="simclr", epochs=100, batch_size=256, progress=None):
+        """Pretrain the network on the campaign's whole pool, without labels.
+
+        :func:`~xal_sklearn.pretrain_encoder` on every pool image (as the model
+        sees it), seeded by the campaign's ``random_state``; the weights go to
+        ``pretrain.pt`` in the campaign folder and every later training (the
+        next import's retraining onwards) starts from them. The model trained
+        so far is kept until then. Running it again replaces the warm start.
+
+        Returns
+        -------
+        dict with ``path`` and the weights' ``info`` (method, epochs, images,
+        seconds ...).
+        """
+        from .pretrain import pretrain_encoder
+
+        X = self._images(list(range(len(self.pool["images"]))))
+        batch_size = int(batch_size)
+        if len(X) < batch_size:
+            raise CampaignError(f"The pool has {len(X)} images, fewer than one pretraining "
+                                f"batch of {batch_size}; pass a smaller batch size.")
+        template = CNNClassifier(classes=self.classes, **{
+            k: v for k, v in self.config["classifier"].items() if k != "init_weights"})
+        weights = pretrain_encoder(X, module=template, method=method, epochs=epochs,
+                                   batch_size=batch_size,
+                                   random_state=self.config["random_state"],
+                                   device=template.device, progress=progress)
+        weights.save(self.folder / "pretrain.pt")
+        config = dict(self.config, classifier=dict(self.config["classifier"],
+                                                   init_weights="pretrain.pt"),
+                      pretrain={k: weights.info[k] for k in ("method", "epochs", "batch_size",
+                                                             "n_images", "seconds")}
+                      | {"when": _now()})
+        atomic_write(self.folder / "campaign.json", json.dumps(config, indent=1))
+        self.config = config
+        return {"path": self.folder / "pretrain.pt", "info": weights.info}
 
     def _dataset(self, ids):
         return PoolImages(self.config["pool_root"], [self.pool["images"][i] for i in ids],
@@ -556,6 +597,11 @@ class Campaign:
         lines = [f"Campaign {self.folder}: {s['n_labelled']} of {s['n_pool']} images labelled "
                  f"({s['n_with_roi']} with an ROI) in {s['rounds']} round(s).",
                  "Per class: " + ", ".join(f"{c} {k}" for c, k in s["per_class"].items()) + "."]
+        warm = self.config.get("pretrain")
+        if warm:
+            lines.append(f"Warm start: {warm['method']}, {warm['epochs']} epochs on "
+                         f"{warm['n_images']} pool images ({warm['when']}); every training "
+                         "since starts from it.")
         if s["pending"]:
             lines.append("Waiting for labels: " + ", ".join(
                 f"batch {b:03d} ({k} images)" for b, k in sorted(s["pending"].items())) + ".")

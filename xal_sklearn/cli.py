@@ -298,6 +298,13 @@ def _parser():
     imp = _subparser(csub, "import", help="import a Label Studio JSON export or a filled CSV")
     imp.add_argument("folder")
     imp.add_argument("source", help="Label Studio JSON export or filled to_label.csv")
+    pre = _subparser(csub, "pretrain", help="pretrain the network on the whole pool without "
+                                            "labels; later rounds start from it")
+    pre.add_argument("folder")
+    pre.add_argument("--method", default="simclr", choices=PRETRAIN_METHODS,
+                     help="self-supervised method (xal_sklearn.pretrain_encoder)")
+    pre.add_argument("--epochs", type=int, default=100, help="passes over the pool")
+    pre.add_argument("--batch-size", type=int, default=256, help="images per step")
     st = _subparser(csub, "status", help="labelled per class, rounds, pending batch, estimate")
     st.add_argument("folder")
     return p
@@ -332,6 +339,14 @@ def _campaign(args):
               f"\n  then: xal campaign import {args.folder} EXPORT.json|to_label.csv")
         for note in r["notes"]:
             print(f"Note: {note}")
+    elif args.action == "pretrain":
+        if args.epochs < 1 or args.batch_size < 2:
+            args.subparser.error("--epochs must be >= 1 and --batch-size >= 2")
+        r = Campaign.open(args.folder).pretrain(args.method, args.epochs, args.batch_size)
+        info = r["info"]
+        print(f"Pretrained ({info['method']}, {info['epochs']} epochs on {info['n_images']} pool "
+              f"images, no labels) in {info['seconds']:.0f} s: {r['path']}. The next import "
+              "retrains from it.")
     elif args.action == "import":
         c = Campaign.open(args.folder)
         r = c.import_labels(args.source)
