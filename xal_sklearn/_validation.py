@@ -204,8 +204,12 @@ def resolve_estimator(classifier):
 def resolve_layer(module, layer):
     """A module path (``"features.3"``), an ``nn.Module`` or None -> submodule.
 
-    None picks the last ``Conv2d``/``Conv3d`` in registration order.
+    None picks the layer the network names as ``default_gradcam_layer`` (the
+    backbones of :mod:`xal_sklearn.backbones` do), else the last
+    ``Conv2d``/``Conv3d`` in registration order.
     """
+    if layer is None and isinstance(getattr(module, "default_gradcam_layer", None), str):
+        layer = module.default_gradcam_layer
     if layer is None:
         convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
         if not convs:

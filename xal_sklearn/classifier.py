@@ -16,6 +16,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from ._dataset import ImageDataset
 from ._validation import (binarize_masks, check_device, check_images, check_input_shape,
                           check_roi_masks, probe_forward, resolve_layer)
+from .backbones import build_backbone, copy_adapted
 from .modules import SmallCNN, channels_last_weights, to_channels_last
 from .pretrain import as_encoder_weights
 from .roi_loss import check_roi_loss, roi_loss_term
@@ -87,10 +88,17 @@ class CNNClassifier(NeuralNetClassifier):
 
     Parameters
     ----------
-    module : torch.nn.Module class or instance, default=SmallCNN
+    module : torch.nn.Module class or instance, or a backbone name, default=SmallCNN
         The network. A class is instantiated with ``module__*`` parameters;
         if its constructor takes ``n_classes`` / ``in_channels`` and they are
         not given, they are filled in from the classes and from ``X``.
+        ``"resnet18"``, ``"resnet50"``, ``"densenet121"`` or
+        ``"efficientnet_b0"`` build torchvision's network for the images'
+        channels and the classes (:mod:`xal_sklearn.backbones`; needs the
+        ``backbones`` extra), with ``module__weights=PATH`` a local ImageNet
+        state dict to start from (never downloaded). An instance whose first
+        convolution or last linear layer does not fit the data is adapted the
+        same way, on a copy.
     n_classes : int, optional
         Number of classes; labels are then ``0 .. n_classes - 1``.
     classes : array-like, optional
@@ -300,6 +308,12 @@ class CNNClassifier(NeuralNetClassifier):
 
     def _make_module(self, n_classes, in_channels):
         kwargs = self.get_params_for("module")
+        if isinstance(self.module, str):  # a torchvision backbone by name
+            module = build_backbone(self.module, n_classes=n_classes, in_channels=in_channels,
+                                    **kwargs)
+            if self.init_weights is not None:
+                as_encoder_weights(self.init_weights).load_into(module)
+            return module
         if inspect.isclass(self.module):
             accepted = inspect.signature(self.module).parameters
             if "n_classes" in accepted and "n_classes" not in kwargs:
@@ -307,6 +321,8 @@ class CNNClassifier(NeuralNetClassifier):
             if "in_channels" in accepted and "in_channels" not in kwargs:
                 kwargs["in_channels"] = in_channels
         module = self.initialized_instance(self.module, kwargs)
+        if isinstance(self.module, torch.nn.Module):  # a user's torchvision / timm instance
+            module = copy_adapted(module, n_classes, in_channels)
         if self.init_weights is not None:  # every fit starts from the pretrained features
             as_encoder_weights(self.init_weights).load_into(module)
         return module

@@ -45,6 +45,7 @@ from torch import nn
 from ._persist import FormatError, atomic_path
 from ._pool import iter_pool, pool_length, progress_bar
 from ._validation import check_device, check_finite_batch, check_numeric
+from .backbones import build_backbone
 from .embedding import find_head
 from .modules import SmallCNN, to_channels_last
 
@@ -285,6 +286,8 @@ def _build_module(module, in_channels):
         # a skorch net (CNNClassifier): its network as fit would build it, so the weights fit
         kwargs = module.get_params_for("module")
         cls = module.module
+        if isinstance(cls, str):  # a torchvision backbone by name
+            return build_backbone(cls, in_channels=in_channels, **kwargs)
         if isinstance(cls, type):
             accepted = inspect.signature(cls).parameters
             if "in_channels" in accepted:
@@ -294,6 +297,8 @@ def _build_module(module, in_channels):
                 kwargs.setdefault("n_classes", int(n) if n else 2)
             return module.initialized_instance(cls, kwargs)
         return copy.deepcopy(cls)
+    if isinstance(module, str):
+        return build_backbone(module, in_channels=in_channels)
     if isinstance(module, nn.Module):
         return copy.deepcopy(module)
     if isinstance(module, type) and issubclass(module, nn.Module):
@@ -313,10 +318,11 @@ def pretrain_encoder(X, module=None, method="simclr", epochs=100, batch_size=256
     X : array-like (N, C, H, W), memmap, torch Dataset
         The unlabelled pool. Labels are never asked for. Arrays and memmaps are
         read batch by batch; other pools are read into memory once.
-    module : None, nn.Module class or instance, or CNNClassifier, default=None
+    module : None, nn.Module class or instance, backbone name, or CNNClassifier, default=None
         The network whose features (the input of its last linear layer) are
         trained. None is :class:`~xal_sklearn.SmallCNN` with the pool's channel
         count; a class is built with ``in_channels``; an instance is copied; a
+        name of :data:`xal_sklearn.backbones.BACKBONES` builds that network; a
         :class:`~xal_sklearn.CNNClassifier` gives its network as ``fit`` would
         build it (``module`` and ``module__*`` parameters), so the weights fit
         ``CNNClassifier(init_weights=...)`` with the same parameters.
