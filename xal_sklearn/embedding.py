@@ -28,7 +28,7 @@ from torch import nn
 
 from ._pool import iter_pool, pool_length, progress_bar
 from ._validation import resolve_estimator
-from .modules import channels_last_weights
+from .modules import CPU_CHUNK_SIZE, channels_last_weights
 
 __all__ = ["EmbeddingCapture", "EmbeddingError", "find_head", "gradient_embeddings", "head_dropout",
            "mc_dropout_proba", "pool_embeddings"]
@@ -157,9 +157,12 @@ def pool_embeddings(classifier, X_pool, *, gradient=False, batch_size=None, num_
                     progress=None):
     """Probabilities and penultimate features of a pool in one forward pass.
 
-    The same pass as ``predict_proba`` (eval mode, no gradients, channels-last
-    weights on the CPU) with the input of the last linear layer captured, so a
-    strategy that needs only embeddings costs one prediction pass. Streams the
+    A forward pass like ``predict_proba``'s (eval mode, no gradients; on the CPU
+    channels-last weights and chunks of
+    :data:`~xal_sklearn.modules.CPU_CHUNK_SIZE` images, as scoring runs, which
+    measured 1.5x faster than ``predict_proba``'s batches of 64) with the input
+    of the last linear layer captured, so a strategy that needs only embeddings
+    costs less than one ``predict_proba``. Streams the
     pool like :func:`~xal_sklearn.score_pool` (arrays, memmaps, Datasets;
     a Pipeline's preceding steps applied per batch).
 
@@ -201,12 +204,15 @@ def pool_embeddings(classifier, X_pool, *, gradient=False, batch_size=None, num_
             batches = iter_pool(X_pool, None, batch_size, preprocess, num_workers)
             for x, _, _, start in progress_bar(batches, progress, -(-n // batch_size),
                                                "Embedding pool"):
-                logits = net.infer(x.to(device))
-                if isinstance(logits, (tuple, list)):
-                    logits = logits[0]
-                rows = slice(start, start + len(x))
-                res.embeddings[rows] = capture.take(logits).cpu().numpy()
-                res.proba[rows] = nonlinearity(logits).float().cpu().numpy()
+                # on the CPU in chunks, as scoring does: faster than whole batches there
+                step = CPU_CHUNK_SIZE if device.type == "cpu" else len(x)
+                for offset in range(0, len(x), step):
+                    logits = net.infer(x[offset:offset + step].to(device))
+                    if isinstance(logits, (tuple, list)):
+                        logits = logits[0]
+                    rows = slice(start + offset, start + offset + len(logits))
+                    res.embeddings[rows] = capture.take(logits).cpu().numpy()
+                    res.proba[rows] = nonlinearity(logits).float().cpu().numpy()
     finally:
         module.train(was_training)
     if gradient:

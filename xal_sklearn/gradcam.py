@@ -8,7 +8,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 
 from ._pool import iter_pool, pool_length, progress_bar
 from ._validation import check_input_shape, resolve_estimator, resolve_layer
-from .modules import channels_last_weights
+from .modules import CPU_CHUNK_SIZE, channels_last_weights
 
 __all__ = ["gradcam"]
 
@@ -26,10 +26,9 @@ class GradCAMEngine:
     """
 
     #: On the CPU, batches run in chunks of this many images with 2-D conv weights in
-    #: channels-last layout: activations then stay in cache, which measured 2-3x faster
-    #: than NCHW batches of 64 (docs/benchmarks.md). None runs whole batches in the
-    #: module's own layout, as on a GPU.
-    cpu_chunk_size = 16
+    #: channels-last layout (:data:`~xal_sklearn.modules.CPU_CHUNK_SIZE`). None runs
+    #: whole batches in the module's own layout, as on a GPU.
+    cpu_chunk_size = CPU_CHUNK_SIZE
 
     def __init__(self, net, layer=None):
         self.net = net
