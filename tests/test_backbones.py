@@ -150,3 +150,30 @@ def test_a_backbone_warm_starts_from_the_pool(scans, tmp_path):
     net = template.set_params(init_weights=weights.save(tmp_path / "r18.pt"))
     net.fit(scans.X[:12], scans.y[:12])
     assert net.module_.conv1.weight.shape == (64, 1, 7, 7)
+
+
+def test_a_campaign_with_a_backbone(tmp_path, scans):
+    import csv
+
+    from PIL import Image
+
+    from xal_sklearn.campaign import Campaign
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image"])
+        for i in range(12):
+            Image.fromarray(np.round(scans.X[i, 0] * 255).astype(np.uint8)).save(
+                root / f"{i:02d}.png")
+            w.writerow([f"{i:02d}.png"])
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    c = Campaign.create(tmp_path / "study", root, ["a", "b", "c"], manifest=root / "manifest.csv",
+                        image_size=64, epochs=1, module="resnet18", module_weights=weights,
+                        document_root=tmp_path)
+    net = Campaign.open(c.folder)._template()
+    assert net.module == "resnet18" and net.get_params()["module__weights"] == str(weights)
+    net.fit(scans.X[:6], np.array(["a", "b", "c"] * 2))
+    assert net.module_.conv1.in_channels == 1

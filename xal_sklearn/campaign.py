@@ -99,8 +99,8 @@ class Campaign:
     @classmethod
     def create(cls, folder, images, classes, manifest=None, image_size=128, rgb=False,
                roi_loss=None, roi_weight=0.1, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
-               device="cpu", precision="float32", random_state=0,
-               url_prefix="/data/local-files/?d=", document_root="/"):
+               device="cpu", precision="float32", random_state=0, module=None,
+               module_weights=None, url_prefix="/data/local-files/?d=", document_root="/"):
         """Start a campaign in ``folder`` over the images under ``images``.
 
         Parameters
@@ -126,6 +126,10 @@ class Campaign:
             Weight of uncertainty in :func:`~xal_sklearn.dual_criterion_sampling`,
             used once pool images have ROIs.
         epochs, batch_size, lr, device, precision, random_state : the classifier's settings
+        module : str, optional
+            A torchvision backbone by name (see :mod:`xal_sklearn.backbones`)
+            instead of :class:`~xal_sklearn.SmallCNN`; ``module_weights`` a local
+            ImageNet state dict for it (stored as an absolute path).
         url_prefix, document_root : str
             Task image URLs are ``url_prefix`` + the file's path relative to
             ``document_root``; the default suits Label Studio's local-file serving
@@ -141,6 +145,20 @@ class Campaign:
         if len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes):
             raise CampaignError(f"classes must be 2 or more distinct names, got {classes}.")
         check_device(device)
+        backbone = {}
+        if module is not None:
+            from .backbones import BACKBONES
+
+            if module not in BACKBONES:
+                raise CampaignError(f"Unknown backbone {module!r}; choose one of "
+                                    f"{', '.join(BACKBONES)}.")
+            backbone["module"] = module
+            if module_weights is not None:
+                if not Path(module_weights).is_file():
+                    raise CampaignError(f"module_weights: no file at {module_weights}.")
+                backbone["module__weights"] = str(Path(module_weights).resolve())
+        elif module_weights is not None:
+            raise CampaignError("module_weights needs module (a backbone name).")
         images_, masks, manifest_ids = cls._list_pool(root, manifest, folder)
         config = {
             "format": FORMAT, "version": VERSION, "created": _now(), "classes": classes,
@@ -148,7 +166,7 @@ class Campaign:
             "classifier": {"max_epochs": int(epochs), "batch_size": int(batch_size),
                            "lr": float(lr), "roi_loss": roi_loss, "roi_weight": float(roi_weight),
                            "device": device, "precision": precision,
-                           "random_state": int(random_state)},
+                           "random_state": int(random_state), **backbone},
             "strategy": {"alpha": float(alpha), "uncertainty": "entropy",
                          "alignment": "soft_dice"},
             "random_state": int(random_state), "url_prefix": url_prefix,

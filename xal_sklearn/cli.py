@@ -286,6 +286,11 @@ def _parser():
     init.add_argument("--precision", default="float32", choices=tuple(PRECISIONS),
                       help="training arithmetic")
     init.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    init.add_argument("--module", default=None,
+                      help="a torchvision backbone (resnet18, resnet50, densenet121, "
+                           "efficientnet_b0) instead of the small CNN; needs the backbones extra")
+    init.add_argument("--module-weights", default=None,
+                      help="local ImageNet state dict for --module (never downloaded)")
     init.add_argument("--url-prefix", default="/data/local-files/?d=",
                       help="prefix of image URLs in tasks.json")
     init.add_argument("--document-root", default="/",
@@ -327,6 +332,7 @@ def _campaign(args):
                             roi_loss=args.roi_loss, roi_weight=args.roi_weight,
                             alpha=args.alpha, epochs=args.epochs, device=args.device,
                             precision=args.precision, random_state=args.seed,
+                            module=args.module, module_weights=args.module_weights,
                             url_prefix=args.url_prefix, document_root=args.document_root)
         print(f"Campaign created in {args.folder}: {len(c.pool['images'])} pool images, "
               f"classes {', '.join(c.classes)}.")

@@ -128,12 +128,18 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
     return out
 
 
-def _training(params):
-    """'cross-entropy only' or 'cross-entropy + 0.1 x the `dice` attention loss ...'."""
+def _training(params, own=None):
+    """'cross-entropy only' or 'cross-entropy + 0.1 x the `dice` attention loss ...', and
+    the strategy's ``own`` estimator parameters that are not the ROI loss's."""
+    params = dict(params, **(own or {}))
     roi_loss = str(params.get("roi_loss", "None")).strip("'")
-    return ("cross-entropy only" if roi_loss == "None" else
-            f"cross-entropy + {params.get('roi_weight')} x the `{roi_loss}` attention loss "
-            "on the labelled images' ROIs")
+    words = ("cross-entropy only" if roi_loss == "None" else
+             f"cross-entropy + {params.get('roi_weight')} x the `{roi_loss}` attention loss "
+             "on the labelled images' ROIs")
+    other = {k: v for k, v in (own or {}).items() if k not in ("roi_loss", "roi_weight")}
+    if other:
+        words += ", with " + ", ".join(f"`{k}={v}`" for k, v in sorted(other.items()))
+    return words
 
 
 def _fmt_diff(row, suffix):
@@ -193,7 +199,12 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
     for name, spec in config["strategies"].items():
         own = spec.get("estimator_params")
         if own:
-            lines[-1] += f" `{name}`: {_training(dict(params, **own))}."
+            lines[-1] += f" `{name}`: {_training(params, own)}."
+    warm = config.get("pretrain")
+    if warm:
+        lines[-1] += (f" Every fit starts from a self-supervised warm start: "
+                      f"{warm.get('method', 'simclr')}, {warm.get('epochs', 100)} epochs on each "
+                      "seed's pool images (no labels, no test images; `pretrain/`).")
     lines.append("")
     note = config.get("extra", {}).get("note")
     if note:
