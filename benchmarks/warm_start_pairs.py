@@ -1,0 +1,45 @@
+"""Warm start against from scratch, paired by seed, from two ``xal run`` results folders.
+
+Usage (the commands of docs/results.md, "A warm start from the pool")::
+
+    python benchmarks/warm_start_pairs.py SCRATCH_FOLDER WARM_FOLDER
+
+Both folders must share data, seeds and protocol (same seed = same split and initial
+labelled set). Prints accuracy and roi_auc at the final budget, ALC, and per strategy the
+paired difference warm - scratch (95 % bootstrap interval, Wilcoxon p).
+"""
+
+import sys
+
+import pandas as pd
+
+from xal_sklearn.experiments import learning_curve_area, load_results, paired_comparison
+
+
+def _cell(row):
+    return (f"{row.mean_difference:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}] "
+            f"p {row.p_wilcoxon:.3f} {row.verdict}")
+
+
+def main(scratch_folder, warm_folder):
+    warm = load_results(warm_folder)
+    names = [n for n in dict.fromkeys(warm.strategy)]
+    scratch = load_results(scratch_folder)
+    scratch = scratch[scratch.strategy.isin(names)]
+    names = [n for n in names if n in set(scratch.strategy)]
+    both = pd.concat([scratch, warm.assign(strategy=warm.strategy + " (warm)")],
+                     ignore_index=True)
+    final = both[both.n_labelled == both.n_labelled.max()]
+    print(final.groupby("strategy")[["accuracy", "attention_roi_auc"]]
+          .agg(["mean", "std"]).round(3))
+    print(learning_curve_area(both).groupby("strategy")["alc"].mean().round(3))
+    print(f"chance roi_auc: {both.chance_roi_auc.mean():.3f}")
+    for name in names:
+        for summary in ("final", "alc"):
+            table = paired_comparison(both, reference=name, summary=summary)
+            print(f"{name}: warm - scratch ({summary}): "
+                  + _cell(table.set_index("strategy").loc[name + " (warm)"]))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
