@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from xal_sklearn import CNNClassifier, score_pool
 from xal_sklearn.alignment import chance_alignment, mass_in_roi, roi_auc
@@ -102,12 +103,16 @@ def main():
     base = table[table["loss"] == "none"].set_index("seed")
     summary["time_ratio"] = summary["sec_per_epoch"] / base["sec_per_epoch"].mean()
     print(summary.round(4).to_string())
-    print("\nPaired differences against no ROI loss (mean, min, max over seeds):")
+    print("\nPaired differences against no ROI loss (mean [95 % bootstrap interval], "
+          "min, max over seeds):")
     for config, part in table[table["loss"] != "none"].groupby("config", sort=False):
         part = part.set_index("seed")
         for metric in ("accuracy", "roi_auc", "mass_in_roi"):
-            d = part[metric] - base[metric]
-            print(f"  {config:>18} {metric:>12}: {d.mean():+.4f} [{d.min():+.4f}, {d.max():+.4f}]")
+            d = (part[metric] - base[metric]).to_numpy()
+            ci = (stats.bootstrap((d,), np.mean, confidence_level=0.95, random_state=0)
+                  .confidence_interval if len(d) > 1 else (np.nan, np.nan))
+            print(f"  {config:>18} {metric:>12}: {d.mean():+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}], "
+                  f"min {d.min():+.4f}, max {d.max():+.4f}")
     if args.csv:
         table.to_csv(args.csv, index=False)
 

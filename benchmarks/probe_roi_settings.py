@@ -21,8 +21,9 @@ import torch
 
 from xal_sklearn import CNNClassifier, score_pool
 from xal_sklearn.alignment import alignment_t
-from xal_sklearn.datasets import group_train_test_split, load_brain_tumor_figshare
-from xal_sklearn.roi_loss import roi_loss_term
+from xal_sklearn.datasets import (add_shortcut, group_train_test_split,
+                                  load_brain_tumor_figshare)
+from xal_sklearn.roi_loss import LEGACY_ROI_SETTINGS, roi_loss_term
 
 
 class Normalised(CNNClassifier):
@@ -37,6 +38,138 @@ class Normalised(CNNClassifier):
                              masks=X["roi"], has_roi=X["has_roi"], dilation=self.roi_dilation)
         scale = ce.detach() / term.detach().clamp_min(1e-6)
         return ce + float(self.roi_weight) * scale * term
+
+
+SECOND_ORDER = [False]
+
+
+def _cam_pre_relu(activations, logits, target):
+    """Grad-CAM of the true class before its ReLU (first order unless SECOND_ORDER)."""
+    score = logits.gather(1, target.view(-1, 1)).sum()
+    grads, = torch.autograd.grad(score, activations, retain_graph=True,
+                                 create_graph=SECOND_ORDER[0])
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    if not SECOND_ORDER[0]:
+        weights = weights.detach()
+    return (weights * activations).sum(1)
+
+
+def rank_term(activations, logits, target, grid):
+    """Soft pairwise AUC: every ROI cell should outrank every non-ROI cell."""
+    cam = _cam_pre_relu(activations, logits, target)
+    c, g = cam.reshape(len(cam), -1), grid.reshape(len(cam), -1).to(cam.dtype)
+    s = (c - c.mean(1, keepdim=True)) / c.std(1, keepdim=True).clamp_min(1e-6)
+    pair = g[:, :, None] * (1 - g)[:, None, :]
+    loss = (pair * torch.nn.functional.softplus(s[:, None, :] - s[:, :, None])).sum((1, 2))
+    return loss / pair.sum((1, 2)).clamp_min(1e-12)
+
+
+def _standardised(activations, logits, target, grid):
+    cam = _cam_pre_relu(activations, logits, target)
+    c, g = cam.reshape(len(cam), -1), grid.reshape(len(cam), -1).to(cam.dtype)
+    return (c - c.mean(1, keepdim=True)) / c.std(1, keepdim=True).clamp_min(1e-6), g
+
+
+def rank_hinge_term(activations, logits, target, grid):
+    """Pairwise hinge: ROI cells should outrank non-ROI cells by one standard deviation."""
+    s, g = _standardised(activations, logits, target, grid)
+    pair = g[:, :, None] * (1 - g)[:, None, :]
+    loss = (pair * torch.relu(1 - (s[:, :, None] - s[:, None, :]))).sum((1, 2))
+    return loss / pair.sum((1, 2)).clamp_min(1e-12)
+
+
+def mean_diff_term(activations, logits, target, grid):
+    """The ROI's mean standardised evidence should exceed the rest's."""
+    s, g = _standardised(activations, logits, target, grid)
+    inside = (s * g).sum(1) / g.sum(1).clamp_min(1e-6)
+    outside = (s * (1 - g)).sum(1) / (1 - g).sum(1).clamp_min(1e-6)
+    return torch.nn.functional.softplus(outside - inside)
+
+
+def roi_ce_term(activations, logits, target, grid):
+    """Cross-entropy of the logits the ROI's mean activation alone would give."""
+    n_classes = logits.shape[1]
+    w = torch.stack([torch.autograd.grad(logits[:, c].sum(), activations,
+                                         retain_graph=True)[0].mean((2, 3))
+                     for c in range(n_classes)], 1).detach()           # B, C, K
+    g = grid.to(activations.dtype)
+    pooled = (activations * g[:, None]).sum((2, 3)) / g.sum((1, 2)).clamp_min(1e-6)[:, None]
+    full = activations.mean((2, 3))
+    hw = activations.shape[2] * activations.shape[3]
+    logits_in = logits + hw * torch.einsum("bck,bk->bc", w, pooled - full)
+    return torch.nn.functional.cross_entropy(logits_in, target, reduction="none")
+
+
+class Custom(CNNClassifier):
+    """Probe-only attention terms, named by ``probe_term`` ("rank", "rank+roice",
+    "cxswap" ...), each rescaled to ``roi_weight`` x the cross-entropy when
+    ``probe_norm`` (counterexample terms "cx*" never are); ``probe_project`` removes
+    the part of the attention gradient that opposes the cross-entropy's (PCGrad-like);
+    ``probe_px`` grows the ROI of counterexamples by that many pixels."""
+
+    # a name ending in "g" keeps the Grad-CAM weights' own gradient (SECOND_ORDER)
+    TERMS = {"rank": rank_term, "rankg": rank_term, "rankh": rank_hinge_term,
+             "mdiff": mean_diff_term, "mdiffg": mean_diff_term, "roice": roi_ce_term}
+
+    def __init__(self, *args, probe_term="rank", probe_norm=True, probe_project=False,
+                 probe_px=2, **kw):
+        super().__init__(*args, **kw)
+        self.probe_px = probe_px
+        self.probe_term = probe_term
+        self.probe_norm = probe_norm
+        self.probe_project = probe_project
+
+    def _counterexample_ce(self, x, masks, target, has, swap):
+        from xal_sklearn.roi_loss import masks_to_grid
+        m = (masks_to_grid(masks, tuple(x.shape[2:]), self.probe_px) > 0).to(x.dtype)[:, None]
+        x, m, target = x[has], m[has], target[has]
+        if swap:  # another image's context, its own lesion blacked out
+            perm = torch.roll(torch.arange(len(x)), 1)
+            background = x[perm] * (1 - m[perm])
+        else:
+            background = torch.zeros_like(x)
+        logits = self.infer(m * x + (1 - m) * background)
+        return torch.nn.functional.cross_entropy(logits, target)
+
+    def _projected(self, ce, total):
+        """Gradients set by hand: the attention gradient without its part against the CE's."""
+        params = [p for p in self.module_.parameters() if p.requires_grad]
+        g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
+        g_t = torch.autograd.grad(total, params, retain_graph=True, allow_unused=True)
+        zero = [torch.zeros_like(p) for p in params]
+        g_ce = [z if g is None else g for g, z in zip(g_ce, zero)]
+        g_t = [z if g is None else g for g, z in zip(g_t, zero)]
+        dot = sum((a * b).sum() for a, b in zip(g_ce, g_t))
+        if dot < 0:
+            norm2 = sum((a * a).sum() for a in g_ce).clamp_min(1e-12)
+            g_t = [b - dot / norm2 * a for a, b in zip(g_ce, g_t)]
+        for p, a, b in zip(params, g_ce, g_t):
+            p.grad = a + b if p.grad is None else p.grad + a + b
+        return (ce + total).detach().requires_grad_()  # its backward adds nothing
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        ce = super(CNNClassifier, self).get_loss(y_pred, y_true, X=X, training=training)
+        if not (training and isinstance(X, dict) and "activations" in X):
+            return ce
+        SECOND_ORDER[0] = self.probe_term.endswith("g") or "g+" in self.probe_term
+        has = X["has_roi"]
+        if not bool(has.any()):
+            return ce
+        a, t = X["activations"], y_true.long()
+        from xal_sklearn.roi_loss import masks_to_grid
+        grid = masks_to_grid(X["roi"], tuple(a.shape[2:]), self.roi_dilation)
+        total = 0
+        for name in self.probe_term.split("+"):
+            if name.startswith("cx"):  # counterexamples: the ROI kept, the context replaced
+                total = total + float(self.roi_weight) * self._counterexample_ce(
+                    X["x"], X["roi"], t, has, swap=name == "cxswap")
+                continue
+            term = self.TERMS[name](a, y_pred, t, grid)[has].mean()
+            scale = (ce.detach() / term.detach().clamp_min(1e-6)) if self.probe_norm else 1.0
+            total = total + float(self.roi_weight) * scale * term
+        if self.probe_project:
+            return self._projected(ce, total)
+        return ce + total
 
 
 N, O = "dice", "outside"
@@ -58,17 +191,75 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
                                   gradcam_layer="features.4"),
     "norm-outside1-dil1": dict(cls=Normalised, roi_loss=O, roi_weight=1.0, roi_dilation=1),
     "norm-outside1-dil3": dict(cls=Normalised, roi_loss=O, roi_weight=1.0, roi_dilation=3),
+    "rank1": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rank"),
+    "rank1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rank",
+                       roi_dilation=2),
+    "rank0.3-dil2": dict(cls=Custom, roi_loss=N, roi_weight=0.3, probe_term="rank",
+                         roi_dilation=2),
+    "roice1": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="roice",
+                   probe_norm=False),
+    "roice1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="roice",
+                        probe_norm=False, roi_dilation=2),
+    "rank1+roice1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=1.0,
+                              probe_term="rank+roice", roi_dilation=2),
+    "rankg1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rankg",
+                        roi_dilation=2),
+    "rankg0.3-dil2": dict(cls=Custom, roi_loss=N, roi_weight=0.3, probe_term="rankg",
+                          roi_dilation=2),
+    "rankg1-dil2-warm10": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rankg",
+                               roi_dilation=2, roi_warmup=10),
+    "mdiffg1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="mdiffg",
+                         roi_dilation=2),
+    "rank1-dil2-proj": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rank",
+                            roi_dilation=2, probe_project=True),
+    "rank1-dil2-warm10-proj": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rank",
+                                   roi_dilation=2, roi_warmup=10, probe_project=True),
+    "rank3-dil2-proj": dict(cls=Custom, roi_loss=N, roi_weight=3.0, probe_term="rank",
+                            roi_dilation=2, probe_project=True),
+    "cxzero1": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="cxzero"),
+    "cxswap1": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="cxswap"),
+    "cxswap1-px0": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="cxswap",
+                        probe_px=0),
+    "cxswap1+rank0.3-dil2": dict(cls=Custom, roi_loss=N, roi_weight=1.0,
+                                 probe_term="cxswap+rank", roi_dilation=2),
+    # the package's losses and balancing (everything above pins the old defaults)
+    "pkg-rank1-dil2-warm0.5": dict(roi_loss="rank", roi_weight=1.0, roi_dilation=2,
+                                   roi_warmup=0.5, roi_balance="ce"),
+    "pkg-cx1-ce": dict(roi_loss="counterexample", roi_weight=1.0, roi_dilation=2,
+                       roi_balance="ce"),
+    "pkg-cx1-fixed": dict(roi_loss="counterexample", roi_weight=1.0, roi_dilation=2,
+                          roi_balance="fixed"),
+    "pkg-cx0.3-fixed": dict(roi_loss="counterexample", roi_weight=0.3, roi_dilation=2,
+                            roi_balance="fixed"),
+    "rank1-dil4": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rank",
+                       roi_dilation=4),
+    "rank1-dil2-warm10": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rank",
+                              roi_dilation=2, roi_warmup=10),
+    "rankh1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rankh",
+                        roi_dilation=2),
+    "mdiff1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="mdiff",
+                        roi_dilation=2),
+    "rank0.1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=0.1, probe_term="rank",
+                         roi_dilation=2),
 }
 
 
-def evaluate(data, name, seeds):
-    cfg = dict(CONFIGS[name])
+#: The ROI parameters as they were before the package's defaults changed, so that every
+#: setting above keeps meaning what it meant when it was measured.
+OLD_DEFAULTS = dict(LEGACY_ROI_SETTINGS, roi_weight=0.1)
+
+
+def evaluate(data, name, seeds, shortcut=None):
+    cfg = dict(OLD_DEFAULTS, **CONFIGS[name])
     cls = cfg.pop("cls", CNNClassifier)
     accs, aucs, start = [], [], time.time()
+    clean = data
     for seed in seeds:
-        train, _ = group_train_test_split(data.groups, 0.2, random_state=seed)
+        train, _ = group_train_test_split(clean.groups, 0.2, random_state=seed)
         fit_part, val_part = (train[i] for i in group_train_test_split(
-            data.groups[train], 0.2, random_state=seed + 100))
+            clean.groups[train], 0.2, random_state=seed + 100))
+        if shortcut:  # in the fit part at 0.9, independent of the label on validation
+            data = add_shortcut(clean, shortcut, 0.9, test_idx=val_part, random_state=seed)
         idx = np.random.RandomState(seed).choice(fit_part, 570, replace=False)
         net = cls(n_classes=3, max_epochs=20, random_state=seed, **cfg)
         kw = {"roi_masks": data.roi_masks[idx]} if "roi_loss" in cfg else {}
@@ -90,11 +281,13 @@ def main():
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--shortcut", default=None, help="inject this add_shortcut kind (0.9)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = load_brain_tumor_figshare(args.mri, image_size=64)
     for name in args.configs.split(","):
-        print(json.dumps(evaluate(data, name, range(args.seeds))), flush=True)
+        out = evaluate(data, name, range(args.seeds), args.shortcut)
+        print(json.dumps(dict(out, shortcut=args.shortcut)), flush=True)
 
 
 if __name__ == "__main__":

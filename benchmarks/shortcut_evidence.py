@@ -7,7 +7,7 @@ folders of the same data, seeds and protocol: one with cross-entropy only, one w
 
 Usage (the commands of docs/results.md, then)::
 
-    python benchmarks/shortcut_evidence.py mri_marker_none mri_marker_dice [more pairs ...]
+    python benchmarks/shortcut_evidence.py mri_marker_none mri_marker_rank [more pairs ...]
 
 prints, per pair, accuracy and attention at the final budget, and the paired
 differences (95 % bootstrap interval, Wilcoxon p) at the final budget and by ALC.
@@ -25,7 +25,9 @@ NAMES = {"none": {"random": "random", "entropy": "entropy", "dual a=0.3": "dual 
                  "dual a=0.3": "full (dual + ROI loss)"}}
 COMPARISONS = [("full (dual + ROI loss)", "random"), ("full (dual + ROI loss)", "entropy"),
                ("full (dual + ROI loss)", "dual (no ROI loss)"),
-               ("full (dual + ROI loss)", "random + ROI loss"), ("entropy", "random"),
+               ("full (dual + ROI loss)", "random + ROI loss"),
+               # same training, selection differs: what the misalignment criterion adds
+               ("full (dual + ROI loss)", "entropy + ROI loss"), ("entropy", "random"),
                ("dual (no ROI loss)", "random"), ("random + ROI loss", "random")]
 
 
@@ -33,6 +35,8 @@ def combined(plain, roi):
     parts = []
     for folder, names in ((plain, NAMES["none"]), (roi, NAMES["roi"])):
         table = load_results(folder)
+        # a folder may hold more strategies (the leaderboard): keep the three named here
+        table = table[table["strategy"].isin(names)]
         parts.append(table.assign(strategy=table["strategy"].map(names)))
     return pd.concat(parts, ignore_index=True)
 

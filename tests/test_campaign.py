@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from xal_sklearn import CNNClassifier
 from xal_sklearn.campaign import Campaign, CampaignError
 from xal_sklearn.labelstudio import AnnotationImportError, LabelStudioClient, label_config
 
@@ -520,3 +521,25 @@ def test_campaign_pretrain_warm_starts_later_rounds(tmp_path, scans, capsys):
     assert Campaign.open(c.folder).learner() is not None
     net = template.fit(*again._labelled_arrays()[:2])
     assert net.initialized_ and set(weights.state) < set(net.module_.state_dict())
+
+
+def test_roi_settings_are_pinned_in_the_config_and_old_campaigns_keep_theirs(tmp_path, scans):
+    c = _new(tmp_path, scans, roi_loss="rank", roi_warmup=3)
+    settings = {k: c.config["classifier"][k] for k in ("roi_weight", "roi_balance",
+                                                       "roi_dilation", "roi_warmup")}
+    defaults = CNNClassifier().get_params()
+    assert settings == {"roi_weight": defaults["roi_weight"],
+                        "roi_balance": defaults["roi_balance"],
+                        "roi_dilation": defaults["roi_dilation"], "roi_warmup": 3}
+    with pytest.raises(ValueError, match="Unknown roi_balance 'mean'"):
+        Campaign.create(tmp_path / "other", scans[0], CLASSES, roi_loss="rank",
+                        roi_balance="mean")
+    assert not (tmp_path / "other").exists()
+    # a campaign made before these settings existed trains as it did then
+    path = c.folder / "campaign.json"
+    config = json.loads(path.read_text())
+    for key in ("roi_balance", "roi_dilation", "roi_warmup"):
+        del config["classifier"][key]
+    path.write_text(json.dumps(config))
+    old = Campaign.open(c.folder)._template()
+    assert (old.roi_balance, old.roi_dilation, old.roi_warmup) == ("fixed", 0, 0)

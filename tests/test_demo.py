@@ -58,6 +58,8 @@ def test_cli_builds_the_five_arms():
     assert arms["dual a=0.3+roi"][:2] == arms["dual a=0.3"][:2]
     assert _describe("dual a=0.3+roi").startswith("the full method (dual-criterion")
     assert _describe("dual a=0.3") == "dual-criterion selection (a=0.3) without the ROI loss"
+    # a run without +roi arms (every strategy trains alike) has no ablation to name
+    assert _describe("dual a=0.3", arms=False) == "dual-criterion selection (a=0.3)"
     assert _describe("random+roi") == "random selection with the ROI loss"
 
 
@@ -81,6 +83,10 @@ def test_strategy_estimator_params_pair_by_seed(tmp_path):
 
     assert estimator_template(config, "random+roi").roi_weight == 0.5
     assert estimator_template(config, "random").roi_loss is None
+    assert estimator_template(config, "random+roi").roi_balance == "ce"
+    # a results folder written before roi_balance existed rebuilds its fixed weighting
+    del config["template"]["roi_balance"]
+    assert estimator_template(config, "random+roi").roi_balance == "fixed"
     with pytest.raises(ValueError, match="strategy 'bad'.*Invalid parameter 'roi_los'"):
         run_experiment(net, data, {"bad": (random_sampling, {}, {"roi_los": "dice"})},
                        initial_size=10, query_size=5, budget=15, seeds=[0],
@@ -103,5 +109,38 @@ def test_demo_output_ends_in_sentences(tmp_path, capsys):
     assert words.count("At 40 labels the full method") == 4
     assert "WARNING" not in out
     report = (tmp_path / "d" / "report.md").read_text()
-    assert "## In words" in report and "`dual a=0.3+roi`: cross-entropy + 0.1 x" in report
+    assert "## In words" in report and "`dual a=0.3+roi`: cross-entropy + the `rank` attention loss" in report
     assert np.isfinite(load_results(tmp_path / "d")["accuracy"]).all()
+
+
+def test_cli_roi_options_default_to_the_classifier_and_reach_the_roi_arms():
+    from xal_sklearn.cli import _parser, _roi_settings
+
+    parser = _parser()
+    args = parser.parse_args(["run"])
+    assert _roi_settings(args) == {}  # CNNClassifier's defaults apply
+    args = parser.parse_args(["run", "--roi-weight", "0.5", "--roi-balance", "fixed",
+                              "--roi-dilation", "1", "--roi-warmup", "0.25"])
+    settings = _roi_settings(args)
+    assert settings == {"roi_weight": 0.5, "roi_balance": "fixed", "roi_dilation": 1,
+                        "roi_warmup": 0.25}
+    assert parser.parse_args(["run", "--roi-warmup", "3"]).roi_warmup == 3
+    arms = _strategies(["dual", "dual+roi"], [0.3], "entropy", "soft_dice",
+                       {"roi_loss": "rank", **settings})
+    assert arms["dual a=0.3"][2] == {}
+    assert arms["dual a=0.3+roi"][2] == {"roi_loss": "rank", **settings}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--roi-warmup", "1.5"], "--roi-warmup must be whole epochs"),
+    (["--roi-warmup", "x"], "invalid epochs_or_share value"),
+    (["--roi-dilation", "-1"], "--roi-dilation must be >= 0"),
+    (["--roi-balance", "mean"], "invalid choice: 'mean'"),
+    (["--roi-weight", "-2"], "--roi-weight must be a number >= 0"),
+])
+def test_cli_refuses_bad_roi_options(argv, message, capsys):
+    from xal_sklearn.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", *argv])
+    assert message in capsys.readouterr().err

@@ -147,13 +147,13 @@ def test_bf16_mixed_learns_as_well_as_float32(phantoms):
 def test_bf16_mixed_with_the_roi_loss(phantoms):
     X, y, M = phantoms.X[:64], phantoms.y[:64], phantoms.roi_masks[:64]
     losses = {}
-    for roi_loss in (None, "dice"):
+    for roi_loss in (None, "rank"):
         net = CNNClassifier(n_classes=3, max_epochs=2, random_state=0, precision="bf16-mixed",
-                            roi_loss=roi_loss)
+                            roi_loss=roi_loss, roi_warmup=0)
         net.fit(X, y, roi_masks=M if roi_loss else None)
         losses[roi_loss] = net.history[:, "train_loss"]
-    assert np.isfinite(losses["dice"]).all()
-    assert losses["dice"][0] > losses[None][0]  # the attention term is added
+    assert np.isfinite(losses["rank"]).all()
+    assert losses["rank"][0] > losses[None][0]  # the attention term is added
 
 
 @pytest.mark.parametrize("bad", ["float16", "bf16", None, 16])
@@ -170,9 +170,10 @@ def test_precision_round_trips_through_clone_and_pickle(fitted_net, phantoms):
     assert pickle.loads(pickle.dumps(net)).precision == "bf16-mixed"
     # a net pickled before ``precision`` existed still predicts, in float32
     state = fitted_net.__getstate__()
-    del state["precision"]
+    del state["precision"], state["roi_balance"]
     old = CNNClassifier.__new__(CNNClassifier)
     old.__setstate__(state)
     assert old.precision == "float32"
+    assert old.roi_balance == "fixed"  # and with the weighting it was trained with
     np.testing.assert_allclose(old.predict_proba(phantoms.X[:8]),
                                fitted_net.predict_proba(phantoms.X[:8]))

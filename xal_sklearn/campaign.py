@@ -35,7 +35,7 @@ from .datasets import (DataLoadError, read_image, read_mask, resize_image, resiz
                        split_mask_field)
 from .labelstudio import label_config, make_task, parse_export, read_label_csv, source_ids
 from .learner import ActiveLearner
-from .roi_loss import check_roi_loss
+from .roi_loss import LEGACY_ROI_SETTINGS, check_roi_loss, check_roi_settings
 from .scoring import score_pool
 from .strategies import dual_criterion_sampling, uncertainty_sampling
 
@@ -98,7 +98,8 @@ class Campaign:
     # --- creating and opening --------------------------------------------------------
     @classmethod
     def create(cls, folder, images, classes, manifest=None, image_size=128, rgb=False,
-               roi_loss=None, roi_weight=0.1, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
+               roi_loss=None, roi_weight=None, roi_balance=None, roi_dilation=None,
+               roi_warmup=None, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
                device="cpu", precision="float32", random_state=0, module=None,
                module_weights=None, url_prefix="/data/local-files/?d=", document_root="/"):
         """Start a campaign in ``folder`` over the images under ``images``.
@@ -121,7 +122,10 @@ class Campaign:
         image_size : int, default=128
             Images are resized to ``image_size`` x ``image_size`` for the model.
         rgb : bool, default=False
-        roi_loss, roi_weight : as in :class:`~xal_sklearn.CNNClassifier`
+        roi_loss, roi_weight, roi_balance, roi_dilation, roi_warmup : optional
+            As in :class:`~xal_sklearn.CNNClassifier`; those left out take its
+            defaults, and all are written into the campaign's configuration, so
+            later versions with other defaults train the campaign the same way.
         alpha : float, default=0.3
             Weight of uncertainty in :func:`~xal_sklearn.dual_criterion_sampling`,
             used once pool images have ROIs.
@@ -160,18 +164,23 @@ class Campaign:
         elif module_weights is not None:
             raise CampaignError("module_weights needs module (a backbone name).")
         images_, masks, manifest_ids = cls._list_pool(root, manifest, folder)
+        given = {"roi_weight": roi_weight, "roi_balance": roi_balance,
+                 "roi_dilation": roi_dilation, "roi_warmup": roi_warmup}
+        defaults = CNNClassifier().get_params()
+        roi = {k: defaults[k] if v is None else v for k, v in given.items()}
+        roi["roi_weight"] = check_roi_loss(roi_loss, roi["roi_weight"])
+        check_roi_settings(roi["roi_balance"], roi["roi_dilation"], roi["roi_warmup"])
         config = {
             "format": FORMAT, "version": VERSION, "created": _now(), "classes": classes,
             "pool_root": str(root), "image_size": [int(image_size)] * 2, "rgb": bool(rgb),
             "classifier": {"max_epochs": int(epochs), "batch_size": int(batch_size),
-                           "lr": float(lr), "roi_loss": roi_loss, "roi_weight": float(roi_weight),
+                           "lr": float(lr), "roi_loss": roi_loss, **roi,
                            "device": device, "precision": precision,
                            "random_state": int(random_state), **backbone},
             "strategy": {"alpha": float(alpha), "uncertainty": "entropy",
                          "alignment": "soft_dice"},
             "random_state": int(random_state), "url_prefix": url_prefix,
             "document_root": str(document_root)}
-        check_roi_loss(roi_loss, roi_weight)
         check_precision(precision)
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / ".pool.csv.tmp", "w", newline="") as f:
@@ -246,7 +255,8 @@ class Campaign:
         return list(self.config["classes"])
 
     def _template(self):
-        params = dict(self.config["classifier"])
+        # a campaign made before these settings existed trained with them off
+        params = dict(LEGACY_ROI_SETTINGS, **self.config["classifier"])
         if params.get("init_weights"):  # kept relative to the folder, which may move
             params["init_weights"] = str(self.folder / params["init_weights"])
         return CNNClassifier(classes=self.classes, **params)

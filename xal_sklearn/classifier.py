@@ -19,7 +19,8 @@ from ._validation import (binarize_masks, check_device, check_images, check_inpu
 from .backbones import build_backbone, copy_adapted
 from .modules import SmallCNN, channels_last_weights, to_channels_last
 from .pretrain import as_encoder_weights
-from .roi_loss import check_roi_loss, roi_loss_term
+from .roi_loss import (GRADCAM_LOSSES, LEGACY_ROI_SETTINGS, ROI_LOSSES, balanced_term,
+                       check_roi_loss, check_roi_settings, roi_loss_term, warmup_epochs)
 
 __all__ = ["CNNClassifier"]
 
@@ -108,20 +109,31 @@ class CNNClassifier(NeuralNetClassifier):
     gradcam_layer : str or None, default=None
         Module path of the layer that Grad-CAM explains (``"features.6"``);
         None means the last ``Conv2d``/``Conv3d``.
-    roi_loss : {"dice", "outside", "rrr"} or None, default=None
+    roi_loss : {"dice", "outside", "rank", "counterexample", "rrr"} or None, default=None
         Attention loss on samples with an ROI (see :mod:`xal_sklearn.roi_loss`):
-        ``"dice"`` is 1 - soft Dice of the true class's Grad-CAM at
-        ``gradcam_layer`` and the mask (the reference method), ``"outside"``
-        the share of Grad-CAM mass outside the mask, ``"rrr"`` squared input
-        gradients outside the mask. None trains on cross-entropy only.
-    roi_weight : float >= 0, default=0.1
-        Weight of the attention loss against the cross-entropy.
-    roi_dilation : int >= 0, default=0
-        Cells by which masks are grown on the attention grid (``"dice"``,
-        ``"outside"``), forgiving the coarse grid at lesion borders.
-    roi_warmup : int >= 0, default=0
+        ``"rank"`` (recommended, ``roi_loss.DEFAULT_ROI_LOSS``) a soft pairwise
+        ROC AUC asking every ROI cell of the true class's Grad-CAM at
+        ``gradcam_layer`` to outrank every other cell; ``"dice"`` 1 - soft Dice
+        of that Grad-CAM and the mask (the reference method); ``"outside"`` the
+        share of its mass outside the mask; ``"counterexample"`` the
+        cross-entropy of the image with its context swapped for another's;
+        ``"rrr"`` squared input gradients outside the mask. None trains on
+        cross-entropy only.
+    roi_weight : float >= 0, default=1.0
+        Weight of the attention loss against the cross-entropy (with
+        ``roi_balance="ce"``: its size as a share of the cross-entropy's).
+    roi_balance : {"ce", "fixed"}, default="ce"
+        ``"ce"`` rescales the attention term at every step so that its value is
+        ``roi_weight`` x the batch's cross-entropy (a constant factor, not
+        differentiated), so one weight means the same for every loss and data
+        set; ``"fixed"`` adds ``roi_weight`` x the term as it comes.
+    roi_dilation : int >= 0, default=2
+        Cells by which masks are grown on the attention grid (pixels of the
+        input for ``"counterexample"``), forgiving the coarse grid at lesion
+        borders and taking in the lesion's surroundings.
+    roi_warmup : int >= 0 or float in [0, 1), default=0.5
         Epochs of cross-entropy only at the start of each ``fit`` before the
-        attention loss is added.
+        attention loss is added; a float is a share of ``max_epochs``.
     lr_schedule : {"cosine", None}, default="cosine"
         Cosine annealing of the learning rate over each ``fit`` (restarting at
         every ``partial_fit``), or a constant rate.
@@ -186,9 +198,10 @@ class CNNClassifier(NeuralNetClassifier):
         classes=None,
         gradcam_layer=None,
         roi_loss=None,
-        roi_weight=0.1,
-        roi_dilation=0,
-        roi_warmup=0,
+        roi_weight=1.0,
+        roi_dilation=2,
+        roi_warmup=0.5,
+        roi_balance="ce",
         lr_schedule="cosine",
         precision="float32",
         init_weights=None,
@@ -223,6 +236,7 @@ class CNNClassifier(NeuralNetClassifier):
         self.roi_weight = roi_weight
         self.roi_dilation = roi_dilation
         self.roi_warmup = roi_warmup
+        self.roi_balance = roi_balance
         self.lr_schedule = lr_schedule
         self.precision = precision
         self.init_weights = init_weights
@@ -257,6 +271,7 @@ class CNNClassifier(NeuralNetClassifier):
     def __setstate__(self, state):
         param = state.pop("_device_param", "cpu")
         state.setdefault("precision", "float32")  # pickled before the parameter existed
+        state.setdefault("roi_balance", LEGACY_ROI_SETTINGS["roi_balance"])  # likewise
         super().__setstate__(state)
         # skorch may have remapped an unavailable CUDA device to the CPU
         resolved = self.__dict__.pop("device", self.__dict__.get("_device_param"))
@@ -367,10 +382,7 @@ class CNNClassifier(NeuralNetClassifier):
         check_roi_loss(self.roi_loss, self.roi_weight)
         check_precision(self.precision)
         check_device(self.__dict__.get("_device_param", "cpu"))  # one line, not skorch's traceback
-        for name in ("roi_dilation", "roi_warmup"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+        check_roi_settings(self.roi_balance, self.roi_dilation, self.roi_warmup)
         image_shape = None
         if not isinstance(X, torch.utils.data.Dataset):
             X = check_images(X)
@@ -404,7 +416,7 @@ class CNNClassifier(NeuralNetClassifier):
             return None
         if self.roi_loss is None:
             warnings.warn("roi_masks are ignored because roi_loss=None; set roi_loss "
-                          "('dice', 'outside' or 'rrr') to train with them.", UserWarning,
+                          f"(one of {', '.join(ROI_LOSSES)}) to train with them.", UserWarning,
                           stacklevel=4)
             return None
         if isinstance(X, torch.utils.data.Dataset):
@@ -428,7 +440,7 @@ class CNNClassifier(NeuralNetClassifier):
 
     def _check_attention_layer(self):
         """Refuse a Grad-CAM layer without spatial output before any training step."""
-        if self.roi_loss not in ("dice", "outside"):
+        if self.roi_loss not in GRADCAM_LOSSES:
             return
         layer = resolve_layer(self.module_, self.gradcam_layer)
         shape = getattr(self, "image_shape_", None)
@@ -455,7 +467,8 @@ class CNNClassifier(NeuralNetClassifier):
         return _as_float32(y_pred)  # the loss is computed in float32
 
     def _roi_active(self):
-        return self.roi_loss is not None and len(self.history) > self.roi_warmup
+        return (self.roi_loss is not None
+                and len(self.history) > warmup_epochs(self.roi_warmup, self.max_epochs))
 
     def train_step_single(self, batch, **fit_params):
         Xi, yi = unpack_data(batch)
@@ -467,7 +480,7 @@ class CNNClassifier(NeuralNetClassifier):
             x = x.detach().requires_grad_(True)
         captured = {}
         handle = None
-        if self.roi_loss != "rrr":
+        if self.roi_loss in GRADCAM_LOSSES:
             layer = resolve_layer(self.module_, self.gradcam_layer)
             def keep(module, inputs, output):
                 captured["A"] = output
@@ -485,7 +498,8 @@ class CNNClassifier(NeuralNetClassifier):
         return {"loss": loss, "y_pred": y_pred}
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Cross-entropy, plus ``roi_weight`` x the attention loss while training with ROIs."""
+        """Cross-entropy, plus the attention loss weighed by ``roi_weight`` and
+        ``roi_balance`` while training with ROIs."""
         loss = super().get_loss(y_pred, y_true, X=X, training=training)
         if not (training and isinstance(X, Mapping) and "activations" in X):
             return loss
@@ -493,8 +507,13 @@ class CNNClassifier(NeuralNetClassifier):
         term = roi_loss_term(
             self.roi_loss, x=X["x"], logits=logits, activations=X["activations"],
             target=y_true.to(logits.device).long(), masks=X["roi"].to(logits.device),
-            has_roi=X["has_roi"].to(logits.device), dilation=self.roi_dilation)
-        return loss + float(self.roi_weight) * term
+            has_roi=X["has_roi"].to(logits.device), dilation=self.roi_dilation,
+            forward=self._counterexample_logits)
+        return loss + balanced_term(term, loss, float(self.roi_weight), self.roi_balance)
+
+    def _counterexample_logits(self, x):
+        y_pred = self.infer(x)
+        return y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         try:

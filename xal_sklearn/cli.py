@@ -11,9 +11,9 @@ import numpy as np
 
 from ._validation import device_problem
 from .alignment import ALIGNMENT_METRICS
-from .classifier import PRECISIONS
+from .classifier import PRECISIONS, CNNClassifier
 from .pretrain import PRETRAIN_METHODS
-from .roi_loss import ROI_LOSSES
+from .roi_loss import DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_LOSSES, describe_roi_training
 from .uncertainty import UNCERTAINTY_MEASURES
 
 #: ``xal run --strategies`` names: ours, then the field's baselines (scikit-activeml).
@@ -30,6 +30,38 @@ DEMO_NOTE = ("The demo trains on synthetic phantoms whose corner marker agrees w
              "90 % of the time (a shortcut a model can learn instead of the lesion) and tests "
              "on phantoms without the marker, so test accuracy rewards looking at the lesion "
              "rather than at the marker.")
+
+
+def epochs_or_share(value):
+    """--roi-warmup: whole epochs ('5') or a share of the epochs ('0.5')."""
+    number = float(value)
+    return int(number) if number.is_integer() and "." not in value else number
+
+
+def _roi_options(parser):
+    """The ROI-loss settings; left out, each is CNNClassifier's default."""
+    defaults = CNNClassifier().get_params()
+    parser.add_argument("--roi-weight", type=float, default=None,
+                        help="weight of --roi-loss (default "
+                             f"{defaults['roi_weight']:g}; see --roi-balance)")
+    parser.add_argument("--roi-balance", default=None, choices=ROI_BALANCES,
+                        help="ce: the attention term is rescaled at every step to "
+                             "--roi-weight x the cross-entropy; fixed: --roi-weight x the "
+                             f"term (default {defaults['roi_balance']})")
+    parser.add_argument("--roi-dilation", type=int, default=None,
+                        help="cells of the attention grid (pixels for counterexample) by "
+                             f"which ROIs are grown (default {defaults['roi_dilation']})")
+    parser.add_argument("--roi-warmup", type=epochs_or_share, default=None,
+                        help="epochs of cross-entropy only before the attention loss starts, "
+                             "or a share of the epochs such as 0.5 (default "
+                             f"{defaults['roi_warmup']:g})")
+
+
+def _roi_settings(args):
+    """The ROI-loss settings given on the command line (the rest stay the defaults)."""
+    given = {k: getattr(args, k) for k in ("roi_weight", "roi_balance", "roi_dilation",
+                                          "roi_warmup")}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _strategies(names, alphas, uncertainty, alignment, roi_params=None):
@@ -66,8 +98,9 @@ def _strategies(names, alphas, uncertainty, alignment, roi_params=None):
     return out
 
 
-def _describe(name):
-    """A strategy's name in words, for the closing sentences."""
+def _describe(name, arms=True):
+    """A strategy's name in words, for the closing sentences; ``arms``: the run has
+    ``+roi`` strategies, so a dual one without the suffix is the ablation."""
     roi, base = name.endswith(ROI_SUFFIX), name.removesuffix(ROI_SUFFIX)
     words = {"random": "random selection", "entropy": "entropy selection",
              "margin": "margin selection", "least_confident": "least-confidence selection",
@@ -81,7 +114,7 @@ def _describe(name):
         words = f"dual-criterion selection{spread} ({setting})"
         if roi:
             return f"the full method ({words} + ROI loss)"
-        return f"{words} without the ROI loss"
+        return f"{words} without the ROI loss" if arms else words
     words = words or f"`{base}`"
     return f"{words} with the ROI loss" if roi else words
 
@@ -201,7 +234,8 @@ def _parser():
                           "intensity or border (xal_sklearn.datasets.add_shortcut)")
     run.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                      help=f"comma-separated, of {', '.join(STRATEGY_NAMES)}; a name ending in "
-                          f"{ROI_SUFFIX} trains with the ROI loss (--roi-loss, default dice), "
+                          f"{ROI_SUFFIX} trains with the ROI loss (--roi-loss, default "
+                          f"{DEFAULT_ROI_LOSS}), "
                           "the others without. bald, badge, coreset, typiclust and probcover "
                           "are scikit-activeml's on the network's features (bald trains with "
                           f"dropout {BALD_DROPOUT:g} and draws 20 MC dropout samples); "
@@ -214,9 +248,9 @@ def _parser():
                      help="how dual/misalignment compare Grad-CAM with the ROI")
     run.add_argument("--roi-loss", default=None, choices=ROI_LOSSES,
                      help="the attention loss on the labelled ROIs: of the +roi strategies "
-                          "(default dice), or of every strategy when none ends in +roi "
-                          "(default: cross-entropy only)")
-    run.add_argument("--roi-weight", type=float, default=0.1, help="weight of --roi-loss")
+                          f"(default {DEFAULT_ROI_LOSS}), or of every strategy when none ends "
+                          "in +roi (default: cross-entropy only)")
+    _roi_options(run)
     run.add_argument("--reference", default="random",
                      help="strategy the others are compared with in the report")
     run.add_argument("--pretrain", default=None, choices=PRETRAIN_METHODS,
@@ -275,8 +309,9 @@ def _parser():
     init.add_argument("--rgb", action="store_true",
                       help="keep 3 colour channels instead of converting to grayscale")
     init.add_argument("--roi-loss", default=None, choices=ROI_LOSSES,
-                      help="train with an attention loss on the expert's ROIs")
-    init.add_argument("--roi-weight", type=float, default=0.1, help="weight of --roi-loss")
+                      help="train with an attention loss on the expert's ROIs (recommended: "
+                           f"{DEFAULT_ROI_LOSS})")
+    _roi_options(init)
     init.add_argument("--alpha", type=float, default=0.3,
                       help="weight of uncertainty in dual-criterion sampling")
     init.add_argument("--epochs", type=int, default=20,
@@ -329,7 +364,7 @@ def _campaign(args):
         _check_device(args)
         c = Campaign.create(args.folder, args.images, args.classes.split(","),
                             manifest=args.manifest, image_size=args.image_size, rgb=args.rgb,
-                            roi_loss=args.roi_loss, roi_weight=args.roi_weight,
+                            roi_loss=args.roi_loss, **_roi_settings(args),
                             alpha=args.alpha, epochs=args.epochs, device=args.device,
                             precision=args.precision, random_state=args.seed,
                             module=args.module, module_weights=args.module_weights,
@@ -393,8 +428,16 @@ def _check_run_args(args):
         parser.error("--image-size must be >= 8")
     if not (math.isfinite(args.lr) and args.lr > 0):
         parser.error(f"--lr must be a positive number, got {args.lr}")
-    if not (math.isfinite(args.roi_weight) and args.roi_weight >= 0):
+    if args.roi_weight is not None and not (math.isfinite(args.roi_weight)
+                                            and args.roi_weight >= 0):
         parser.error(f"--roi-weight must be a number >= 0, got {args.roi_weight}")
+    if args.roi_dilation is not None and args.roi_dilation < 0:
+        parser.error(f"--roi-dilation must be >= 0, got {args.roi_dilation}")
+    if args.roi_warmup is not None and not (
+            isinstance(args.roi_warmup, int) and args.roi_warmup >= 0
+            or isinstance(args.roi_warmup, float) and 0 <= args.roi_warmup < 1):
+        parser.error(f"--roi-warmup must be whole epochs >= 0 or a share in [0, 1), got "
+                     f"{args.roi_warmup:g}")
     if args.n_jobs == 0 or args.n_jobs < -1:
         parser.error("--n-jobs must be >= 1, or -1 for all cores")
     if not 0 < args.test_size < 1:
@@ -419,7 +462,8 @@ def _run(args):
                                                 shortcut=args.shortcut,
                                                 test_size=args.test_size)
     arms = any(n.endswith(ROI_SUFFIX) for n in names)  # ROI loss per strategy, not for all
-    roi_params = {"roi_loss": args.roi_loss or "dice", "roi_weight": args.roi_weight}
+    settings = _roi_settings(args)
+    roi_params = {"roi_loss": args.roi_loss or DEFAULT_ROI_LOSS, **settings}
     strategies = _strategies(names, alphas, args.uncertainty, args.alignment, roi_params)
     reference = args.reference if args.reference in strategies else None
     if args.reference != "random" and reference is None:
@@ -427,8 +471,8 @@ def _run(args):
                      f"{', '.join(strategies)}")
     net = CNNClassifier(n_classes=len(dataset.target_names), max_epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr,
-                        roi_loss=None if arms else args.roi_loss,
-                        roi_weight=args.roi_weight, device=args.device,
+                        roi_loss=None if arms else args.roi_loss, **settings,
+                        device=args.device,
                         precision=args.precision)
     note = None
     if args.shortcut:
@@ -441,9 +485,10 @@ def _run(args):
     print(f"xal run: {description}, {len(dataset.y)} images of "
           f"{'x'.join(map(str, dataset.X.shape[1:]))}; strategies "
           f"{', '.join(strategies)}; {args.seeds} seed(s); training with "
-          + (f"cross-entropy, + the {roi_params['roi_loss']} ROI loss (weight "
-             f"{args.roi_weight:g}) for the {ROI_SUFFIX} strategies" if arms else
-             f"{'ROI loss ' + args.roi_loss if args.roi_loss else 'cross-entropy only'}")
+          + (f"cross-entropy, + {describe_roi_training(dict(net.get_params(), **roi_params))}"
+             f" for the {ROI_SUFFIX} strategies" if arms else
+             describe_roi_training(net.get_params()) if args.roi_loss else
+             "cross-entropy only")
           + f" in {args.precision}"
           + (f", from a {args.pretrain} warm start ({args.pretrain_epochs} epochs per seed)"
              if args.pretrain else "")
@@ -475,7 +520,7 @@ def _run(args):
             ref = reference or next(iter(strategies))
             pairs = [(n, ref) for n in strategies if n != ref]
         sentences = comparison_sentences(results, pairs,
-                                         names={n: _describe(n) for n in strategies})
+                                         names={n: _describe(n, arms) for n in strategies})
     report = write_report(out, dataset, reference=reference or "random", test_set=test_set,
                           in_words=sentences)
     for metric in ("accuracy", "attention_roi_auc"):

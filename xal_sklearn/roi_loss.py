@@ -10,6 +10,18 @@ cross-entropy by :class:`~xal_sklearn.CNNClassifier` (``roi_loss=``,
   layer's grid -- the loss of the reference method;
 * ``"outside"``: the share of the Grad-CAM's positive mass that falls outside
   the mask (GradMask / RES family);
+* ``"rank"``: a soft pairwise ROC AUC of the true class's Grad-CAM (before its
+  ReLU, standardised per image): every cell in the mask should outrank every
+  cell outside it, ``mean softplus(s_out - s_in)`` over such pairs. It asks for
+  an order, not for zero evidence outside the mask, and it is what ``roi_auc``
+  measures; maps of more than ``RANK_MAX_CELLS`` cells are area-averaged first;
+* ``"counterexample"``: the cross-entropy of counterexamples (the "CE" method
+  of the explanatory-interactive-learning typology; Teso and Kersting, 2019):
+  each image with an ROI is shown again with its ROI (grown by ``dilation``
+  *pixels*) kept and everything else taken from the next image of the batch
+  that has one, whose own ROI is blacked out. The label stays. It needs no
+  Grad-CAM layer and teaches the network that the context does not decide the
+  class, which is what a shortcut outside the lesion exploits;
 * ``"rrr"``: "right for the right reasons" (Ross et al., 2017): the squared
   input gradient of the summed log-probabilities, summed over pixels outside
   the mask.
@@ -25,19 +37,125 @@ dropped. This costs one extra backward pass through the head instead of a
 double backward through the whole network. ``"rrr"`` needs the gradient of an
 input gradient, so it uses double backpropagation (about 2-3x the cost).
 
+**Weighting.** :class:`~xal_sklearn.CNNClassifier` adds the term through
+:func:`balanced_term`: by default (``roi_balance="ce"``) rescaled at every step to
+``roi_weight`` x the batch's cross-entropy, so that a weight means the same share for
+every loss and data set (a fixed weight of 0.1 was effectively zero on brain MRI);
+the defaults ``roi_weight=1.0``, ``roi_dilation=2``, ``roi_warmup=0.5`` with ``"rank"``
+were chosen on validation groups of brain MRI (docs/results.md).
+
 Masks of any resolution with the images' aspect ratio are brought to the
 attention grid by area averaging (a cell's value is the share of its pixels in
 the ROI) and can be grown by ``dilation`` cells; samples without an ROI add
 nothing, so a batch without any ROI gives exactly the cross-entropy.
 """
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ROI_LOSSES", "check_roi_loss", "gradcam_from_activations", "masks_to_grid",
-           "roi_loss_term"]
+__all__ = ["DEFAULT_ROI_LOSS", "GRADCAM_LOSSES", "ROI_BALANCES", "ROI_LOSSES", "RANK_MAX_CELLS",
+           "balanced_term", "LEGACY_ROI_SETTINGS", "check_roi_balance", "check_roi_loss",
+           "check_roi_settings", "counterexamples", "describe_roi_training",
+           "gradcam_from_activations",
+           "masks_to_grid", "roi_loss_term", "warmup_epochs"]
 
-ROI_LOSSES = ("dice", "outside", "rrr")
+ROI_LOSSES = ("dice", "outside", "rank", "counterexample", "rrr")
+
+#: The loss to use when none is named (the ``+roi`` arms of ``xal run``, the demo); chosen
+#: on validation groups of the brain-MRI training split (docs/results.md).
+DEFAULT_ROI_LOSS = "rank"
+
+#: Losses read from the Grad-CAM layer's activations in the training forward pass.
+GRADCAM_LOSSES = ("dice", "outside", "rank")
+
+#: ``"rank"`` compares all pairs of cells; finer maps are area-averaged to at most
+#: this many cells first (memory grows with the square).
+RANK_MAX_CELLS = 1024
+
+
+#: How ``roi_weight`` weighs the attention term against the cross-entropy:
+#: ``"ce"`` rescales the term at every step so that its value is ``roi_weight`` x the
+#: batch's cross-entropy (the factor is a constant of the step, not differentiated), so
+#: one weight means the same share for every loss and data set, and the attention
+#: gradient shrinks as the fit improves; ``"fixed"`` is ``roi_weight`` x the term.
+ROI_BALANCES = ("ce", "fixed")
+
+#: With ``"ce"``, a term smaller than this is rescaled as if it were this large.
+BALANCE_FLOOR = 1e-3
+
+
+def check_roi_balance(roi_balance):
+    """Refuse an unknown ``roi_balance``."""
+    if roi_balance not in ROI_BALANCES:
+        raise ValueError(f"Unknown roi_balance {roi_balance!r}; choose one of "
+                         f"{', '.join(map(repr, ROI_BALANCES))}.")
+
+
+#: What a model of an earlier version, whose records lack these settings, trained with
+#: (before ``roi_balance``, ``roi_dilation`` and ``roi_warmup`` had their defaults).
+LEGACY_ROI_SETTINGS = {"roi_balance": "fixed", "roi_dilation": 0, "roi_warmup": 0}
+
+
+def warmup_epochs(roi_warmup, max_epochs):
+    """``roi_warmup`` in epochs: an int is epochs, a float in [0, 1) a share of
+    ``max_epochs``; anything else is refused."""
+    w = roi_warmup
+    if isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 0:
+        return int(w)
+    if isinstance(w, numbers.Real) and not isinstance(w, (bool, numbers.Integral)) \
+            and 0 <= w < 1:
+        return int(round(float(w) * max_epochs))
+    raise ValueError(f"roi_warmup must be an integer number of epochs >= 0 or a share of "
+                     f"max_epochs in [0, 1), got {w!r}.")
+
+
+def check_roi_settings(roi_balance, roi_dilation, roi_warmup):
+    """Refuse ROI-loss settings that cannot be used, naming the parameter."""
+    check_roi_balance(roi_balance)
+    d = roi_dilation
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0:
+        raise ValueError(f"roi_dilation must be an integer >= 0, got {d!r}.")
+    warmup_epochs(roi_warmup, 1)
+
+
+def balanced_term(term, cross_entropy, weight, balance):
+    """The attention term as added to the cross-entropy (see ``ROI_BALANCES``)."""
+    if balance == "fixed":
+        return weight * term
+    # a nearly satisfied term is not blown up to the cross-entropy's size
+    scale = cross_entropy.detach() / term.detach().clamp_min(BALANCE_FLOOR)
+    return weight * scale * term
+
+
+def describe_roi_training(params):
+    """In words: the attention loss that estimator parameters ``params`` train with.
+
+    >>> describe_roi_training({"roi_loss": "rank", "roi_weight": 1.0, "roi_balance": "ce",
+    ...                        "roi_dilation": 2, "roi_warmup": 0.5, "max_epochs": 20})
+    'the `rank` attention loss on the ROIs, its size 1 x the cross-entropy at every step, \
+ROIs grown by 2 cells, from epoch 11 of 20'
+    """
+    loss = params.get("roi_loss")
+    if loss is None:
+        return "no attention loss"
+    weight = params.get("roi_weight")
+    words = f"the `{loss}` attention loss on the ROIs"
+    if params.get("roi_balance", "fixed") == "ce":
+        words += f", its size {weight:g} x the cross-entropy at every step"
+    else:
+        words += f" at weight {weight:g}"
+    dilation = params.get("roi_dilation", 0)
+    if dilation:
+        unit = "pixel" if loss == "counterexample" else "cell"
+        words += f", ROIs grown by {dilation} {unit}{'s' if dilation != 1 else ''}"
+    warmup, epochs = params.get("roi_warmup", 0), params.get("max_epochs")
+    if warmup:
+        start = int(round(warmup * epochs)) if isinstance(warmup, float) else int(warmup)
+        words += f", from epoch {start + 1}" + (f" of {epochs}" if epochs else "")
+    return words
 
 
 def check_roi_loss(roi_loss, roi_weight):
@@ -71,17 +189,20 @@ def masks_to_grid(masks, grid_shape, dilation=0):
     return out[:, 0]
 
 
-def gradcam_from_activations(activations, logits, target):
+def gradcam_from_activations(activations, logits, target, relu=True):
     """Differentiable Grad-CAM ``ReLU(sum_k w_k A_k)`` of class ``target`` per sample.
 
     ``w_k`` (the spatial mean of d logit_target / d A_k) is computed with
-    autograd and detached: first order, see the module docstring.
+    autograd and detached: first order, see the module docstring. ``relu=False``
+    returns the map before the ReLU (negative where a cell argues against the
+    class).
     """
     score = logits.gather(1, target.view(-1, 1)).sum()
     grads, = torch.autograd.grad(score, activations, retain_graph=True)
     spatial = tuple(range(2, activations.dim()))
     weights = grads.mean(dim=spatial, keepdim=True).detach()
-    return F.relu((weights * activations).sum(1))
+    cam = (weights * activations).sum(1)
+    return F.relu(cam) if relu else cam
 
 
 def _dice_loss(cam, grid_masks):
@@ -100,6 +221,62 @@ def _outside_loss(cam, grid_masks):
                        torch.zeros_like(total))
 
 
+def _coarsened(cam, grid_masks, max_cells):
+    """Area-average a map and its mask to at most ``max_cells`` cells."""
+    spatial = tuple(cam.shape[1:])
+    cells = math.prod(spatial)
+    if cells <= max_cells:
+        return cam, grid_masks
+    factor = math.ceil((cells / max_cells) ** (1 / len(spatial)))
+    target = tuple(max(1, math.ceil(s / factor)) for s in spatial)
+    while math.prod(target) > max_cells:
+        factor += 1
+        target = tuple(max(1, math.ceil(s / factor)) for s in spatial)
+    pool = F.adaptive_avg_pool2d if len(spatial) == 2 else F.adaptive_avg_pool3d
+    return (pool(cam[:, None], target)[:, 0],
+            pool(grid_masks[:, None].to(cam.dtype), target)[:, 0])
+
+
+def _rank_loss(cam, grid_masks):
+    cam, grid_masks = _coarsened(cam, grid_masks, RANK_MAX_CELLS)
+    c = cam.reshape(len(cam), -1)
+    g = grid_masks.reshape(len(cam), -1).to(cam.dtype)
+    # standardised, so neither scaling the map nor shifting it changes the loss
+    # (population std: defined for a single cell, whose map has no pairs anyway)
+    s = (c - c.mean(1, keepdim=True)) / c.std(1, correction=0, keepdim=True).clamp_min(1e-6)
+    pairs = g[:, :, None] * (1 - g)[:, None, :]  # (inside cell i, outside cell j)
+    per_pair = F.softplus(s[:, None, :] - s[:, :, None])  # [b, i, j] = softplus(s_j - s_i)
+    # a mask covering all or nothing has no pairs and adds nothing
+    return (pairs * per_pair).sum((1, 2)) / pairs.sum((1, 2)).clamp_min(1e-12)
+
+
+def counterexamples(x, masks, has_roi, dilation=0):
+    """Each image with an ROI, its context replaced by another's (``"counterexample"``).
+
+    Parameters
+    ----------
+    x : tensor (B, C, ...)
+    masks : bool tensor (B, ...) at any resolution with the images' aspect ratio
+    has_roi : bool tensor (B,)
+    dilation : int
+        Pixels by which each ROI is grown before it is kept.
+
+    Returns
+    -------
+    tensor (n, C, ...)
+        One counterexample per image with an ROI, in batch order: the image
+        inside its (grown) ROI, and outside it the next such image of the batch
+        (cyclically) with that image's own ROI set to 0. With a single such
+        image it is the image itself.
+    """
+    x = x[has_roi]
+    keep = (masks_to_grid(masks[has_roi], tuple(x.shape[2:]), dilation) > 0)[:, None]
+    keep = keep.to(x.dtype)
+    order = torch.roll(torch.arange(len(x), device=x.device), -1)
+    context = x[order] * (1 - keep[order])
+    return keep * x + (1 - keep) * context
+
+
 def _rrr_loss(x, logits, masks):
     log_p = F.log_softmax(logits, dim=1).sum()
     grads, = torch.autograd.grad(log_p, x, create_graph=True)
@@ -108,7 +285,8 @@ def _rrr_loss(x, logits, masks):
     return ((grads * outside) ** 2).reshape(len(x), -1).sum(1)
 
 
-def roi_loss_term(kind, *, x, logits, activations, target, masks, has_roi, dilation=0):
+def roi_loss_term(kind, *, x, logits, activations, target, masks, has_roi, dilation=0,
+                  forward=None):
     """Mean attention loss over the samples of a batch that have an ROI.
 
     Parameters
@@ -118,15 +296,18 @@ def roi_loss_term(kind, *, x, logits, activations, target, masks, has_roi, dilat
         The input batch; for ``"rrr"`` it must require gradients.
     logits : tensor (B, n_classes)
     activations : tensor (B, K, ...) or None
-        Output of the Grad-CAM layer in the same forward pass (``"dice"``,
-        ``"outside"``).
+        Output of the Grad-CAM layer in the same forward pass (the
+        ``GRADCAM_LOSSES``).
     target : int tensor (B,)
         True class column of each sample.
     masks : bool tensor (B, ...)
         At any resolution with the images' aspect ratio.
     has_roi : bool tensor (B,)
     dilation : int
-        Cells by which the mask is grown on the attention grid.
+        Cells by which the mask is grown on the attention grid (pixels of the
+        input for ``"counterexample"``).
+    forward : callable, optional
+        Maps a batch of images to logits in training mode (``"counterexample"``).
 
     Returns
     -------
@@ -135,10 +316,14 @@ def roi_loss_term(kind, *, x, logits, activations, target, masks, has_roi, dilat
     """
     if not bool(has_roi.any()):
         return logits.new_zeros(())
+    if kind == "counterexample":
+        return F.cross_entropy(forward(counterexamples(x, masks, has_roi, dilation)),
+                               target[has_roi])
     if kind == "rrr":
         per_sample = _rrr_loss(x, logits, masks)
     else:
-        cam = gradcam_from_activations(activations, logits, target)
+        cam = gradcam_from_activations(activations, logits, target, relu=kind != "rank")
         grid = masks_to_grid(masks, tuple(cam.shape[1:]), dilation)
-        per_sample = (_dice_loss if kind == "dice" else _outside_loss)(cam, grid)
+        per_sample = {"dice": _dice_loss, "outside": _outside_loss,
+                      "rank": _rank_loss}[kind](cam, grid)
     return per_sample[has_roi].mean()

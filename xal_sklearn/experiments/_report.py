@@ -1,10 +1,12 @@
 """Markdown summary of a results folder."""
 
+import ast
 import json
 from pathlib import Path
 
 import numpy as np
 
+from ..roi_loss import describe_roi_training
 from ._plots import METRIC_LABELS, plot_gradcam_grid, plot_learning_curves
 from ._run import ATTENTION_METRICS, load_results
 from ._stats import learning_curve_area, paired_comparison
@@ -128,15 +130,25 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
     return out
 
 
+def _literal(value):
+    """A parameter as config.json records it (its repr) back to the value, where it can."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
 def _training(params, own=None):
-    """'cross-entropy only' or 'cross-entropy + 0.1 x the `dice` attention loss ...', and
-    the strategy's ``own`` estimator parameters that are not the ROI loss's."""
-    params = dict(params, **(own or {}))
-    roi_loss = str(params.get("roi_loss", "None")).strip("'")
-    words = ("cross-entropy only" if roi_loss == "None" else
-             f"cross-entropy + {params.get('roi_weight')} x the `{roi_loss}` attention loss "
-             "on the labelled images' ROIs")
-    other = {k: v for k, v in (own or {}).items() if k not in ("roi_loss", "roi_weight")}
+    """'cross-entropy only' or 'cross-entropy + the `rank` attention loss ...', and the
+    strategy's ``own`` estimator parameters that are not the ROI loss's."""
+    params = {k: _literal(v) for k, v in dict(params, **(own or {})).items()}
+    if params.get("roi_loss") is None:
+        words = "cross-entropy only"
+    else:
+        words = "cross-entropy + " + describe_roi_training(params)
+    other = {k: v for k, v in (own or {}).items() if not k.startswith("roi_")}
     if other:
         words += ", with " + ", ".join(f"`{k}={v}`" for k, v in sorted(other.items()))
     return words

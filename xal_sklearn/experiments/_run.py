@@ -23,6 +23,7 @@ from .._validation import accepts_keyword, check_images
 from ..alignment import ALIGNMENT_METRICS, alignment_t, chance_alignment
 from ..datasets import group_train_test_split
 from ..learner import ActiveLearner
+from ..roi_loss import LEGACY_ROI_SETTINGS
 from ..scoring import score_pool
 from ..strategies import SCORE_FIELDS
 
@@ -161,6 +162,8 @@ def estimator_template(config, strategy=None):
                          "not a CNNClassifier with SmallCNN); pass estimator=.")
     params = {} if strategy is None else \
         config["strategies"][strategy].get("estimator_params", {})
+    if "roi_balance" not in template:  # recorded before the parameter existed
+        template = dict(template, roi_balance=LEGACY_ROI_SETTINGS["roi_balance"])
     return CNNClassifier(**dict(template, optimizer=_OPTIMIZERS[template["optimizer"]],
                                 **params))
 
