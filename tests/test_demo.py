@@ -45,6 +45,9 @@ def test_sentences_for_a_win_a_draw_and_too_few_seeds():
     assert "`full` beat `random` by 4.6 accuracy points" in win and "a verdict" in win
     draw, = comparison_sentences(_table([0.05, -0.04, 0.02, -0.03, 0.01]), [("full", "random")])
     assert "not a verdict: the interval includes 0, so this may be chance" in draw
+    tie, = comparison_sentences(_table([0.0004, -0.0002, 0.0001, 0.0, -0.0001]),
+                                [("full", "random")])
+    assert "`full` tied with `random`" in tie and "by 0.0" not in tie
     few, = comparison_sentences(_table([0.05, 0.04], seeds=2), [("full", "random")])
     assert "not a verdict: 2 seed(s) are too few (it takes 5)" in few
 

@@ -110,10 +110,11 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
         who, other = names.get(strategy, f"`{strategy}`"), names.get(reference, f"`{reference}`")
         diff, lo, hi, n = (row["mean_difference"], row["ci_low"], row["ci_high"],
                            int(row["n_seeds"]))
-        if diff > 0:
-            verb = f"beat {other} by {100 * diff:.1f} {unit}"
-        elif diff < 0:
-            verb = f"lost to {other} by {100 * -diff:.1f} {unit}"
+        points = round(100 * diff, 1)  # as printed: "by 0.0 points" is a tie
+        if points > 0:
+            verb = f"beat {other} by {points:.1f} {unit}"
+        elif points < 0:
+            verb = f"lost to {other} by {-points:.1f} {unit}"
         else:
             verb = f"tied with {other}"
         interval = ("" if np.isnan(lo) else
