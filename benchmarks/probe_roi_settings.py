@@ -131,6 +131,23 @@ class Custom(CNNClassifier):
         logits = self.infer(m * x + (1 - m) * background)
         return torch.nn.functional.cross_entropy(logits, target)
 
+    #: counterexample terms that *replace* images rather than add to them: the share of
+    #: a batch's ROI images shown only as their counterexample
+    REPLACING = {"cxrep": 1.0, "cxhalf": 0.5}
+
+    def _replaced_ce(self, x, masks, logits, target, has, share):
+        """Batch cross-entropy with a ``share`` of the ROI images (drawn at random each
+        step) replaced by their counterexamples (``roi_loss.counterexamples``)."""
+        from xal_sklearn.roi_loss import counterexamples
+        per = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        swap = has & (torch.rand(len(target)) < share)
+        if not bool(swap.any()):
+            return per.mean()
+        cx = counterexamples(x, masks, swap, self.probe_px)
+        per_cx = torch.nn.functional.cross_entropy(self.infer(cx), target[swap],
+                                                   reduction="none")
+        return (per[~swap].sum() + per_cx.sum()) / len(target)
+
     def _projected(self, ce, total):
         """Gradients set by hand: the attention gradient without its part against the CE's."""
         params = [p for p in self.module_.parameters() if p.requires_grad]
@@ -160,6 +177,10 @@ class Custom(CNNClassifier):
         grid = masks_to_grid(X["roi"], tuple(a.shape[2:]), self.roi_dilation)
         total = 0
         for name in self.probe_term.split("+"):
+            if name in self.REPLACING:  # the cross-entropy itself changes
+                ce = self._replaced_ce(X["x"], X["roi"], y_pred, t, has,
+                                       self.REPLACING[name])
+                continue
             if name.startswith("cx"):  # counterexamples: the ROI kept, the context replaced
                 total = total + float(self.roi_weight) * self._counterexample_ce(
                     X["x"], X["roi"], t, has, swap=name == "cxswap")
@@ -239,6 +260,15 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
                         roi_dilation=2),
     "mdiff1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="mdiff",
                         roi_dilation=2),
+    # counterexamples replacing the images they are made from (not added beside them)
+    "cxrep": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="cxrep"),
+    "cxhalf": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="cxhalf"),
+    "cxrep-px4": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="cxrep", probe_px=4),
+    "cxhalf+rank1-dil2-warm10": dict(cls=Custom, roi_loss=N, roi_weight=1.0,
+                                     probe_term="cxhalf+rank", roi_dilation=2,
+                                     roi_warmup=10),
+    "pkg-cx0.3-ce": dict(roi_loss="counterexample", roi_weight=0.3, roi_dilation=2,
+                         roi_balance="ce"),
     "rank0.1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=0.1, probe_term="rank",
                          roi_dilation=2),
 }

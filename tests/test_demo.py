@@ -135,11 +135,13 @@ def test_cli_roi_options_default_to_the_classifier_and_reach_the_roi_arms():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--roi-warmup", "1.5"], "--roi-warmup must be whole epochs"),
+    (["--roi-warmup", "1.5"], "--roi-warmup must be an integer number of epochs >= 0 or a "
+                              "share of --epochs in [0, 1), got 1.5."),
     (["--roi-warmup", "x"], "invalid epochs_or_share value"),
-    (["--roi-dilation", "-1"], "--roi-dilation must be >= 0"),
+    (["--roi-dilation", "-1"], "--roi-dilation must be an integer >= 0, got -1."),
     (["--roi-balance", "mean"], "invalid choice: 'mean'"),
-    (["--roi-weight", "-2"], "--roi-weight must be a number >= 0"),
+    (["--roi-weight", "-2"], "--roi-weight must be a finite number >= 0, got -2.0."),
+    (["--roi-weight", "nan"], "--roi-weight must be a finite number >= 0, got nan."),
 ])
 def test_cli_refuses_bad_roi_options(argv, message, capsys):
     from xal_sklearn.cli import main
@@ -147,3 +149,17 @@ def test_cli_refuses_bad_roi_options(argv, message, capsys):
     with pytest.raises(SystemExit):
         main(["run", *argv])
     assert message in capsys.readouterr().err
+
+
+def test_dual_alpha_default_is_the_one_the_cli_campaigns_and_score_pool_use():
+    import inspect
+
+    from xal_sklearn import dual_criterion_sampling, score_pool
+    from xal_sklearn.campaign import Campaign
+    from xal_sklearn.cli import _parser
+
+    default = inspect.signature(dual_criterion_sampling).parameters["alpha"].default
+    assert default == 0.3
+    assert inspect.signature(score_pool).parameters["alpha"].default == default
+    assert inspect.signature(Campaign.create).parameters["alpha"].default == default
+    assert float(_parser().parse_args(["run"]).alpha) == default

@@ -431,3 +431,22 @@ def test_score_pool_reads_every_registered_metric(fitted_net, phantoms):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         score_pool(fitted_net, X, M, alignment="pointing_game", tolerance=2, progress=False)
+
+
+def test_resolve_roi_settings_fills_defaults_and_refuses_like_the_classifier():
+    from xal_sklearn.roi_loss import ROI_DEFAULTS, resolve_roi_settings
+
+    defaults = {k: v for k, v in CNNClassifier().get_params().items() if k in ROI_DEFAULTS}
+    assert defaults == ROI_DEFAULTS
+    assert resolve_roi_settings("rank") == ROI_DEFAULTS
+    out = resolve_roi_settings("dice", roi_weight=3, roi_warmup=None, roi_dilation=0)
+    assert out == dict(ROI_DEFAULTS, roi_weight=3.0, roi_dilation=0)
+    assert isinstance(out["roi_weight"], float)
+    for given, match in [({"roi_weight": -1}, "roi_weight"), ({"roi_balance": "x"},
+                         "roi_balance"), ({"roi_dilation": 1.5}, "roi_dilation"),
+                         ({"roi_warmup": 1.0}, "roi_warmup"), ({"roi_weights": 1},
+                         "Unknown ROI setting")]:
+        with pytest.raises(ValueError, match=match):
+            resolve_roi_settings("rank", **given)
+    with pytest.raises(ValueError, match="Unknown roi_loss 'gradmask'"):
+        resolve_roi_settings("gradmask")

@@ -35,7 +35,7 @@ from .datasets import (DataLoadError, read_image, read_mask, resize_image, resiz
                        split_mask_field)
 from .labelstudio import label_config, make_task, parse_export, read_label_csv, source_ids
 from .learner import ActiveLearner
-from .roi_loss import LEGACY_ROI_SETTINGS, check_roi_loss, check_roi_settings
+from .roi_loss import LEGACY_ROI_SETTINGS, resolve_roi_settings
 from .scoring import score_pool
 from .strategies import dual_criterion_sampling, uncertainty_sampling
 
@@ -166,10 +166,7 @@ class Campaign:
         images_, masks, manifest_ids = cls._list_pool(root, manifest, folder)
         given = {"roi_weight": roi_weight, "roi_balance": roi_balance,
                  "roi_dilation": roi_dilation, "roi_warmup": roi_warmup}
-        defaults = CNNClassifier().get_params()
-        roi = {k: defaults[k] if v is None else v for k, v in given.items()}
-        roi["roi_weight"] = check_roi_loss(roi_loss, roi["roi_weight"])
-        check_roi_settings(roi["roi_balance"], roi["roi_dilation"], roi["roi_warmup"])
+        roi = resolve_roi_settings(roi_loss, **given)
         config = {
             "format": FORMAT, "version": VERSION, "created": _now(), "classes": classes,
             "pool_root": str(root), "image_size": [int(image_size)] * 2, "rgb": bool(rgb),

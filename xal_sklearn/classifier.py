@@ -19,8 +19,9 @@ from ._validation import (binarize_masks, check_device, check_images, check_inpu
 from .backbones import build_backbone, copy_adapted
 from .modules import SmallCNN, channels_last_weights, to_channels_last
 from .pretrain import as_encoder_weights
-from .roi_loss import (GRADCAM_LOSSES, LEGACY_ROI_SETTINGS, ROI_LOSSES, balanced_term,
-                       check_roi_loss, check_roi_settings, roi_loss_term, warmup_epochs)
+from .roi_loss import (GRADCAM_LOSSES, LEGACY_ROI_SETTINGS, ROI_DEFAULTS, ROI_LOSSES,
+                       balanced_term, check_roi_loss, check_roi_settings, roi_loss_term,
+                       warmup_epochs)
 
 __all__ = ["CNNClassifier"]
 
@@ -198,10 +199,10 @@ class CNNClassifier(NeuralNetClassifier):
         classes=None,
         gradcam_layer=None,
         roi_loss=None,
-        roi_weight=1.0,
-        roi_dilation=2,
-        roi_warmup=0.5,
-        roi_balance="ce",
+        roi_weight=ROI_DEFAULTS["roi_weight"],
+        roi_dilation=ROI_DEFAULTS["roi_dilation"],
+        roi_warmup=ROI_DEFAULTS["roi_warmup"],
+        roi_balance=ROI_DEFAULTS["roi_balance"],
         lr_schedule="cosine",
         precision="float32",
         init_weights=None,

@@ -11,9 +11,10 @@ import numpy as np
 
 from ._validation import device_problem
 from .alignment import ALIGNMENT_METRICS
-from .classifier import PRECISIONS, CNNClassifier
+from .classifier import PRECISIONS
 from .pretrain import PRETRAIN_METHODS
-from .roi_loss import DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_LOSSES, describe_roi_training
+from .roi_loss import (DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_DEFAULTS, ROI_LOSSES,
+                       describe_roi_training, resolve_roi_settings)
 from .uncertainty import UNCERTAINTY_MEASURES
 
 #: ``xal run --strategies`` names: ours, then the field's baselines (scikit-activeml).
@@ -40,7 +41,7 @@ def epochs_or_share(value):
 
 def _roi_options(parser):
     """The ROI-loss settings; left out, each is CNNClassifier's default."""
-    defaults = CNNClassifier().get_params()
+    defaults = ROI_DEFAULTS
     parser.add_argument("--roi-weight", type=float, default=None,
                         help="weight of --roi-loss (default "
                              f"{defaults['roi_weight']:g}; see --roi-balance)")
@@ -428,16 +429,13 @@ def _check_run_args(args):
         parser.error("--image-size must be >= 8")
     if not (math.isfinite(args.lr) and args.lr > 0):
         parser.error(f"--lr must be a positive number, got {args.lr}")
-    if args.roi_weight is not None and not (math.isfinite(args.roi_weight)
-                                            and args.roi_weight >= 0):
-        parser.error(f"--roi-weight must be a number >= 0, got {args.roi_weight}")
-    if args.roi_dilation is not None and args.roi_dilation < 0:
-        parser.error(f"--roi-dilation must be >= 0, got {args.roi_dilation}")
-    if args.roi_warmup is not None and not (
-            isinstance(args.roi_warmup, int) and args.roi_warmup >= 0
-            or isinstance(args.roi_warmup, float) and 0 <= args.roi_warmup < 1):
-        parser.error(f"--roi-warmup must be whole epochs >= 0 or a share in [0, 1), got "
-                     f"{args.roi_warmup:g}")
+    try:  # the classifier's own checks, in the CLI's words
+        resolve_roi_settings(args.roi_loss, **_roi_settings(args))
+    except ValueError as e:
+        words = str(e).replace("max_epochs", "--epochs")
+        for name in ROI_DEFAULTS:
+            words = words.replace(name, "--" + name.replace("_", "-"))
+        parser.error(words)
     if args.n_jobs == 0 or args.n_jobs < -1:
         parser.error("--n-jobs must be >= 1, or -1 for all cores")
     if not 0 < args.test_size < 1:

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 __all__ = ["DEFAULT_ROI_LOSS", "GRADCAM_LOSSES", "ROI_BALANCES", "ROI_LOSSES", "RANK_MAX_CELLS",
            "balanced_term", "LEGACY_ROI_SETTINGS", "check_roi_balance", "check_roi_loss",
            "check_roi_settings", "counterexamples", "describe_roi_training",
+           "ROI_DEFAULTS", "resolve_roi_settings",
            "gradcam_from_activations",
            "masks_to_grid", "roi_loss_term", "warmup_epochs"]
 
@@ -94,6 +95,11 @@ def check_roi_balance(roi_balance):
                          f"{', '.join(map(repr, ROI_BALANCES))}.")
 
 
+#: :class:`~xal_sklearn.CNNClassifier`'s defaults for the attention-loss settings, chosen
+#: with ``"rank"`` on validation groups of the brain-MRI training split (docs/results.md);
+#: the CLI and campaigns fill the settings a user leaves out from here.
+ROI_DEFAULTS = {"roi_weight": 1.0, "roi_balance": "ce", "roi_dilation": 2, "roi_warmup": 0.5}
+
 #: What a model of an earlier version, whose records lack these settings, trained with
 #: (before ``roi_balance``, ``roi_dilation`` and ``roi_warmup`` had their defaults).
 LEGACY_ROI_SETTINGS = {"roi_balance": "fixed", "roi_dilation": 0, "roi_warmup": 0}
@@ -119,6 +125,37 @@ def check_roi_settings(roi_balance, roi_dilation, roi_warmup):
     if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0:
         raise ValueError(f"roi_dilation must be an integer >= 0, got {d!r}.")
     warmup_epochs(roi_warmup, 1)
+
+
+def resolve_roi_settings(roi_loss=None, **given):
+    """The four attention-loss settings, each as given or else its default, all checked.
+
+    Parameters
+    ----------
+    roi_loss : str or None
+        Checked against ``ROI_LOSSES``.
+    **given
+        Any of ``roi_weight``, ``roi_balance``, ``roi_dilation``, ``roi_warmup``; one left
+        out or None takes its value from ``ROI_DEFAULTS``.
+
+    Returns
+    -------
+    dict
+        All four settings (the weight as a float).
+
+    Raises
+    ------
+    ValueError
+        Naming the first setting that cannot be used (or an unknown name).
+    """
+    unknown = set(given) - set(ROI_DEFAULTS)
+    if unknown:
+        raise ValueError(f"Unknown ROI setting(s) {', '.join(sorted(unknown))}; the settings "
+                         f"are {', '.join(ROI_DEFAULTS)}.")
+    out = {k: ROI_DEFAULTS[k] if given.get(k) is None else given[k] for k in ROI_DEFAULTS}
+    out["roi_weight"] = check_roi_loss(roi_loss, out["roi_weight"])
+    check_roi_settings(out["roi_balance"], out["roi_dilation"], out["roi_warmup"])
+    return out
 
 
 def balanced_term(term, cross_entropy, weight, balance):

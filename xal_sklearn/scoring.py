@@ -30,7 +30,7 @@ def _check_missing_roi(missing_roi):
     )
 
 
-def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="entropy",
+def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.3, uncertainty="entropy",
                alignment="soft_dice", threshold=0.5, tolerance=0, missing_roi="uncertainty",
                layer=None, embeddings=False,
                batch_size=None, return_maps=False, num_workers=0, progress=None):
@@ -53,7 +53,7 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.5, uncertainty="en
     roi_masks : None, array-like (N, H, W) or (N, D, H, W), memmap, Dataset, or list with None entries
         Regions of interest (bool, 0/1 or 0/255). A missing (None) or empty
         mask means "no ROI": its alignment is NaN and ``missing_roi`` applies.
-    alpha : float in [0, 1], default=0.5
+    alpha : float in [0, 1], default=0.3
         Weight of uncertainty; 1 is pure uncertainty sampling, 0 pure
         misalignment.
     uncertainty : {"entropy", "margin", "least_confident"}, default="entropy"
