@@ -93,5 +93,6 @@ def main():
         print(f"| {name} | {acc.mean():.3f} ({', '.join(f'{v:.3f}' for v in acc)}) | "
               f"{diffs.get((name, 'final'), '')} | {diffs.get((name, 'alc'), '')} |")
 
+
 if __name__ == "__main__":
     main()

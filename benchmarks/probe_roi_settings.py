@@ -269,6 +269,10 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
                                      roi_warmup=10),
     "pkg-cx0.3-ce": dict(roi_loss="counterexample", roi_weight=0.3, roi_dilation=2,
                          roi_balance="ce"),
+    # input gradients outside the ROI (right for the right reasons), CE-balanced
+    "pkg-rrr1-ce": dict(roi_loss="rrr", roi_weight=1.0, roi_balance="ce", roi_warmup=0),
+    "pkg-rrr1-ce-warm0.5": dict(roi_loss="rrr", roi_weight=1.0, roi_balance="ce",
+                                roi_warmup=0.5),
     "rank0.1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=0.1, probe_term="rank",
                          roi_dilation=2),
 }

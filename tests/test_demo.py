@@ -112,7 +112,8 @@ def test_demo_output_ends_in_sentences(tmp_path, capsys):
     assert words.count("At 40 labels the full method") == 4
     assert "WARNING" not in out
     report = (tmp_path / "d" / "report.md").read_text()
-    assert "## In words" in report and "`dual a=0.3+roi`: cross-entropy + the `rank` attention loss" in report
+    assert "## In words" in report
+    assert "`dual a=0.3+roi`: cross-entropy + the `rank` attention loss" in report
     assert np.isfinite(load_results(tmp_path / "d")["accuracy"]).all()
 
 
