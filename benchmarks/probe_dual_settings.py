@@ -24,18 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.utils import Bunch
 
 from xal_sklearn import CNNClassifier, dual_criterion_sampling
 from xal_sklearn.alignment import ALIGNMENT_METRICS
-from xal_sklearn.datasets import add_shortcut, group_train_test_split, load_brain_tumor_figshare
+from xal_sklearn.datasets import (add_shortcut, group_train_test_split,
+                                  load_brain_tumor_figshare, subset)
 from xal_sklearn.experiments import load_results, paired_comparison, run_experiment
-
-
-def subset(data, idx):
-    n = len(data.y)
-    return Bunch(**{k: v[idx] if isinstance(v, np.ndarray) and v.ndim and len(v) == n
-                    and k != "target_names" else v for k, v in data.items()})
 
 
 def main():

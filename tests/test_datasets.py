@@ -59,3 +59,22 @@ def test_group_split_helper():
     np.testing.assert_array_equal(test, again[1])
     with pytest.raises(ValueError, match="two groups"):
         group_train_test_split(np.zeros(5))
+
+
+def test_subset_indexes_per_sample_arrays_only_and_leaves_the_input():
+    from xal_sklearn.datasets import make_lesion_phantoms, subset
+
+    data = make_lesion_phantoms(12, 32, random_state=0)
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in data.items()}
+    idx = np.array([5, 0, 7])
+    part = subset(data, idx)
+    for k, v in data.items():
+        if isinstance(v, np.ndarray) and v.ndim and len(v) == 12 and k != "target_names":
+            np.testing.assert_array_equal(part[k], v[idx])
+        else:
+            assert part[k] is v
+    np.testing.assert_array_equal(part.target_names, data.target_names)
+    assert len(subset(data, data.y == data.y[0]).y) == int((data.y == data.y[0]).sum())
+    for k, v in before.items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(data[k], v)

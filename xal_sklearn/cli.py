@@ -41,7 +41,7 @@ def epochs_or_share(value):
 
 def _roi_options(parser):
     """The ROI-loss settings; left out, each is CNNClassifier's default."""
-    defaults = ROI_DEFAULTS
+    defaults = ROI_DEFAULTS  # the classifier's
     parser.add_argument("--roi-weight", type=float, default=None,
                         help="weight of --roi-loss (default "
                              f"{defaults['roi_weight']:g}; see --roi-balance)")
@@ -60,8 +60,7 @@ def _roi_options(parser):
 
 def _roi_settings(args):
     """The ROI-loss settings given on the command line (the rest stay the defaults)."""
-    given = {k: getattr(args, k) for k in ("roi_weight", "roi_balance", "roi_dilation",
-                                          "roi_warmup")}
+    given = {k: getattr(args, k) for k in ROI_DEFAULTS}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -154,21 +153,12 @@ def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise", s
                          "brain-tumor-figshare:PATH.")
     if shortcut is None:
         return data, None, description
-    from .datasets import group_train_test_split
+    from .datasets import group_train_test_split, subset
 
     # the feature must be independent of the label on the test split, so the split is
     # made once here (groups, seed 0) and passed on as an explicit test set
     train, test = group_train_test_split(data.groups, test_size, random_state=0)
-    return _inject(_samples(data, train), _samples(data, test), shortcut, description)
-
-
-def _samples(data, idx):
-    """The Bunch of the samples ``idx`` (every per-sample array indexed)."""
-    from sklearn.utils import Bunch
-
-    n = len(data.y)
-    return Bunch(**{k: (v[idx] if isinstance(v, np.ndarray) and v.ndim and len(v) == n
-                        and k != "target_names" else v) for k, v in data.items()})
+    return _inject(subset(data, train), subset(data, test), shortcut, description)
 
 
 def _inject(pool, test, shortcut, description):

@@ -15,7 +15,7 @@ from ._io import (DataLoadError, read_dicom, read_image, read_mask, resize_image
 from ._nifti import load_nifti_slices
 from ._phantoms import make_lesion_phantoms
 from ._shortcut import SHORTCUT_KINDS, add_shortcut
-from ._split import group_train_test_split
+from ._split import group_train_test_split, subset
 
 __all__ = [
     "DataLoadError",
@@ -36,4 +36,5 @@ __all__ = [
     "resize_image",
     "resize_mask",
     "split_mask_field",
+    "subset",
 ]

@@ -2,8 +2,9 @@
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
+from sklearn.utils import Bunch
 
-__all__ = ["group_train_test_split"]
+__all__ = ["group_train_test_split", "subset"]
 
 
 def group_train_test_split(groups, test_size=0.2, random_state=None):
@@ -24,3 +25,25 @@ def group_train_test_split(groups, test_size=0.2, random_state=None):
     splitter = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=random_state)
     train, test = next(splitter.split(np.zeros(len(groups)), groups=groups))
     return np.sort(train), np.sort(test)
+
+
+def subset(data, idx):
+    """The data set Bunch of the samples ``idx``.
+
+    Every per-sample array (a numpy array whose first axis has one entry per label in
+    ``data.y``) is indexed; everything else (``target_names``, descriptions, nested
+    records) is kept as it is. The input is not changed.
+
+    Parameters
+    ----------
+    data : Bunch
+        As returned by :mod:`xal_sklearn.datasets`.
+    idx : array-like of int or bool
+
+    Returns
+    -------
+    Bunch
+    """
+    n = len(data.y)
+    return Bunch(**{k: (v[idx] if isinstance(v, np.ndarray) and v.ndim and len(v) == n
+                        and k != "target_names" else v) for k, v in data.items()})
