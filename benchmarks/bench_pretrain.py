@@ -10,10 +10,21 @@ SmallCNN on the training split's images (no labels) and prints
 
     python benchmarks/bench_pretrain.py --mri ../shared/data/brain-tumor-figshare --epochs 100
     python benchmarks/bench_pretrain.py --epochs 5                        # phantoms
+    python benchmarks/bench_pretrain.py --mri ../shared/data/brain-tumor-figshare \
+        --epochs 0 --memory-repeats 3
+
+``--memory-repeats K`` first times ``--memory-epochs`` epochs K times each way, side by
+side: with the heap reuse that ``pretrain_encoder`` switches on during CPU training
+(``xal_sklearn._memory.reuse_freed_memory``) and without it (the C library's default),
+and prints the medians, their ratio and the page faults. ``--epochs 0`` skips the
+long run and the linear probe.
 """
 
 import argparse
+import contextlib
+import resource
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -44,6 +55,33 @@ def probe(F_train, y_train, F_test, y_test):
     return clf.score((F_test - mu) / sd, y_test)
 
 
+def compare_memory(X, args):
+    """Median seconds per epoch with and without heap reuse, alternated."""
+    times = {"glibc default": [], "heap reuse": []}
+    faults = {k: [] for k in times}
+    for _ in range(args.memory_repeats):
+        for name in times:
+            patch = (mock.patch("xal_sklearn.pretrain.reuse_freed_memory",
+                                contextlib.nullcontext) if name == "glibc default"
+                     else contextlib.nullcontext())
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            start = time.perf_counter()
+            with patch:
+                pretrain_encoder(X, method=args.method, epochs=args.memory_epochs,
+                                 batch_size=args.batch_size, random_state=args.seed,
+                                 device="cpu", progress=False)
+            times[name].append((time.perf_counter() - start) / args.memory_epochs)
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    for name in times:
+        print(f"{name:>14}: median {np.median(times[name]):.2f} s/epoch (runs: "
+              + ", ".join(f"{t:.2f}" for t in times[name])
+              + f"), median {np.median(faults[name]) / args.memory_epochs:,.0f} page faults/epoch")
+    ratio = np.median(times["glibc default"]) / np.median(times["heap reuse"])
+    print(f"heap reuse is {ratio:.2f}x as fast ({args.method}, {len(X)} images of "
+          f"{'x'.join(map(str, X.shape[1:]))}, batch {args.batch_size}, torch threads "
+          f"{torch.get_num_threads()})")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mri", help="brain-tumor-figshare folder (default: phantoms)")
@@ -54,6 +92,8 @@ def main(argv=None):
     p.add_argument("--labels", type=int, default=570)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random-seeds", type=int, default=3)
+    p.add_argument("--memory-repeats", type=int, default=0)
+    p.add_argument("--memory-epochs", type=int, default=2)
     args = p.parse_args(argv)
 
     if args.mri:
@@ -62,6 +102,10 @@ def main(argv=None):
         data = make_lesion_phantoms(1200, args.image_size, noise=0.15, random_state=0)
     train, test = group_train_test_split(data.groups, 0.2, random_state=args.seed)
     X, y = np.asarray(data.X), np.asarray(data.y)
+    if args.memory_repeats:
+        compare_memory(X[train], args)
+    if args.epochs == 0:
+        return
     start = time.monotonic()
     weights = pretrain_encoder(X[train], method=args.method, epochs=args.epochs,
                                batch_size=args.batch_size, random_state=args.seed,

@@ -516,6 +516,7 @@ def test_campaign_pretrain_warm_starts_later_rounds(tmp_path, scans, capsys):
     assert again.config["classifier"]["init_weights"] == "pretrain.pt"  # relative: folders move
     template = again._template()
     assert template.init_weights == str(c.folder / "pretrain.pt")
+    assert template.head_init == "probe"  # later heads start from a probe of the features
     _fill_csv(again, first["batch"], scans[1], tmp_path / "a.csv")
     again.import_labels(tmp_path / "a.csv")  # trains from the warm start, and works
     assert Campaign.open(c.folder).learner() is not None

@@ -2,6 +2,7 @@
 CNNClassifier(init_weights=)."""
 
 import functools
+import json
 import pickle
 
 import numpy as np
@@ -311,7 +312,11 @@ def test_cli_pretrain(tmp_path, capsys):
                  "--query-size", "10", "--budget", "30", "--epochs", "1", "--seeds", "1",
                  "--pretrain", "simclr", "--pretrain-epochs", "1", "--out", str(out),
                  "--no-progress"]) in (0, None)
-    assert "from a simclr warm start (1 epochs per seed)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "from a simclr warm start (1 epochs per seed), each head started from a linear " \
+        "probe" in said
+    config = json.loads((out / "config.json").read_text())
+    assert config["template"]["head_init"] == "probe"
     assert EncoderWeights.load(out / "pretrain" / "seed0.pt").info["epochs"] == 1
     with pytest.raises(SystemExit):
         main(["run", "--pretrain", "moco", "--out", str(tmp_path / "x")])

@@ -31,6 +31,7 @@ from ._persist import (atomic_folder, atomic_write, check_format, read_json,
                        resolve_folder)
 from ._validation import check_device, list_problems
 from .classifier import CNNClassifier, check_precision
+from .pretrain import DEFAULT_PRETRAIN_EPOCHS, pretrain_encoder
 from .datasets import (DataLoadError, read_image, read_mask, resize_image, resize_mask,
                        split_mask_field)
 from .labelstudio import label_config, make_task, parse_export, read_label_csv, source_ids
@@ -259,22 +260,22 @@ class Campaign:
         return CNNClassifier(classes=self.classes, **params)
 
     # --- warm start ------------------------------------------------------------------
-    def pretrain(self, method="simclr", epochs=100, batch_size=256, progress=None):
+    def pretrain(self, method="simclr", epochs=DEFAULT_PRETRAIN_EPOCHS, batch_size=256,
+                 progress=None):
         """Pretrain the network on the campaign's whole pool, without labels.
 
         :func:`~xal_sklearn.pretrain_encoder` on every pool image (as the model
         sees it), seeded by the campaign's ``random_state``; the weights go to
         ``pretrain.pt`` in the campaign folder and every later training (the
-        next import's retraining onwards) starts from them. The model trained
-        so far is kept until then. Running it again replaces the warm start.
+        next import's retraining onwards) starts from them, its last layer from
+        a linear probe of them (``head_init="probe"``). The model trained so far
+        is kept until then. Running it again replaces the warm start.
 
         Returns
         -------
         dict with ``path`` and the weights' ``info`` (method, epochs, images,
         seconds ...).
         """
-        from .pretrain import pretrain_encoder
-
         X = self._images(list(range(len(self.pool["images"]))))
         batch_size = int(batch_size)
         if len(X) < batch_size:
@@ -287,8 +288,10 @@ class Campaign:
                                    random_state=self.config["random_state"],
                                    device=template.device, progress=progress)
         weights.save(self.folder / "pretrain.pt")
+        # the head of every later training starts from a linear probe of these features
         config = dict(self.config, classifier=dict(self.config["classifier"],
-                                                   init_weights="pretrain.pt"),
+                                                   init_weights="pretrain.pt",
+                                                   head_init="probe"),
                       pretrain={k: weights.info[k] for k in ("method", "epochs", "batch_size",
                                                              "n_images", "seconds")}
                       | {"when": _now()})

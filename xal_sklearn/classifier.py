@@ -17,6 +17,7 @@ from ._dataset import ImageDataset
 from ._validation import (binarize_masks, check_device, check_images, check_input_shape,
                           check_roi_masks, probe_forward, resolve_layer)
 from .backbones import build_backbone, copy_adapted
+from .finetune import FreezeEncoder, ProbeHead, check_head_init, freeze_epoch_count
 from .modules import SmallCNN, channels_last_weights, to_channels_last
 from .pretrain import as_encoder_weights
 from .roi_loss import (GRADCAM_LOSSES, LEGACY_ROI_SETTINGS, ROI_DEFAULTS, ROI_LOSSES,
@@ -146,6 +147,21 @@ class CNNClassifier(NeuralNetClassifier):
         trains from there. A file that is missing, foreign, or made for
         another network is refused with the mismatch named, before anything
         changes.
+    head_init : {"random", "probe"}, default="random"
+        How each fresh ``fit`` starts the last linear layer: random (PyTorch's
+        initialisation), or ``"probe"``: a scikit-learn logistic regression on
+        the network's features of the training images, folded into the layer
+        (:class:`~xal_sklearn.finetune.ProbeHead`). With a warm start
+        (``init_weights``) the head then already agrees with the pretrained
+        features, so fine-tuning refines them rather than washing them out.
+    freeze_epochs : int >= 0 or float in [0, 1], default=0
+        Epochs at the start of each ``fit`` in which only the last linear layer
+        is trained, the rest of the network frozen (its batch-norm statistics
+        still adapt); a float is a share of ``max_epochs``, and ``1.0`` trains
+        the head alone all the way (a linear probe). Meant for warm starts
+        (``init_weights``, ``module__weights``): the fresh head is fitted to the
+        pretrained features before its gradients reach them
+        (:class:`~xal_sklearn.finetune.FreezeEncoder`).
     precision : {"float32", "bf16-mixed"}, default="float32"
         Arithmetic of the training forward pass. ``"bf16-mixed"`` runs it under
         ``torch.autocast`` with bfloat16 (weights, gradients, optimiser state and
@@ -206,6 +222,8 @@ class CNNClassifier(NeuralNetClassifier):
         lr_schedule="cosine",
         precision="float32",
         init_weights=None,
+        head_init="random",
+        freeze_epochs=0,
         random_state=None,
         criterion=torch.nn.CrossEntropyLoss,
         optimizer=torch.optim.Adam,
@@ -241,6 +259,8 @@ class CNNClassifier(NeuralNetClassifier):
         self.lr_schedule = lr_schedule
         self.precision = precision
         self.init_weights = init_weights
+        self.head_init = head_init
+        self.freeze_epochs = freeze_epochs
         self.random_state = random_state
 
     # --- device="auto": the parameter keeps the user's value, skorch sees a real device
@@ -313,6 +333,10 @@ class CNNClassifier(NeuralNetClassifier):
             raise ValueError(f"lr_schedule must be 'cosine' or None, got {self.lr_schedule!r}.")
         schedule = [("lr_schedule", LRScheduler(CosineAnnealingLR, T_max=self.max_epochs))] \
             if self.lr_schedule == "cosine" else []
+        if self.head_init == "probe":
+            schedule.append(("probe_head", ProbeHead()))
+        if freeze_epoch_count(self.freeze_epochs, self.max_epochs):
+            schedule.append(("freeze_encoder", FreezeEncoder(self.freeze_epochs)))
         return schedule + [
             ("epoch_timer", EpochTimer()),
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
@@ -384,6 +408,8 @@ class CNNClassifier(NeuralNetClassifier):
         check_precision(self.precision)
         check_device(self.__dict__.get("_device_param", "cpu"))  # one line, not skorch's traceback
         check_roi_settings(self.roi_balance, self.roi_dilation, self.roi_warmup)
+        freeze_epoch_count(self.freeze_epochs, 1)
+        check_head_init(self.head_init)
         image_shape = None
         if not isinstance(X, torch.utils.data.Dataset):
             X = check_images(X)
@@ -520,6 +546,8 @@ class CNNClassifier(NeuralNetClassifier):
         try:
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt as exc:
+            # skorch ends training this way after an interrupt too (it unfreezes the encoder)
+            self.notify("on_train_end", X=X, y=y)
             raise _FitInterrupted from exc
 
     def fit(self, X, y, roi_masks=None, **fit_params):

@@ -12,7 +12,8 @@ import numpy as np
 from ._validation import device_problem
 from .alignment import ALIGNMENT_METRICS
 from .classifier import PRECISIONS
-from .pretrain import PRETRAIN_METHODS
+from .finetune import HEAD_INITS
+from .pretrain import DEFAULT_PRETRAIN_EPOCHS, PRETRAIN_METHODS
 from .roi_loss import (DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_DEFAULTS, ROI_LOSSES,
                        describe_roi_training, resolve_roi_settings)
 from .uncertainty import UNCERTAINTY_MEASURES
@@ -248,8 +249,12 @@ def _parser():
                      help="self-supervised warm start: pretrain the network on each seed's "
                           "pool images (never the test split, no labels) and start every fit "
                           "from it (xal_sklearn.pretrain_encoder)")
-    run.add_argument("--pretrain-epochs", type=int, default=100,
+    run.add_argument("--pretrain-epochs", type=int, default=DEFAULT_PRETRAIN_EPOCHS,
                      help="epochs of --pretrain")
+    run.add_argument("--head-init", default=None, choices=HEAD_INITS,
+                     help="how each fit starts the network's last layer: probe fits a "
+                          "logistic regression on the (pretrained) features first, random "
+                          "is PyTorch's (default: probe with --pretrain, else random)")
     run.add_argument("--initial", type=int, default=30, help="initial labelled samples")
     run.add_argument("--query-size", type=int, default=20, help="labels per round")
     run.add_argument("--budget", type=int, default=110, help="labels in total")
@@ -334,7 +339,8 @@ def _parser():
     pre.add_argument("folder")
     pre.add_argument("--method", default="simclr", choices=PRETRAIN_METHODS,
                      help="self-supervised method (xal_sklearn.pretrain_encoder)")
-    pre.add_argument("--epochs", type=int, default=100, help="passes over the pool")
+    pre.add_argument("--epochs", type=int, default=DEFAULT_PRETRAIN_EPOCHS,
+                     help="passes over the pool")
     pre.add_argument("--batch-size", type=int, default=256, help="images per step")
     st = _subparser(csub, "status", help="labelled per class, rounds, pending batch, estimate")
     st.add_argument("folder")
@@ -461,7 +467,8 @@ def _run(args):
                         batch_size=args.batch_size, lr=args.lr,
                         roi_loss=None if arms else args.roi_loss, **settings,
                         device=args.device,
-                        precision=args.precision)
+                        precision=args.precision,
+                        head_init=args.head_init or ("probe" if args.pretrain else "random"))
     note = None
     if args.shortcut:
         note = (f"The pool carries a spurious feature: {dataset.shortcut.description}; it "
@@ -480,6 +487,7 @@ def _run(args):
           + f" in {args.precision}"
           + (f", from a {args.pretrain} warm start ({args.pretrain_epochs} epochs per seed)"
              if args.pretrain else "")
+          + (", each head started from a linear probe" if net.head_init == "probe" else "")
           + f"; results in {out}", flush=True)
     if note:
         print(note, flush=True)

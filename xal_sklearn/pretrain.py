@@ -27,6 +27,7 @@ dependency for four tensor operations. The losses are a few lines of torch each
 and are checked against hand-computed values in the tests.
 """
 
+import contextlib
 import copy
 import inspect
 import json
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 from sklearn.utils import check_random_state
 from torch import nn
 
+from ._memory import reuse_freed_memory
 from ._persist import FormatError, atomic_path
 from ._pool import iter_pool, pool_length, progress_bar
 from ._validation import check_device, check_finite_batch, check_numeric
@@ -49,10 +51,13 @@ from .backbones import build_backbone
 from .embedding import find_head
 from .modules import SmallCNN, to_channels_last
 
-__all__ = ["EncoderWeights", "EncoderMismatchError", "PRETRAIN_METHODS", "augment_views",
-           "byol_loss", "encoder_features", "nt_xent_loss", "pretrain_encoder"]
+__all__ = ["DEFAULT_PRETRAIN_EPOCHS", "EncoderWeights", "EncoderMismatchError",
+           "PRETRAIN_METHODS", "augment_views", "byol_loss", "encoder_features", "nt_xent_loss",
+           "pretrain_encoder"]
 
 PRETRAIN_METHODS = ("simclr", "byol")
+#: Enough on our brain-MRI pool (docs/results.md), and under 10 minutes at 64 px on 2 cores.
+DEFAULT_PRETRAIN_EPOCHS = 50
 _FORMAT, _VERSION = "xal-encoder-weights", 1
 
 
@@ -307,7 +312,8 @@ def _build_module(module, in_channels):
                     f"got {module!r}.")
 
 
-def pretrain_encoder(X, module=None, method="simclr", epochs=100, batch_size=256, *, lr=1e-3,
+def pretrain_encoder(X, module=None, method="simclr", epochs=DEFAULT_PRETRAIN_EPOCHS,
+                     batch_size=256, *, lr=1e-3,
                      weight_decay=1e-6, temperature=0.2, projection_dim=64, ema=0.99,
                      flips=False, crop_scale=(0.5, 1.0), random_state=None, device="auto",
                      progress=None):
@@ -327,7 +333,7 @@ def pretrain_encoder(X, module=None, method="simclr", epochs=100, batch_size=256
         build it (``module`` and ``module__*`` parameters), so the weights fit
         ``CNNClassifier(init_weights=...)`` with the same parameters.
     method : {"simclr", "byol"}, default="simclr"
-    epochs : int >= 1, default=100
+    epochs : int >= 1, default=50
         Passes over the pool (full batches only: the last partial batch is
         dropped, a different one each epoch).
     batch_size : int, default=256
@@ -384,7 +390,8 @@ def pretrain_encoder(X, module=None, method="simclr", epochs=100, batch_size=256
     rng = check_random_state(random_state)
     seed = int(rng.randint(2**31 - 1))
     start = time.monotonic()
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), \
+            (reuse_freed_memory() if device.type == "cpu" else contextlib.nullcontext()):
         torch.manual_seed(seed)
         net = _build_module(module, batches.image_shape[0]).to(device)
         dim = find_head(net).in_features

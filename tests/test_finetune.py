@@ -1,0 +1,138 @@
+"""Fine-tuning from a warm start: head_init="probe" (ProbeHead) and freeze_epochs."""
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from skorch.callbacks import Callback
+
+from xal_sklearn import CNNClassifier, SmallCNN, pretrain_encoder
+from xal_sklearn.embedding import find_head
+from xal_sklearn.finetune import FreezeEncoder, freeze_epoch_count
+from xal_sklearn.pretrain import encoder_features
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(48, 1, 16, 16)).astype(np.float32)
+    y = np.arange(48) % 3
+    X[y == 1, :, :8] += 1.5
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def weights(data):
+    return pretrain_encoder(data[0], epochs=1, batch_size=16, random_state=0, progress=False)
+
+
+def _encoder_and_head(net):
+    head_ids = {id(p) for p in find_head(net.module_).parameters()}
+    encoder, head = {}, []
+    for name, p in net.module_.named_parameters():
+        if id(p) in head_ids:
+            head.append(p.detach().clone())
+        else:
+            encoder[name] = p.detach().clone()
+    return encoder, head
+
+
+def test_frozen_all_the_way_trains_only_the_head(data, weights):
+    X, y = data
+    net = CNNClassifier(n_classes=3, max_epochs=3, init_weights=weights, freeze_epochs=1.0,
+                        random_state=0).fit(X, y)
+    encoder, head = _encoder_and_head(net)
+    for name, value in encoder.items():
+        assert torch.equal(value, weights.state[name]), name   # bit for bit the warm start
+    fresh = CNNClassifier(n_classes=3, init_weights=weights, random_state=0).initialize()
+    assert not torch.equal(head[0], find_head(fresh.module_).weight)
+    # unfrozen after the fit, so Grad-CAM and later training see a normal network
+    assert all(p.requires_grad for p in net.module_.parameters())
+
+
+def test_frozen_for_some_epochs_then_everything_trains(data, weights):
+    X, y = data
+    seen = []
+
+    class Spy(FreezeEncoder):
+        def on_epoch_end(self, net, **kwargs):
+            seen.append(net.module_.features[0].weight.requires_grad)
+
+    net = CNNClassifier(n_classes=3, max_epochs=4, init_weights=weights, random_state=0,
+                        callbacks=[("spy", Spy(2))]).fit(X, y)
+    assert seen == [False, False, True, True]
+    encoder, _ = _encoder_and_head(net)
+    assert not torch.equal(encoder["features.0.weight"], weights.state["features.0.weight"])
+
+
+def test_freeze_epochs_changes_the_fit_and_is_a_parameter(data, weights):
+    X, y = data
+    kw = dict(n_classes=3, max_epochs=4, init_weights=weights, random_state=0)
+    plain = CNNClassifier(**kw).fit(X, y).predict_proba(X)
+    lpft = CNNClassifier(**kw, freeze_epochs=0.5)
+    assert clone(lpft).get_params()["freeze_epochs"] == 0.5
+    assert not np.allclose(plain, lpft.fit(X, y).predict_proba(X))
+    again = clone(lpft).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(again, lpft.predict_proba(X))
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "half", True, None])
+def test_bad_freeze_epochs_is_refused_before_anything_changes(data, value):
+    X, y = data
+    net = CNNClassifier(n_classes=3, max_epochs=2, freeze_epochs=value)
+    with pytest.raises(ValueError, match="freeze_epochs must be"):
+        net.fit(X, y)
+    assert not getattr(net, "initialized_", False)
+
+
+def test_freeze_epoch_count():
+    assert freeze_epoch_count(0, 20) == 0
+    assert freeze_epoch_count(5, 20) == 5
+    assert freeze_epoch_count(50, 20) == 20
+    assert freeze_epoch_count(0.5, 20) == 10
+    assert freeze_epoch_count(1.0, 20) == 20
+
+
+def _probe_reference(weights, X, y):
+    """Logistic regression on standardised frozen features, by hand."""
+    module = SmallCNN()
+    weights.load_into(module)
+    module.eval()
+    with torch.no_grad():
+        F = encoder_features(module, torch.from_numpy(X)).double().numpy()
+    mu, sd = F.mean(0), F.std(0) + 1e-6
+    clf = LogisticRegression(max_iter=2000).fit((F - mu) / sd, y)
+    return clf.predict_proba((F - mu) / sd)
+
+
+def test_probe_head_starts_from_the_logistic_regression_of_the_features(data, weights):
+    X, y = data
+    seen = {}
+
+    class Spy(Callback):  # runs after ProbeHead, before the first step
+        def on_train_begin(self, net, **kwargs):
+            seen["proba"] = net.predict_proba(X)
+
+    net = CNNClassifier(n_classes=3, max_epochs=1, init_weights=weights, head_init="probe",
+                        random_state=0, callbacks=[("spy", Spy())])
+    net.fit(X, y)
+    np.testing.assert_allclose(seen["proba"], _probe_reference(weights, X, y), atol=1e-4)
+    assert clone(net).get_params()["head_init"] == "probe"
+
+
+def test_probe_head_with_missing_classes_and_continued_training(data, weights):
+    X, y = data
+    two = y < 2   # class 2 never labelled: it gets the lowest logit, the others the probe's
+    net = CNNClassifier(n_classes=3, max_epochs=1, lr=0.0, lr_schedule=None,
+                        init_weights=weights, head_init="probe", random_state=0)
+    proba = net.fit(X[two], y[two]).predict_proba(X[two])
+    assert (proba[:, 2] < 1e-3).all()
+    assert (proba[:, :2].argmax(1) == y[two]).mean() > 0.7
+    head = find_head(net.module_).weight.detach().clone()
+    net.partial_fit(X, y)      # continuing: the head is kept, not probed again
+    assert torch.equal(find_head(net.module_).weight, head)
+
+
+def test_bad_head_init_is_refused(data):
+    with pytest.raises(ValueError, match="head_init must be one of 'random', 'probe'"):
+        CNNClassifier(n_classes=3, head_init="linear").fit(*data)
