@@ -2,14 +2,18 @@
 
 Usage (the commands of docs/results.md, "A warm start from the pool")::
 
-    python benchmarks/warm_start_pairs.py SCRATCH_FOLDER WARM_FOLDER
+    python benchmarks/warm_start_pairs.py SCRATCH_FOLDER WARM_FOLDER \
+        [--arm "WARM NAME" OTHER_SCRATCH_FOLDER "SCRATCH NAME" ...]
 
 Both folders must share data, seeds and protocol (same seed = same split and initial
-labelled set). Prints accuracy and roi_auc at the final budget, ALC, and per strategy the
+labelled set). ``--arm`` takes one warm strategy's from-scratch reference from another
+results folder of the same protocol, under another name (the full method trained with
+the current ROI-loss defaults lives in ``docs/results/roi_rank/plain`` as
+``dual a=0.3``). Prints accuracy and roi_auc at the final budget, ALC, and per strategy the
 paired difference warm - scratch (95 % bootstrap interval, Wilcoxon p).
 """
 
-import sys
+import argparse
 
 import pandas as pd
 
@@ -21,11 +25,17 @@ def _cell(row):
             f"p {row.p_wilcoxon:.3f} {row.verdict}")
 
 
-def main(scratch_folder, warm_folder):
+def main(scratch_folder, warm_folder, arms=()):
     warm = load_results(warm_folder)
     names = [n for n in dict.fromkeys(warm.strategy)]
     scratch = load_results(scratch_folder)
     scratch = scratch[scratch.strategy.isin(names)]
+    for name, folder, other in arms:
+        extra = load_results(folder)
+        extra = extra[extra.strategy == other].assign(strategy=name)
+        if extra.empty:
+            raise SystemExit(f"{folder} has no strategy {other!r}")
+        scratch = pd.concat([scratch[scratch.strategy != name], extra], ignore_index=True)
     names = [n for n in names if n in set(scratch.strategy)]
     both = pd.concat([scratch, warm.assign(strategy=warm.strategy + " (warm)")],
                      ignore_index=True)
@@ -42,4 +52,11 @@ def main(scratch_folder, warm_folder):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("scratch")
+    p.add_argument("warm")
+    p.add_argument("--arm", action="append", default=[], nargs=3,
+                   metavar=("WARM_NAME", "FOLDER", "SCRATCH_NAME"),
+                   help="take WARM_NAME's from-scratch reference from FOLDER's SCRATCH_NAME")
+    args = p.parse_args()
+    main(args.scratch, args.warm, args.arm)

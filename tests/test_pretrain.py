@@ -317,6 +317,13 @@ def test_cli_pretrain(tmp_path, capsys):
         "probe" in said
     config = json.loads((out / "config.json").read_text())
     assert config["template"]["head_init"] == "probe"
+    plain = tmp_path / "plain"
+    assert main(["run", "--strategies", "random", "--n-samples", "300", "--initial", "20",
+                 "--query-size", "10", "--budget", "20", "--epochs", "1", "--seeds", "1",
+                 "--pretrain", "simclr", "--pretrain-epochs", "1", "--head-init", "random",
+                 "--out", str(plain), "--no-progress"]) in (0, None)
+    assert "linear probe" not in capsys.readouterr().out
+    assert json.loads((plain / "config.json").read_text())["template"]["head_init"] == "random"
     assert EncoderWeights.load(out / "pretrain" / "seed0.pt").info["epochs"] == 1
     with pytest.raises(SystemExit):
         main(["run", "--pretrain", "moco", "--out", str(tmp_path / "x")])

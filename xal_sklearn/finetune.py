@@ -1,11 +1,11 @@
-"""Fine-tuning from a warm start: train the head alone first, then the whole network.
+"""Fine-tuning from a warm start: how a fresh head meets pretrained features.
 
 A network that starts from pretrained features (``init_weights``, a backbone's
 ``module__weights``) gets a fresh, random last linear layer. Trained together from
 the first step, that head's large random gradients flow into the pretrained
 layers and wash out what they learnt before the head is any good; fitting the head
 on frozen features first and only then everything ("linear probing, then
-fine-tuning", Kumar et al., ICLR 2022) keeps them. Two skorch callbacks:
+fine-tuning", Kumar et al., ICLR 2022) keeps them. Two ways, as skorch callbacks:
 
 * :class:`ProbeHead` starts the head from a logistic regression on the frozen
   features (``CNNClassifier(head_init="probe")``);
