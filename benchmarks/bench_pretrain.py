@@ -3,7 +3,7 @@
 On one seed's split (groups, 20 % test) of the brain-MRI set (or phantoms), pretrains
 SmallCNN on the training split's images (no labels) and prints
 
-* the wall time, seconds per epoch and the time the default 100 epochs would take;
+* the wall time, seconds per epoch and the time the default epochs would take;
 * a linear probe (logistic regression on standardised frozen features) trained on
   ``--labels`` random training images and scored on the test split, for the
   pretrained features and for random-initialised ones (``--random-seeds`` of them).
@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from xal_sklearn import SmallCNN, pretrain_encoder
 from xal_sklearn.datasets import (group_train_test_split, load_brain_tumor_figshare,
                                   make_lesion_phantoms)
-from xal_sklearn.pretrain import encoder_features
+from xal_sklearn.pretrain import DEFAULT_PRETRAIN_EPOCHS, encoder_features
 
 
 def features(weights, X, seed):
@@ -114,7 +114,8 @@ def main(argv=None):
     print(f"{args.method}: {args.epochs} epochs on {len(train)} images of "
           f"{'x'.join(map(str, X.shape[1:]))}, batch {args.batch_size}, torch threads "
           f"{torch.get_num_threads()}: {seconds:.0f} s ({seconds / args.epochs:.2f} s/epoch; "
-          f"100 epochs would take {100 * seconds / args.epochs / 60:.1f} min); final loss "
+          f"the default {DEFAULT_PRETRAIN_EPOCHS} epochs would take "
+          f"{DEFAULT_PRETRAIN_EPOCHS * seconds / args.epochs / 60:.1f} min); final loss "
           f"{weights.info['final_loss']:.3f}")
     labelled = np.random.RandomState(args.seed).choice(train, min(args.labels, len(train)),
                                                         replace=False)
