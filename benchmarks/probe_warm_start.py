@@ -47,15 +47,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.linear_model import LogisticRegression
+from bench_pretrain import features, probe  # the same linear probe as the benchmark's
 from skorch.callbacks import Freezer, Unfreezer
 
-from xal_sklearn import CNNClassifier, SmallCNN, pretrain_encoder, score_pool
+from xal_sklearn import CNNClassifier, pretrain_encoder, score_pool
 from xal_sklearn.alignment import roi_auc
 from xal_sklearn.datasets import group_train_test_split, load_brain_tumor_figshare
 from xal_sklearn.finetune import ProbeHead
-from xal_sklearn.pretrain import EncoderWeights, encoder_features
+from xal_sklearn.pretrain import EncoderWeights
 
 EPOCHS = 20
 
@@ -101,21 +100,8 @@ def recipe_kwargs(name, weights):
 
 
 def logistic_probe(weights, X, y, Xv, yv):
-    """Logistic regression on standardised frozen features (the benchmarks' linear probe)."""
-    module = SmallCNN(in_channels=X.shape[1])
-    weights.load_into(module)
-    module.eval()
-
-    def feats(A):
-        with torch.no_grad():
-            return torch.cat([encoder_features(module, torch.from_numpy(
-                np.ascontiguousarray(A[i:i + 256], dtype=np.float32)))
-                for i in range(0, len(A), 256)]).numpy()
-
-    F, Fv = feats(X), feats(Xv)
-    mu, sd = F.mean(0), F.std(0) + 1e-6
-    clf = LogisticRegression(max_iter=5000).fit((F - mu) / sd, y)
-    return float(clf.score((Fv - mu) / sd, yv))
+    """Logistic regression on standardised frozen features (bench_pretrain's linear probe)."""
+    return float(probe(features(weights, X, 0), y, features(weights, Xv, 0), yv))
 
 
 def main():

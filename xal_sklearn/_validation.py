@@ -156,6 +156,21 @@ def _check_mask_shape(m, n_samples, spatial_shape, name):
     return m
 
 
+def epochs_from_setting(value, max_epochs, name, whole=False):
+    """A count of epochs given as an int (epochs) or a float share of ``max_epochs``.
+
+    The share lies in [0, 1), or in [0, 1] with ``whole`` (all epochs allowed);
+    anything else (bools, negatives, strings) is refused naming ``name``.
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)) \
+            and (0 <= value <= 1 if whole else 0 <= value < 1):
+        return int(round(float(value) * max_epochs))
+    raise ValueError(f"{name} must be an integer number of epochs >= 0 or a share of "
+                     f"max_epochs in [0, 1{']' if whole else ')'}, got {value!r}.")
+
+
 def check_n_instances(n_instances, n_pool):
     if isinstance(n_instances, bool) or not isinstance(n_instances, numbers.Integral):
         raise TypeError(f"n_instances must be an integer, got {n_instances!r}.")

@@ -16,7 +16,6 @@ On brain MRI (validation groups, 570 labels, SimCLR on the pool) the first pays
 and the second does not (docs/results.md, "A warm start from the pool").
 """
 
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
@@ -25,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
 
+from ._validation import epochs_from_setting
 from .embedding import find_head
 from .pretrain import encoder_features
 
@@ -44,14 +44,8 @@ def check_head_init(head_init):
 def freeze_epoch_count(freeze_epochs, max_epochs):
     """``freeze_epochs`` in epochs: an int is epochs (at most ``max_epochs``), a float
     in [0, 1] a share of ``max_epochs``; anything else is refused."""
-    f = freeze_epochs
-    if isinstance(f, numbers.Integral) and not isinstance(f, bool) and f >= 0:
-        return min(int(f), int(max_epochs))
-    if isinstance(f, numbers.Real) and not isinstance(f, (bool, numbers.Integral)) \
-            and 0 <= f <= 1:
-        return int(round(float(f) * max_epochs))
-    raise ValueError(f"freeze_epochs must be an integer number of epochs >= 0 or a share of "
-                     f"max_epochs in [0, 1], got {f!r}.")
+    count = epochs_from_setting(freeze_epochs, max_epochs, "freeze_epochs", whole=True)
+    return min(count, int(max_epochs))
 
 
 class FreezeEncoder(Callback):

@@ -56,6 +56,8 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from ._validation import epochs_from_setting
+
 __all__ = ["DEFAULT_ROI_LOSS", "GRADCAM_LOSSES", "ROI_BALANCES", "ROI_LOSSES", "RANK_MAX_CELLS",
            "balanced_term", "LEGACY_ROI_SETTINGS", "check_roi_balance", "check_roi_loss",
            "check_roi_settings", "counterexamples", "describe_roi_training",
@@ -108,14 +110,7 @@ LEGACY_ROI_SETTINGS = {"roi_balance": "fixed", "roi_dilation": 0, "roi_warmup": 
 def warmup_epochs(roi_warmup, max_epochs):
     """``roi_warmup`` in epochs: an int is epochs, a float in [0, 1) a share of
     ``max_epochs``; anything else is refused."""
-    w = roi_warmup
-    if isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 0:
-        return int(w)
-    if isinstance(w, numbers.Real) and not isinstance(w, (bool, numbers.Integral)) \
-            and 0 <= w < 1:
-        return int(round(float(w) * max_epochs))
-    raise ValueError(f"roi_warmup must be an integer number of epochs >= 0 or a share of "
-                     f"max_epochs in [0, 1), got {w!r}.")
+    return epochs_from_setting(roi_warmup, max_epochs, "roi_warmup")
 
 
 def check_roi_settings(roi_balance, roi_dilation, roi_warmup):
