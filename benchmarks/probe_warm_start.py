@@ -28,7 +28,14 @@ through skorch's own parameters and callbacks:
   head at rate 0.01 (``optimizer__param_groups``); ``ft-40``: 40 epochs;
 * ``probe-ft`` / ``probe-ft-lr3e-4``: the head starts from a logistic-regression
   probe of the frozen features (``xal_sklearn.finetune.ProbeHead``), then everything
-  is trained (at 1e-3 / 3e-4); ``scratch-40``: ``scratch`` for 40 epochs;
+  is trained (at 1e-3 / 3e-4); ``probe-ft-floorR``: ``probe-ft`` with
+  ``ProbeHead(sd_floor=R)`` (``probe-ft`` is the default 1.0; ``floor0`` standardises
+  every feature exactly, as before that floor existed); ``scratch-40``: ``scratch``
+  for 40 epochs;
+* ``RECIPE+LOSS[-wW][-warmK][-fixed]``: a recipe trained with an ROI loss on the
+  labelled images' masks (``+rank``: the defaults; ``-w3``: ``roi_weight=3``;
+  ``-warm0``: ``roi_warmup=0``, an int in epochs or a share such as ``0.25``;
+  ``-fixed``: ``roi_balance="fixed"``), e.g. ``probe-ft+rank-w3-warm0``;
 * ``logreg``: not a network fit: logistic regression on the standardised frozen
   features (the linear probe of ``bench_pretrain.py``).
 
@@ -54,6 +61,7 @@ from xal_sklearn import CNNClassifier, pretrain_encoder, score_pool
 from xal_sklearn.alignment import roi_auc
 from xal_sklearn.datasets import group_train_test_split, load_brain_tumor_figshare
 from xal_sklearn.finetune import ProbeHead
+from xal_sklearn.roi_loss import ROI_LOSSES
 from xal_sklearn.pretrain import EncoderWeights
 
 EPOCHS = 20
@@ -70,6 +78,9 @@ def pretrain_kwargs(name):
 
 
 def recipe_kwargs(name, weights):
+    base, plus, roi = name.partition("+")
+    if plus:
+        return {**recipe_kwargs(base, weights), **roi_kwargs(roi)}
     if name in ("scratch", "scratch-40"):
         return {} if name == "scratch" else {"max_epochs": 40}
     base = {"init_weights": weights}
@@ -92,11 +103,35 @@ def recipe_kwargs(name, weights):
                 "optimizer__param_groups": [("classifier.*", {"lr": 1e-2})]}
     if name == "probe-ft":
         return {**base, "callbacks": [("probe", ProbeHead())]}
+    m = re.fullmatch(r"probe-ft-floor([\d.]+)", name)
+    if m:
+        return {**base, "callbacks": [("probe", ProbeHead(sd_floor=float(m[1])))]}
     if name == "probe-ft-lr3e-4":
         return {**recipe_kwargs("probe-ft", weights), "lr": 3e-4}
     if name == "ft-40":
         return {**base, "max_epochs": 40}
     raise SystemExit(f"unknown recipe {name!r}")
+
+
+def roi_kwargs(name):
+    """``rank``, ``rank-w3``, ``rank-warm0``, ``rank-fixed-w1``: the ROI loss and its
+    settings (``w``: ``roi_weight``; ``warm``: ``roi_warmup``, an int in epochs or a
+    share; ``fixed``: ``roi_balance="fixed"``); unnamed settings keep the defaults."""
+    loss, *opts = name.split("-")
+    if loss not in ROI_LOSSES:
+        raise SystemExit(f"unknown ROI loss {loss!r} in a recipe")
+    kwargs = {"roi_loss": loss}
+    for opt in opts:
+        m = re.fullmatch(r"(w|warm)([\d.]+)|fixed", opt)
+        if not m:
+            raise SystemExit(f"unknown ROI setting {opt!r} in a recipe")
+        if opt == "fixed":
+            kwargs["roi_balance"] = "fixed"
+        elif m[1] == "w":
+            kwargs["roi_weight"] = float(m[2])
+        else:
+            kwargs["roi_warmup"] = float(m[2]) if "." in m[2] else int(m[2])
+    return kwargs
 
 
 def logistic_probe(weights, X, y, Xv, yv):
@@ -166,7 +201,8 @@ def main():
                     kwargs = {"max_epochs": EPOCHS, **recipe_kwargs(r, weights[s])}
                     net = CNNClassifier(n_classes=3, random_state=seed * 100 + draw, **kwargs)
                     start = time.perf_counter()
-                    net.fit(data.X[idx], data.y[idx])
+                    masks = data.roi_masks[idx] if "roi_loss" in kwargs else None
+                    net.fit(data.X[idx], data.y[idx], roi_masks=masks)
                     seconds = time.perf_counter() - start
                     sc = score_pool(net, Xv, Mv, return_maps=True, progress=False)
                     has = sc.roi_available

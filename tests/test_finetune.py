@@ -8,8 +8,8 @@ from skorch.callbacks import Callback
 
 from xal_sklearn import CNNClassifier, SmallCNN, pretrain_encoder
 from xal_sklearn.embedding import find_head
-from xal_sklearn.finetune import FreezeEncoder, freeze_epoch_count
-from xal_sklearn.pretrain import encoder_features
+from xal_sklearn.finetune import FreezeEncoder, ProbeHead, freeze_epoch_count, probe_scale
+from xal_sklearn.pretrain import EncoderWeights, encoder_features
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def _probe_reference(weights, X, y):
     module.eval()
     with torch.no_grad():
         F = encoder_features(module, torch.from_numpy(X)).double().numpy()
-    mu, sd = F.mean(0), F.std(0) + 1e-6
+    mu, sd = F.mean(0), probe_scale(F, ProbeHead().sd_floor)
     clf = LogisticRegression(max_iter=2000).fit((F - mu) / sd, y)
     return clf.predict_proba((F - mu) / sd)
 
@@ -131,6 +131,54 @@ def test_probe_head_with_missing_classes_and_continued_training(data, weights):
     head = find_head(net.module_).weight.detach().clone()
     net.partial_fit(X, y)      # continuing: the head is kept, not probed again
     assert torch.equal(find_head(net.module_).weight, head)
+
+
+def test_probe_scale_by_hand():
+    F = np.column_stack([np.r_[0.0, 2.0], np.r_[0.0, 4.0], np.r_[0.0, 6.0], np.r_[0.0, 0.02]])
+    # standard deviations 1, 2, 3, 0.01; median 1.5
+    np.testing.assert_allclose(probe_scale(F, 0), [1, 2, 3, 0.01], atol=2e-6)
+    np.testing.assert_allclose(probe_scale(F, 1.0), [1.5, 2, 3, 1.5], atol=2e-6)
+    np.testing.assert_allclose(probe_scale(F, 0.5), [1, 2, 3, 0.75], atol=2e-6)
+    assert probe_scale(np.zeros((3, 2)), 1.0).min() > 0     # constant features: no 0 / 0
+
+
+def _nearly_dead(weights, channels):
+    """The warm start with some last-layer channels that barely vary (BN scale ~0)."""
+    state = {k: v.clone() for k, v in weights.state.items()}
+    state["features.9.weight"][channels] = 1e-3
+    return EncoderWeights(state, weights.info)
+
+
+def test_probe_head_keeps_nearly_dead_channels_small(data, weights):
+    # Exactly standardised, a channel that barely varies is blown up to unit variance
+    # and folds into a huge weight; the floor keeps it near a typical feature's.
+    X, y = data
+    dead = np.arange(8)
+    warm = _nearly_dead(weights, dead)
+    kw = dict(n_classes=3, max_epochs=1, lr=0.0, lr_schedule=None, init_weights=warm,
+              random_state=0)
+    floored = CNNClassifier(**kw, head_init="probe").fit(X, y)
+    exact = CNNClassifier(**kw, callbacks=[("probe", ProbeHead(sd_floor=0))]).fit(X, y)
+    w_floor = find_head(floored.module_).weight.detach().abs().numpy()
+    w_exact = find_head(exact.module_).weight.detach().abs().numpy()
+    live = np.setdiff1d(np.arange(w_floor.shape[1]), dead)
+    assert w_exact[:, dead].max() > 20 * w_exact[:, live].max()
+    assert w_floor[:, dead].max() < w_floor[:, live].max()
+    # both still start from a probe that fits the labels
+    for net in (floored, exact):
+        assert (net.predict(X) == y).mean() > 0.6
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), "1", True, None])
+def test_bad_sd_floor_is_refused_before_training(data, weights, value):
+    X, y = data
+    net = CNNClassifier(n_classes=3, max_epochs=1, init_weights=weights,
+                        callbacks=[("probe", ProbeHead(sd_floor=value))])
+    with pytest.raises(ValueError, match="sd_floor must be a finite number >= 0"):
+        net.fit(X, y)
+    assert not getattr(net, "initialized_", False)
+    with pytest.raises(ValueError, match="sd_floor"):
+        probe_scale(np.ones((3, 2)), value)
 
 
 def test_bad_head_init_is_refused(data):
