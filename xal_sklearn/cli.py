@@ -49,7 +49,8 @@ def _roi_options(parser):
     parser.add_argument("--roi-balance", default=None, choices=ROI_BALANCES,
                         help="ce: the attention term is rescaled at every step to "
                              "--roi-weight x the cross-entropy; fixed: --roi-weight x the "
-                             f"term (default {defaults['roi_balance']})")
+                             f"term, recommended with --pretrain (default "
+                             f"{defaults['roi_balance']})")
     parser.add_argument("--roi-dilation", type=int, default=None,
                         help="cells of the attention grid (pixels for counterexample) by "
                              f"which ROIs are grown (default {defaults['roi_dilation']})")
