@@ -61,8 +61,8 @@ from xal_sklearn import CNNClassifier, pretrain_encoder, score_pool
 from xal_sklearn.alignment import roi_auc
 from xal_sklearn.datasets import group_train_test_split, load_brain_tumor_figshare
 from xal_sklearn.finetune import ProbeHead
-from xal_sklearn.roi_loss import ROI_LOSSES
 from xal_sklearn.pretrain import EncoderWeights
+from xal_sklearn.roi_loss import ROI_LOSSES, resolve_roi_settings
 
 EPOCHS = 20
 
@@ -78,9 +78,9 @@ def pretrain_kwargs(name):
 
 
 def recipe_kwargs(name, weights):
-    base, plus, roi = name.partition("+")
+    recipe, plus, roi = name.partition("+")
     if plus:
-        return {**recipe_kwargs(base, weights), **roi_kwargs(roi)}
+        return {**recipe_kwargs(recipe, weights), **roi_kwargs(roi)}
     if name in ("scratch", "scratch-40"):
         return {} if name == "scratch" else {"max_epochs": 40}
     base = {"init_weights": weights}
@@ -131,6 +131,10 @@ def roi_kwargs(name):
             kwargs["roi_weight"] = float(m[2])
         else:
             kwargs["roi_warmup"] = float(m[2]) if "." in m[2] else int(m[2])
+    try:  # the classifier's own checks, so a bad setting stops before any pretraining
+        resolve_roi_settings(**kwargs)
+    except ValueError as e:
+        raise SystemExit(f"recipe +{name}: {e}") from None
     return kwargs
 
 

@@ -5,6 +5,7 @@ none of them modifies its input.
 """
 
 import inspect
+import math
 import numbers
 import warnings
 
@@ -181,6 +182,14 @@ def check_n_instances(n_instances, n_pool):
             f"n_instances={n_instances} is larger than the pool ({n_pool} samples)."
         )
     return int(n_instances)
+
+
+def check_finite_nonnegative(value, name):
+    """Refuse a ``value`` that is not a real, finite number >= 0 (bools refused too)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value < 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    return float(value)
 
 
 def check_alpha(alpha):

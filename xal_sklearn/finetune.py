@@ -17,7 +17,6 @@ and the second does not (docs/results.md, "A warm start from the pool").
 """
 
 from collections.abc import Mapping
-from numbers import Real
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
 
-from ._validation import epochs_from_setting
+from ._validation import check_finite_nonnegative, epochs_from_setting
 from .embedding import find_head
 from .pretrain import encoder_features
 
@@ -89,13 +88,6 @@ class FreezeEncoder(Callback):
         self._set(net, True)
 
 
-def check_sd_floor(sd_floor):
-    """Refuse an ``sd_floor`` that is not a finite number >= 0."""
-    if (isinstance(sd_floor, bool) or not isinstance(sd_floor, Real)
-            or not np.isfinite(sd_floor) or sd_floor < 0):
-        raise ValueError(f"sd_floor must be a finite number >= 0, got {sd_floor!r}.")
-
-
 def probe_scale(F, sd_floor):
     """The divisor of each column of ``F`` in :class:`ProbeHead`.
 
@@ -111,7 +103,7 @@ def probe_scale(F, sd_floor):
         Each column's standard deviation, at least ``sd_floor`` times the median
         column's, plus 1e-6 (so a constant column is never divided by zero).
     """
-    check_sd_floor(sd_floor)
+    check_finite_nonnegative(sd_floor, "sd_floor")
     sd = F.std(0)
     return np.maximum(sd, sd_floor * np.median(sd)) + 1e-6
 
@@ -160,7 +152,7 @@ class ProbeHead(Callback):
         self.sd_floor = sd_floor
 
     def initialize(self):
-        check_sd_floor(self.sd_floor)   # at the net's initialisation, before any training
+        check_finite_nonnegative(self.sd_floor, "sd_floor")   # at the net's initialisation, before any training
         return super().initialize()
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
