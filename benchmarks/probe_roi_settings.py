@@ -64,6 +64,13 @@ def rank_term(activations, logits, target, grid):
     return loss / pair.sum((1, 2)).clamp_min(1e-12)
 
 
+def rank_all_term(activations, logits, target, grid):
+    """``rank_term`` averaged over every class's Grad-CAM (the target is ignored), so the
+    map of whatever class is predicted, right or wrong, is taught to favour the ROI."""
+    return torch.stack([rank_term(activations, logits, torch.full_like(target, c), grid)
+                        for c in range(logits.shape[1])]).mean(0)
+
+
 def _standardised(activations, logits, target, grid):
     cam = _cam_pre_relu(activations, logits, target)
     c, g = cam.reshape(len(cam), -1), grid.reshape(len(cam), -1).to(cam.dtype)
@@ -109,7 +116,8 @@ class Custom(CNNClassifier):
 
     # a name ending in "g" keeps the Grad-CAM weights' own gradient (SECOND_ORDER)
     TERMS = {"rank": rank_term, "rankg": rank_term, "rankh": rank_hinge_term,
-             "mdiff": mean_diff_term, "mdiffg": mean_diff_term, "roice": roi_ce_term}
+             "mdiff": mean_diff_term, "mdiffg": mean_diff_term, "roice": roi_ce_term,
+             "rankall": rank_all_term}
 
     def __init__(self, *args, probe_term="rank", probe_norm=True, probe_project=False,
                  probe_px=2, **kw):
@@ -275,6 +283,28 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
                                 roi_warmup=0.5),
     "rank0.1-dil2": dict(cls=Custom, roi_loss=N, roi_weight=0.1, probe_term="rank",
                          roi_dilation=2),
+    # stronger or later terms around the default (ce balance, dil 2, from epoch 11)
+    "rank2-dil2-warm10": dict(cls=Custom, roi_loss=N, roi_weight=2.0, probe_term="rank",
+                              roi_dilation=2, roi_warmup=10),
+    "rank3-dil2-warm14": dict(cls=Custom, roi_loss=N, roi_weight=3.0, probe_term="rank",
+                              roi_dilation=2, roi_warmup=14),
+    "rank1-dil3-warm10": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rank",
+                              roi_dilation=3, roi_warmup=10),
+    "rank2-dil2-warm10-proj": dict(cls=Custom, roi_loss=N, roi_weight=2.0, probe_term="rank",
+                                   roi_dilation=2, roi_warmup=10, probe_project=True),
+    "rank3-dil2-warm10-proj": dict(cls=Custom, roi_loss=N, roi_weight=3.0, probe_term="rank",
+                                   roi_dilation=2, roi_warmup=10, probe_project=True),
+    "rank5-dil2-warm10-proj": dict(cls=Custom, roi_loss=N, roi_weight=5.0, probe_term="rank",
+                                   roi_dilation=2, roi_warmup=10, probe_project=True),
+    "rank3-dil2-warm8-proj": dict(cls=Custom, roi_loss=N, roi_weight=3.0, probe_term="rank",
+                                  roi_dilation=2, roi_warmup=8, probe_project=True),
+    "rank3-dil2-warm6-proj": dict(cls=Custom, roi_loss=N, roi_weight=3.0, probe_term="rank",
+                                  roi_dilation=2, roi_warmup=6, probe_project=True),
+    "rank3-dil2-warm8": dict(cls=Custom, roi_loss=N, roi_weight=3.0, probe_term="rank",
+                             roi_dilation=2, roi_warmup=8),
+    # every class's map taught, not the true class's alone
+    "rankall1-dil2-warm10": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rankall",
+                                 roi_dilation=2, roi_warmup=10),
 }
 
 

@@ -527,11 +527,13 @@ def test_campaign_pretrain_warm_starts_later_rounds(tmp_path, scans, capsys):
 def test_roi_settings_are_pinned_in_the_config_and_old_campaigns_keep_theirs(tmp_path, scans):
     c = _new(tmp_path, scans, roi_loss="rank", roi_warmup=3)
     settings = {k: c.config["classifier"][k] for k in ("roi_weight", "roi_balance",
-                                                       "roi_dilation", "roi_warmup")}
+                                                       "roi_dilation", "roi_warmup",
+                                                       "roi_conflict")}
     defaults = CNNClassifier().get_params()
     assert settings == {"roi_weight": defaults["roi_weight"],
                         "roi_balance": defaults["roi_balance"],
-                        "roi_dilation": defaults["roi_dilation"], "roi_warmup": 3}
+                        "roi_dilation": defaults["roi_dilation"], "roi_warmup": 3,
+                        "roi_conflict": defaults["roi_conflict"]}
     with pytest.raises(ValueError, match="Unknown roi_balance 'mean'"):
         Campaign.create(tmp_path / "other", scans[0], CLASSES, roi_loss="rank",
                         roi_balance="mean")
@@ -539,8 +541,9 @@ def test_roi_settings_are_pinned_in_the_config_and_old_campaigns_keep_theirs(tmp
     # a campaign made before these settings existed trains as it did then
     path = c.folder / "campaign.json"
     config = json.loads(path.read_text())
-    for key in ("roi_balance", "roi_dilation", "roi_warmup"):
+    for key in ("roi_balance", "roi_dilation", "roi_warmup", "roi_conflict"):
         del config["classifier"][key]
     path.write_text(json.dumps(config))
     old = Campaign.open(c.folder)._template()
-    assert (old.roi_balance, old.roi_dilation, old.roi_warmup) == ("fixed", 0, 0)
+    assert (old.roi_balance, old.roi_dilation, old.roi_warmup, old.roi_conflict) == (
+        "fixed", 0, 0, "sum")

@@ -87,9 +87,11 @@ def test_strategy_estimator_params_pair_by_seed(tmp_path):
     assert estimator_template(config, "random+roi").roi_weight == 0.5
     assert estimator_template(config, "random").roi_loss is None
     assert estimator_template(config, "random+roi").roi_balance == "ce"
+    assert estimator_template(config, "random+roi").roi_conflict == "project"
     # a results folder written before roi_balance existed rebuilds its fixed weighting
-    del config["template"]["roi_balance"]
-    assert estimator_template(config, "random+roi").roi_balance == "fixed"
+    del config["template"]["roi_balance"], config["template"]["roi_conflict"]
+    old = estimator_template(config, "random+roi")
+    assert (old.roi_balance, old.roi_conflict) == ("fixed", "sum")
     with pytest.raises(ValueError, match="strategy 'bad'.*Invalid parameter 'roi_los'"):
         run_experiment(net, data, {"bad": (random_sampling, {}, {"roi_los": "dice"})},
                        initial_size=10, query_size=5, budget=15, seeds=[0],

@@ -18,7 +18,8 @@ from xal_sklearn import (ActiveLearner, CNNClassifier, mass_in_roi, pointing_gam
 from xal_sklearn.alignment import ALIGNMENT_METRICS, chance_alignment
 from xal_sklearn.datasets import make_lesion_phantoms
 from xal_sklearn.roi_loss import (RANK_MAX_CELLS, balanced_term, counterexamples,
-                                  gradcam_from_activations, masks_to_grid, roi_loss_term)
+                                  gradcam_from_activations, masks_to_grid, project_conflict,
+                                  roi_loss_term)
 
 
 class GapNet(nn.Module):
@@ -223,6 +224,53 @@ def test_roi_warmup_in_epochs_or_as_a_share_of_max_epochs(phantoms, warmup, max_
         [False] * epochs_without + [True] * (max_epochs - epochs_without))
 
 
+def test_project_conflict_hand_computed():
+    ce = [torch.tensor([1.0, 0.0]), torch.tensor([0.0])]
+    against = [torch.tensor([-1.0, 1.0]), torch.tensor([2.0])]  # dot -1: loses -1 x g_ce
+    out = project_conflict(ce, against)
+    assert [t.tolist() for t in out] == [[1.0, 1.0], [2.0]]
+    along = [torch.tensor([1.0, 1.0]), torch.tensor([-3.0])]  # dot +1: kept as it is
+    assert [t.tolist() for t in project_conflict(ce, along)] == [[2.0, 1.0], [-3.0]]
+    zero = [torch.zeros(2), torch.zeros(1)]  # no cross-entropy gradient: nothing to remove
+    assert [t.tolist() for t in project_conflict(zero, against)] == [[-1.0, 1.0], [2.0]]
+
+
+@pytest.mark.parametrize("conflict", ["project", "sum"])
+def test_training_steps_take_the_projected_gradient(phantoms, conflict):
+    # plain SGD without momentum: a step moves every weight by -lr x its gradient
+    X, y, M = phantoms.X[:32], phantoms.y[:32], phantoms.roi_masks[:32]
+    steps = []  # (weights before the step, cross-entropy gradient, whole loss's gradient)
+
+    class Spy(CNNClassifier):
+        def get_loss(self, y_pred, y_true, X=None, training=False):
+            total = super().get_loss(y_pred, y_true, X=X, training=training)
+            if training and isinstance(X, dict) and "activations" in X:
+                ce = super(CNNClassifier, self).get_loss(y_pred, y_true)
+                params = list(self.module_.parameters())
+                steps.append(([p.detach().clone() for p in params],
+                              *(torch.autograd.grad(v, params, retain_graph=True)
+                                for v in (ce, total))))
+            return total
+
+    lr = 0.1
+    net = Spy(n_classes=3, max_epochs=6, batch_size=32, roi_loss="rank", roi_weight=3.0,
+              roi_warmup=0, roi_conflict=conflict, optimizer=torch.optim.SGD, lr=lr,
+              lr_schedule=None, random_state=2)
+    net.fit(X, y)  # cross-entropy first: early on the two gradients agree
+    net.partial_fit(X, y, roi_masks=M)
+    after = [s[0] for s in steps[1:]] + [[p.detach() for p in net.module_.parameters()]]
+    conflicts = 0
+    for (before, g_ce, g_all), later in zip(steps, after):
+        g_term = [b - a for a, b in zip(g_ce, g_all)]
+        conflicts += bool(sum((a * b).sum() for a, b in zip(g_ce, g_term)) < 0)
+        expected = project_conflict(g_ce, g_term) if conflict == "project" else g_all
+        for b, p, g in zip(before, later, expected):
+            torch.testing.assert_close((b - p) / lr, g, rtol=1e-3, atol=1e-5)
+        if conflict == "project":  # to first order a step never raises the cross-entropy
+            assert sum((a * g).sum() for a, g in zip(g_ce, expected)) >= -1e-6
+    assert len(steps) == 6 and conflicts >= 1  # the projection was exercised
+
+
 def test_batch_without_roi_gives_exactly_cross_entropy():
     logits = torch.randn(4, 3, requires_grad=True)
     term = roi_loss_term("dice", x=None, logits=logits, activations=None,
@@ -290,11 +338,15 @@ def test_bad_roi_arguments(phantoms):
     X, y, M = phantoms.X[:20], phantoms.y[:20], phantoms.roi_masks[:20]
     with pytest.raises(ValueError, match="Unknown roi_loss 'gradmask'"):
         CNNClassifier(n_classes=3, roi_loss="gradmask").fit(X, y, roi_masks=M)
-    for w in (-1.0, float("nan"), "a"):
-        with pytest.raises(ValueError, match="roi_weight"):
+    for w in (-1.0, float("nan"), float("inf"), "a", "2", True, None):
+        with pytest.raises(ValueError, match="roi_weight must be a finite number >= 0"):
             CNNClassifier(n_classes=3, roi_loss="dice", roi_weight=w).fit(X, y, roi_masks=M)
     with pytest.raises(ValueError, match="Unknown roi_balance 'cross'"):
         CNNClassifier(n_classes=3, roi_loss="rank", roi_balance="cross").fit(X, y, roi_masks=M)
+    net = CNNClassifier(n_classes=3, roi_loss="rank", roi_conflict="pcgrad")
+    with pytest.raises(ValueError, match="Unknown roi_conflict 'pcgrad'; choose one of"):
+        net.fit(X, y, roi_masks=M)
+    assert not net.initialized_
     for w in (-1, 1.0, 1.5, -0.1, True, "2"):
         net = CNNClassifier(n_classes=3, roi_loss="rank", roi_warmup=w)
         with pytest.raises(ValueError, match="roi_warmup must be"):
@@ -404,8 +456,9 @@ def test_mass_in_roi_and_pointing_tolerance_hand_computed():
     assert pointing_game(maps, masks)[1] == 0.0
     assert pointing_game(maps, masks, tolerance=1.5)[1] == 0.0
     assert pointing_game(maps, masks, tolerance=2)[1] == 1.0
-    with pytest.raises(ValueError, match="tolerance"):
-        pointing_game(maps, masks, tolerance=-1)
+    for bad in (-1, float("nan"), float("inf"), "1", None):
+        with pytest.raises(ValueError, match="tolerance must be a finite number >= 0"):
+            pointing_game(maps, masks, tolerance=bad)
 
 
 def test_chance_levels_of_random_maps(rng):
@@ -444,7 +497,8 @@ def test_resolve_roi_settings_fills_defaults_and_refuses_like_the_classifier():
     assert isinstance(out["roi_weight"], float)
     for given, match in [({"roi_weight": -1}, "roi_weight"), ({"roi_balance": "x"},
                          "roi_balance"), ({"roi_dilation": 1.5}, "roi_dilation"),
-                         ({"roi_warmup": 1.0}, "roi_warmup"), ({"roi_weights": 1},
+                         ({"roi_warmup": 1.0}, "roi_warmup"),
+                         ({"roi_conflict": "x"}, "roi_conflict"), ({"roi_weights": 1},
                          "Unknown ROI setting")]:
         with pytest.raises(ValueError, match=match):
             resolve_roi_settings("rank", **given)

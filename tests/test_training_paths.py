@@ -170,10 +170,10 @@ def test_precision_round_trips_through_clone_and_pickle(fitted_net, phantoms):
     assert pickle.loads(pickle.dumps(net)).precision == "bf16-mixed"
     # a net pickled before ``precision`` existed still predicts, in float32
     state = fitted_net.__getstate__()
-    del state["precision"], state["roi_balance"]
+    del state["precision"], state["roi_balance"], state["roi_conflict"]
     old = CNNClassifier.__new__(CNNClassifier)
     old.__setstate__(state)
     assert old.precision == "float32"
-    assert old.roi_balance == "fixed"  # and with the weighting it was trained with
+    assert (old.roi_balance, old.roi_conflict) == ("fixed", "sum")  # as it was trained
     np.testing.assert_allclose(old.predict_proba(phantoms.X[:8]),
                                fitted_net.predict_proba(phantoms.X[:8]))

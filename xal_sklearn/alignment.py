@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils import check_random_state
 
-from ._validation import binarize_masks
+from ._validation import binarize_masks, check_finite_nonnegative
 
 __all__ = ["ALIGNMENT_METRICS", "chance_alignment", "check_alignment_name", "dice", "iou",
            "mass_in_roi", "pointing_game", "roi_auc", "soft_dice"]
@@ -227,8 +227,7 @@ def pointing_game(maps, masks, tolerance=0):
         points nowhere and scores 0. NaN where the mask is empty. Chance level:
         the area fraction of the (grown) mask.
     """
-    if not np.isfinite(tolerance) or tolerance < 0:
-        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}.")
+    tolerance = check_finite_nonnegative(tolerance, "tolerance")
     return _pointing_game_t(*_as_tensors(maps, masks), tolerance=tolerance).numpy()
 
 

@@ -100,7 +100,7 @@ class Campaign:
     @classmethod
     def create(cls, folder, images, classes, manifest=None, image_size=128, rgb=False,
                roi_loss=None, roi_weight=None, roi_balance=None, roi_dilation=None,
-               roi_warmup=None, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
+               roi_warmup=None, roi_conflict=None, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
                device="cpu", precision="float32", random_state=0, module=None,
                module_weights=None, url_prefix="/data/local-files/?d=", document_root="/"):
         """Start a campaign in ``folder`` over the images under ``images``.
@@ -123,7 +123,7 @@ class Campaign:
         image_size : int, default=128
             Images are resized to ``image_size`` x ``image_size`` for the model.
         rgb : bool, default=False
-        roi_loss, roi_weight, roi_balance, roi_dilation, roi_warmup : optional
+        roi_loss, roi_weight, roi_balance, roi_dilation, roi_warmup, roi_conflict : optional
             As in :class:`~xal_sklearn.CNNClassifier`; those left out take its
             defaults, and all are written into the campaign's configuration, so
             later versions with other defaults train the campaign the same way.
@@ -166,7 +166,8 @@ class Campaign:
             raise CampaignError("module_weights needs module (a backbone name).")
         images_, masks, manifest_ids = cls._list_pool(root, manifest, folder)
         given = {"roi_weight": roi_weight, "roi_balance": roi_balance,
-                 "roi_dilation": roi_dilation, "roi_warmup": roi_warmup}
+                 "roi_dilation": roi_dilation, "roi_warmup": roi_warmup,
+                 "roi_conflict": roi_conflict}
         roi = resolve_roi_settings(roi_loss, **given)
         config = {
             "format": FORMAT, "version": VERSION, "created": _now(), "classes": classes,

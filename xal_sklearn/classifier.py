@@ -21,7 +21,8 @@ from .finetune import FreezeEncoder, ProbeHead, check_head_init, freeze_epoch_co
 from .modules import SmallCNN, channels_last_weights, to_channels_last
 from .pretrain import as_encoder_weights
 from .roi_loss import (GRADCAM_LOSSES, LEGACY_ROI_SETTINGS, ROI_DEFAULTS, ROI_LOSSES,
-                       balanced_term, check_roi_loss, check_roi_settings, roi_loss_term,
+                       balanced_term, check_roi_loss, check_roi_settings, project_conflict,
+                       roi_loss_term,
                        warmup_epochs)
 
 __all__ = ["CNNClassifier"]
@@ -121,7 +122,7 @@ class CNNClassifier(NeuralNetClassifier):
         cross-entropy of the image with its context swapped for another's;
         ``"rrr"`` squared input gradients outside the mask. None trains on
         cross-entropy only.
-    roi_weight : float >= 0, default=1.0
+    roi_weight : float >= 0, default=3.0
         Weight of the attention loss against the cross-entropy (with
         ``roi_balance="ce"``: its size as a share of the cross-entropy's).
     roi_balance : {"ce", "fixed"}, default="ce"
@@ -133,9 +134,16 @@ class CNNClassifier(NeuralNetClassifier):
         Cells by which masks are grown on the attention grid (pixels of the
         input for ``"counterexample"``), forgiving the coarse grid at lesion
         borders and taking in the lesion's surroundings.
-    roi_warmup : int >= 0 or float in [0, 1), default=0.5
+    roi_warmup : int >= 0 or float in [0, 1), default=0.4
         Epochs of cross-entropy only at the start of each ``fit`` before the
         attention loss is added; a float is a share of ``max_epochs``.
+    roi_conflict : {"project", "sum"}, default="project"
+        ``"project"``: at each step the attention term's gradient loses its
+        component along the cross-entropy's gradient when the two point against
+        each other (one-sided PCGrad, ``roi_loss.project_conflict``), so the map
+        is taught without pushing the cross-entropy up; it costs a second
+        backward pass. ``"sum"``: the gradient of the sum, as plain
+        backpropagation gives it.
     lr_schedule : {"cosine", None}, default="cosine"
         Cosine annealing of the learning rate over each ``fit`` (restarting at
         every ``partial_fit``), or a constant rate.
@@ -219,6 +227,7 @@ class CNNClassifier(NeuralNetClassifier):
         roi_dilation=ROI_DEFAULTS["roi_dilation"],
         roi_warmup=ROI_DEFAULTS["roi_warmup"],
         roi_balance=ROI_DEFAULTS["roi_balance"],
+        roi_conflict=ROI_DEFAULTS["roi_conflict"],
         lr_schedule="cosine",
         precision="float32",
         init_weights=None,
@@ -256,6 +265,7 @@ class CNNClassifier(NeuralNetClassifier):
         self.roi_dilation = roi_dilation
         self.roi_warmup = roi_warmup
         self.roi_balance = roi_balance
+        self.roi_conflict = roi_conflict
         self.lr_schedule = lr_schedule
         self.precision = precision
         self.init_weights = init_weights
@@ -292,7 +302,8 @@ class CNNClassifier(NeuralNetClassifier):
     def __setstate__(self, state):
         param = state.pop("_device_param", "cpu")
         state.setdefault("precision", "float32")  # pickled before the parameter existed
-        state.setdefault("roi_balance", LEGACY_ROI_SETTINGS["roi_balance"])  # likewise
+        for name in ("roi_balance", "roi_conflict"):  # likewise
+            state.setdefault(name, LEGACY_ROI_SETTINGS[name])
         super().__setstate__(state)
         # skorch may have remapped an unavailable CUDA device to the CPU
         resolved = self.__dict__.pop("device", self.__dict__.get("_device_param"))
@@ -407,7 +418,8 @@ class CNNClassifier(NeuralNetClassifier):
         check_roi_loss(self.roi_loss, self.roi_weight)
         check_precision(self.precision)
         check_device(self.__dict__.get("_device_param", "cpu"))  # one line, not skorch's traceback
-        check_roi_settings(self.roi_balance, self.roi_dilation, self.roi_warmup)
+        check_roi_settings(self.roi_balance, self.roi_dilation, self.roi_warmup,
+                           self.roi_conflict)
         freeze_epoch_count(self.freeze_epochs, 1)
         check_head_init(self.head_init)
         image_shape = None
@@ -521,8 +533,24 @@ class CNNClassifier(NeuralNetClassifier):
                 handle.remove()
         loss = self.get_loss(y_pred, yi, X=dict(Xi, x=x, activations=captured.get("A")),
                              training=True)
-        loss.backward()
+        if self.roi_conflict == "project":
+            # the criterion alone (skorch's get_loss); the rest of the loss is the term
+            self._backward_projected(super().get_loss(y_pred, yi, training=True), loss)
+        else:
+            loss.backward()
         return {"loss": loss, "y_pred": y_pred}
+
+    def _backward_projected(self, ce, loss):
+        """Accumulate ``roi_conflict="project"``'s gradient of ``loss`` (cross-entropy
+        ``ce`` plus the attention term) into the trainable parameters' ``.grad``."""
+        params = [p for p in self.module_.parameters() if p.requires_grad]
+        g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
+        g_all = torch.autograd.grad(loss, params, allow_unused=True)
+        g_ce, g_all = ([torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
+                       for gs in (g_ce, g_all))
+        g_term = [b - a for a, b in zip(g_ce, g_all)]
+        for p, g in zip(params, project_conflict(g_ce, g_term)):
+            p.grad = g if p.grad is None else p.grad + g
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """Cross-entropy, plus the attention loss weighed by ``roi_weight`` and

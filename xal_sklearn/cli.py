@@ -14,7 +14,7 @@ from .alignment import ALIGNMENT_METRICS
 from .classifier import PRECISIONS
 from .finetune import HEAD_INITS
 from .pretrain import DEFAULT_PRETRAIN_EPOCHS, PRETRAIN_METHODS
-from .roi_loss import (DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_DEFAULTS, ROI_LOSSES,
+from .roi_loss import (DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS, ROI_LOSSES,
                        describe_roi_training, resolve_roi_settings)
 from .uncertainty import UNCERTAINTY_MEASURES
 
@@ -58,6 +58,10 @@ def _roi_options(parser):
                         help="epochs of cross-entropy only before the attention loss starts, "
                              "or a share of the epochs such as 0.5 (default "
                              f"{defaults['roi_warmup']:g})")
+    parser.add_argument("--roi-conflict", default=None, choices=ROI_CONFLICTS,
+                        help="project: the attention gradient loses its part that points "
+                             "against the cross-entropy's; sum: plain backpropagation of the "
+                             f"sum (default {defaults['roi_conflict']})")
 
 
 def _roi_settings(args):

@@ -40,9 +40,11 @@ input gradient, so it uses double backpropagation (about 2-3x the cost).
 **Weighting.** :class:`~xal_sklearn.CNNClassifier` adds the term through
 :func:`balanced_term`: by default (``roi_balance="ce"``) rescaled at every step to
 ``roi_weight`` x the batch's cross-entropy, so that a weight means the same share for
-every loss and data set (a fixed weight of 0.1 was effectively zero on brain MRI);
-the defaults ``roi_weight=1.0``, ``roi_dilation=2``, ``roi_warmup=0.5`` with ``"rank"``
-were chosen on validation groups of brain MRI (docs/results.md).
+every loss and data set (a fixed weight of 0.1 was effectively zero on brain MRI),
+and (``roi_conflict="project"``) its gradient loses the part that would raise the
+cross-entropy (:func:`project_conflict`). The defaults ``roi_weight=3.0``,
+``roi_dilation=2``, ``roi_warmup=0.4`` with ``"rank"`` were chosen on validation
+groups of brain MRI (docs/results.md).
 
 Masks of any resolution with the images' aspect ratio are brought to the
 attention grid by area averaging (a cell's value is the share of its pixels in
@@ -56,9 +58,10 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from ._validation import epochs_from_setting
+from ._validation import check_finite_nonnegative, epochs_from_setting
 
-__all__ = ["DEFAULT_ROI_LOSS", "GRADCAM_LOSSES", "ROI_BALANCES", "ROI_LOSSES", "RANK_MAX_CELLS",
+__all__ = ["DEFAULT_ROI_LOSS", "GRADCAM_LOSSES", "ROI_BALANCES", "ROI_CONFLICTS", "ROI_LOSSES",
+           "RANK_MAX_CELLS", "check_roi_conflict", "project_conflict",
            "balanced_term", "LEGACY_ROI_SETTINGS", "check_roi_balance", "check_roi_loss",
            "check_roi_settings", "counterexamples", "describe_roi_training",
            "ROI_DEFAULTS", "resolve_roi_settings",
@@ -97,14 +100,56 @@ def check_roi_balance(roi_balance):
                          f"{', '.join(map(repr, ROI_BALANCES))}.")
 
 
+#: How the attention term's gradient meets the cross-entropy's at each step:
+#: ``"project"`` removes from the attention gradient its component along the
+#: cross-entropy gradient when the two point against each other (negative dot product
+#: over all trainable parameters; the one-sided projection of PCGrad, Yu et al. 2020), so
+#: the term can move the map but never, to first order, raise the cross-entropy;
+#: ``"sum"`` adds the two gradients as they are (plain backpropagation of the sum).
+ROI_CONFLICTS = ("project", "sum")
+
+
+def check_roi_conflict(roi_conflict):
+    """Refuse an unknown ``roi_conflict``."""
+    if roi_conflict not in ROI_CONFLICTS:
+        raise ValueError(f"Unknown roi_conflict {roi_conflict!r}; choose one of "
+                         f"{', '.join(map(repr, ROI_CONFLICTS))}.")
+
+
+def project_conflict(ce_grads, term_grads):
+    """The gradient of cross-entropy + attention term under ``roi_conflict="project"``.
+
+    Parameters
+    ----------
+    ce_grads, term_grads : list of torch.Tensor
+        The two losses' gradients, one tensor per parameter, in the same order.
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``g_ce + g_t``, where ``g_t`` loses its component along ``g_ce`` when
+        ``<g_ce, g_t> < 0`` (the dot product over all parameters together).
+    """
+    dot = sum((a * b).sum() for a, b in zip(ce_grads, term_grads))
+    if dot < 0:
+        norm2 = sum((a * a).sum() for a in ce_grads)
+        if norm2 > 0:
+            factor = dot / norm2
+            term_grads = [b - factor * a for a, b in zip(ce_grads, term_grads)]
+    return [a + b for a, b in zip(ce_grads, term_grads)]
+
+
 #: :class:`~xal_sklearn.CNNClassifier`'s defaults for the attention-loss settings, chosen
 #: with ``"rank"`` on validation groups of the brain-MRI training split (docs/results.md);
 #: the CLI and campaigns fill the settings a user leaves out from here.
-ROI_DEFAULTS = {"roi_weight": 1.0, "roi_balance": "ce", "roi_dilation": 2, "roi_warmup": 0.5}
+ROI_DEFAULTS = {"roi_weight": 3.0, "roi_balance": "ce", "roi_dilation": 2, "roi_warmup": 0.4,
+                "roi_conflict": "project"}
 
 #: What a model of an earlier version, whose records lack these settings, trained with
-#: (before ``roi_balance``, ``roi_dilation`` and ``roi_warmup`` had their defaults).
-LEGACY_ROI_SETTINGS = {"roi_balance": "fixed", "roi_dilation": 0, "roi_warmup": 0}
+#: (before ``roi_balance``, ``roi_dilation``, ``roi_warmup`` and ``roi_conflict`` had their
+#: defaults).
+LEGACY_ROI_SETTINGS = {"roi_balance": "fixed", "roi_dilation": 0, "roi_warmup": 0,
+                       "roi_conflict": "sum"}
 
 
 def warmup_epochs(roi_warmup, max_epochs):
@@ -113,9 +158,10 @@ def warmup_epochs(roi_warmup, max_epochs):
     return epochs_from_setting(roi_warmup, max_epochs, "roi_warmup")
 
 
-def check_roi_settings(roi_balance, roi_dilation, roi_warmup):
+def check_roi_settings(roi_balance, roi_dilation, roi_warmup, roi_conflict="sum"):
     """Refuse ROI-loss settings that cannot be used, naming the parameter."""
     check_roi_balance(roi_balance)
+    check_roi_conflict(roi_conflict)
     d = roi_dilation
     if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0:
         raise ValueError(f"roi_dilation must be an integer >= 0, got {d!r}.")
@@ -123,20 +169,20 @@ def check_roi_settings(roi_balance, roi_dilation, roi_warmup):
 
 
 def resolve_roi_settings(roi_loss=None, **given):
-    """The four attention-loss settings, each as given or else its default, all checked.
+    """The attention-loss settings, each as given or else its default, all checked.
 
     Parameters
     ----------
     roi_loss : str or None
         Checked against ``ROI_LOSSES``.
     **given
-        Any of ``roi_weight``, ``roi_balance``, ``roi_dilation``, ``roi_warmup``; one left
-        out or None takes its value from ``ROI_DEFAULTS``.
+        Any of ``roi_weight``, ``roi_balance``, ``roi_dilation``, ``roi_warmup``,
+        ``roi_conflict``; one left out or None takes its value from ``ROI_DEFAULTS``.
 
     Returns
     -------
     dict
-        All four settings (the weight as a float).
+        Every setting of ``ROI_DEFAULTS`` (the weight as a float).
 
     Raises
     ------
@@ -149,7 +195,8 @@ def resolve_roi_settings(roi_loss=None, **given):
                          f"are {', '.join(ROI_DEFAULTS)}.")
     out = {k: ROI_DEFAULTS[k] if given.get(k) is None else given[k] for k in ROI_DEFAULTS}
     out["roi_weight"] = check_roi_loss(roi_loss, out["roi_weight"])
-    check_roi_settings(out["roi_balance"], out["roi_dilation"], out["roi_warmup"])
+    check_roi_settings(out["roi_balance"], out["roi_dilation"], out["roi_warmup"],
+                       out["roi_conflict"])
     return out
 
 
@@ -165,10 +212,12 @@ def balanced_term(term, cross_entropy, weight, balance):
 def describe_roi_training(params):
     """In words: the attention loss that estimator parameters ``params`` train with.
 
-    >>> describe_roi_training({"roi_loss": "rank", "roi_weight": 1.0, "roi_balance": "ce",
-    ...                        "roi_dilation": 2, "roi_warmup": 0.5, "max_epochs": 20})
-    'the `rank` attention loss on the ROIs, its size 1 x the cross-entropy at every step, \
-ROIs grown by 2 cells, from epoch 11 of 20'
+    >>> describe_roi_training({"roi_loss": "rank", "roi_weight": 3.0, "roi_balance": "ce",
+    ...                        "roi_dilation": 2, "roi_warmup": 0.4, "max_epochs": 20,
+    ...                        "roi_conflict": "project"})
+    "the `rank` attention loss on the ROIs, its size 3 x the cross-entropy at every step, \
+its gradient projected off the cross-entropy's where they conflict, ROIs grown by 2 cells, \
+from epoch 9 of 20"
     """
     loss = params.get("roi_loss")
     if loss is None:
@@ -179,6 +228,8 @@ ROIs grown by 2 cells, from epoch 11 of 20'
         words += f", its size {weight:g} x the cross-entropy at every step"
     else:
         words += f" at weight {weight:g}"
+    if params.get("roi_conflict", "sum") == "project":
+        words += ", its gradient projected off the cross-entropy's where they conflict"
     dilation = params.get("roi_dilation", 0)
     if dilation:
         unit = "pixel" if loss == "counterexample" else "cell"
@@ -195,13 +246,7 @@ def check_roi_loss(roi_loss, roi_weight):
     if roi_loss is not None and roi_loss not in ROI_LOSSES:
         raise ValueError(f"Unknown roi_loss {roi_loss!r}; choose one of "
                          f"{', '.join(ROI_LOSSES)} or None.")
-    try:
-        weight = float(roi_weight)
-    except (TypeError, ValueError):
-        raise ValueError(f"roi_weight must be a number >= 0, got {roi_weight!r}.") from None
-    if not weight >= 0 or weight == float("inf"):  # also refuses NaN
-        raise ValueError(f"roi_weight must be a finite number >= 0, got {roi_weight!r}.")
-    return weight
+    return check_finite_nonnegative(roi_weight, "roi_weight")
 
 
 def masks_to_grid(masks, grid_shape, dilation=0):

@@ -162,8 +162,8 @@ def estimator_template(config, strategy=None):
                          "not a CNNClassifier with SmallCNN); pass estimator=.")
     params = {} if strategy is None else \
         config["strategies"][strategy].get("estimator_params", {})
-    if "roi_balance" not in template:  # recorded before the parameter existed
-        template = dict(template, roi_balance=LEGACY_ROI_SETTINGS["roi_balance"])
+    for name in ("roi_balance", "roi_conflict"):  # recorded before the parameter existed
+        template = dict({name: LEGACY_ROI_SETTINGS[name]}, **template)
     return CNNClassifier(**dict(template, optimizer=_OPTIMIZERS[template["optimizer"]],
                                 **params))
 
