@@ -93,11 +93,15 @@ ROI_BALANCES = ("ce", "fixed")
 BALANCE_FLOOR = 1e-3
 
 
+def _check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; choose one of "
+                         f"{', '.join(map(repr, choices))}.")
+
+
 def check_roi_balance(roi_balance):
     """Refuse an unknown ``roi_balance``."""
-    if roi_balance not in ROI_BALANCES:
-        raise ValueError(f"Unknown roi_balance {roi_balance!r}; choose one of "
-                         f"{', '.join(map(repr, ROI_BALANCES))}.")
+    _check_choice(roi_balance, "roi_balance", ROI_BALANCES)
 
 
 #: How the attention term's gradient meets the cross-entropy's at each step:
@@ -111,9 +115,7 @@ ROI_CONFLICTS = ("project", "sum")
 
 def check_roi_conflict(roi_conflict):
     """Refuse an unknown ``roi_conflict``."""
-    if roi_conflict not in ROI_CONFLICTS:
-        raise ValueError(f"Unknown roi_conflict {roi_conflict!r}; choose one of "
-                         f"{', '.join(map(repr, ROI_CONFLICTS))}.")
+    _check_choice(roi_conflict, "roi_conflict", ROI_CONFLICTS)
 
 
 def project_conflict(ce_grads, term_grads):
