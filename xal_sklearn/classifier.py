@@ -22,8 +22,7 @@ from .modules import SmallCNN, channels_last_weights, to_channels_last
 from .pretrain import as_encoder_weights
 from .roi_loss import (GRADCAM_LOSSES, LEGACY_ROI_SETTINGS, ROI_DEFAULTS, ROI_LOSSES,
                        balanced_term, check_roi_loss, check_roi_settings, project_conflict,
-                       roi_loss_term,
-                       warmup_epochs)
+                       roi_loss_term, warmup_epochs)
 
 __all__ = ["CNNClassifier"]
 

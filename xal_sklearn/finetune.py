@@ -152,7 +152,8 @@ class ProbeHead(Callback):
         self.sd_floor = sd_floor
 
     def initialize(self):
-        check_finite_nonnegative(self.sd_floor, "sd_floor")   # at the net's initialisation, before any training
+        # at the net's initialisation, before any training
+        check_finite_nonnegative(self.sd_floor, "sd_floor")
         return super().initialize()
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):

@@ -160,7 +160,7 @@ def warmup_epochs(roi_warmup, max_epochs):
     return epochs_from_setting(roi_warmup, max_epochs, "roi_warmup")
 
 
-def check_roi_settings(roi_balance, roi_dilation, roi_warmup, roi_conflict="sum"):
+def check_roi_settings(roi_balance, roi_dilation, roi_warmup, roi_conflict):
     """Refuse ROI-loss settings that cannot be used, naming the parameter."""
     check_roi_balance(roi_balance)
     check_roi_conflict(roi_conflict)
