@@ -19,7 +19,7 @@ from xal_sklearn.alignment import ALIGNMENT_METRICS, chance_alignment
 from xal_sklearn.datasets import make_lesion_phantoms
 from xal_sklearn.roi_loss import (RANK_MAX_CELLS, balanced_term, counterexamples,
                                   gradcam_from_activations, masks_to_grid, project_conflict,
-                                  roi_loss_term)
+                                  roi_loss_term, with_legacy_settings)
 
 
 class GapNet(nn.Module):
@@ -504,3 +504,12 @@ def test_resolve_roi_settings_fills_defaults_and_refuses_like_the_classifier():
             resolve_roi_settings("rank", **given)
     with pytest.raises(ValueError, match="Unknown roi_loss 'gradmask'"):
         resolve_roi_settings("gradmask")
+
+
+def test_old_records_are_filled_with_what_they_trained_with_and_never_overwritten():
+    record = {"roi_loss": "dice", "roi_balance": "ce", "roi_weight": 0.1}
+    filled = with_legacy_settings(record)
+    assert filled == {"roi_loss": "dice", "roi_balance": "ce", "roi_weight": 0.1,
+                      "roi_dilation": 0, "roi_warmup": 0, "roi_conflict": "sum"}
+    assert record == {"roi_loss": "dice", "roi_balance": "ce", "roi_weight": 0.1}  # a copy
+    assert with_legacy_settings(record, ("roi_conflict",)) == dict(record, roi_conflict="sum")

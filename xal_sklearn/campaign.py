@@ -36,7 +36,7 @@ from .datasets import (DataLoadError, read_image, read_mask, resize_image, resiz
                        split_mask_field)
 from .labelstudio import label_config, make_task, parse_export, read_label_csv, source_ids
 from .learner import ActiveLearner
-from .roi_loss import LEGACY_ROI_SETTINGS, resolve_roi_settings
+from .roi_loss import resolve_roi_settings, with_legacy_settings
 from .scoring import score_pool
 from .strategies import dual_criterion_sampling, uncertainty_sampling
 
@@ -255,7 +255,7 @@ class Campaign:
 
     def _template(self):
         # a campaign made before these settings existed trained with them off
-        params = dict(LEGACY_ROI_SETTINGS, **self.config["classifier"])
+        params = with_legacy_settings(self.config["classifier"])
         if params.get("init_weights"):  # kept relative to the folder, which may move
             params["init_weights"] = str(self.folder / params["init_weights"])
         return CNNClassifier(classes=self.classes, **params)

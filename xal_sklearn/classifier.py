@@ -20,9 +20,9 @@ from .backbones import build_backbone, copy_adapted
 from .finetune import FreezeEncoder, ProbeHead, check_head_init, freeze_epoch_count
 from .modules import SmallCNN, channels_last_weights, to_channels_last
 from .pretrain import as_encoder_weights
-from .roi_loss import (GRADCAM_LOSSES, LEGACY_ROI_SETTINGS, ROI_DEFAULTS, ROI_LOSSES,
-                       balanced_term, check_roi_loss, check_roi_settings, project_conflict,
-                       roi_loss_term, warmup_epochs)
+from .roi_loss import (GRADCAM_LOSSES, ROI_DEFAULTS, ROI_LOSSES, balanced_term,
+                       check_roi_loss, check_roi_settings, project_conflict, roi_loss_term,
+                       warmup_epochs, with_legacy_settings)
 
 __all__ = ["CNNClassifier"]
 
@@ -301,8 +301,7 @@ class CNNClassifier(NeuralNetClassifier):
     def __setstate__(self, state):
         param = state.pop("_device_param", "cpu")
         state.setdefault("precision", "float32")  # pickled before the parameter existed
-        for name in ("roi_balance", "roi_conflict"):  # likewise
-            state.setdefault(name, LEGACY_ROI_SETTINGS[name])
+        state = with_legacy_settings(state, ("roi_balance", "roi_conflict"))  # likewise
         super().__setstate__(state)
         # skorch may have remapped an unavailable CUDA device to the CPU
         resolved = self.__dict__.pop("device", self.__dict__.get("_device_param"))

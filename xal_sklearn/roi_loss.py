@@ -62,7 +62,8 @@ from ._validation import check_finite_nonnegative, epochs_from_setting
 
 __all__ = ["DEFAULT_ROI_LOSS", "GRADCAM_LOSSES", "ROI_BALANCES", "ROI_CONFLICTS", "ROI_LOSSES",
            "RANK_MAX_CELLS", "check_roi_conflict", "project_conflict",
-           "balanced_term", "LEGACY_ROI_SETTINGS", "check_roi_balance", "check_roi_loss",
+           "balanced_term", "LEGACY_ROI_SETTINGS", "with_legacy_settings",
+           "check_roi_balance", "check_roi_loss",
            "check_roi_settings", "counterexamples", "describe_roi_training",
            "ROI_DEFAULTS", "resolve_roi_settings",
            "gradcam_from_activations",
@@ -152,6 +153,12 @@ ROI_DEFAULTS = {"roi_weight": 3.0, "roi_balance": "ce", "roi_dilation": 2, "roi_
 #: defaults).
 LEGACY_ROI_SETTINGS = {"roi_balance": "fixed", "roi_dilation": 0, "roi_warmup": 0,
                        "roi_conflict": "sum"}
+
+
+def with_legacy_settings(params, names=tuple(LEGACY_ROI_SETTINGS)):
+    """A copy of ``params`` (a record of an earlier version) in which each of ``names`` it
+    lacks is set to what that version trained with (:data:`LEGACY_ROI_SETTINGS`)."""
+    return dict({name: LEGACY_ROI_SETTINGS[name] for name in names}, **params)
 
 
 def warmup_epochs(roi_warmup, max_epochs):

@@ -23,7 +23,7 @@ from .._validation import accepts_keyword, check_images
 from ..alignment import ALIGNMENT_METRICS, alignment_t, chance_alignment
 from ..datasets import group_train_test_split
 from ..learner import ActiveLearner
-from ..roi_loss import LEGACY_ROI_SETTINGS
+from ..roi_loss import with_legacy_settings
 from ..scoring import score_pool
 from ..strategies import SCORE_FIELDS
 
@@ -162,8 +162,8 @@ def estimator_template(config, strategy=None):
                          "not a CNNClassifier with SmallCNN); pass estimator=.")
     params = {} if strategy is None else \
         config["strategies"][strategy].get("estimator_params", {})
-    for name in ("roi_balance", "roi_conflict"):  # recorded before the parameter existed
-        template = dict({name: LEGACY_ROI_SETTINGS[name]}, **template)
+    # recorded before these parameters existed
+    template = with_legacy_settings(template, ("roi_balance", "roi_conflict"))
     return CNNClassifier(**dict(template, optimizer=_OPTIMIZERS[template["optimizer"]],
                                 **params))
 
