@@ -12,7 +12,10 @@ repeats, rows interleaved so that drift on a shared machine hits all alike):
 * ``CNNClassifier``: this package's path (on the CPU, channels-last layout);
 * ``CNNClassifier plain layout``: the same with ``cpu_channels_last = False``;
 * ``CNNClassifier bf16-mixed``: with ``precision="bf16-mixed"``;
-* ``CNNClassifier roi_loss=...``: with each attention loss on every sample's mask.
+* ``CNNClassifier roi_loss=..., CONFLICT``: with each attention loss on every sample's
+  mask, on from the first epoch (``roi_warmup=0``, so every epoch pays for it), its
+  gradient added as it is (``sum``) or projected off the cross-entropy's where they
+  conflict (``project``, the default: one more backward pass per step).
 
 It prints seconds per epoch, prediction throughput, ratios to the baseline, and the
 largest difference between the baseline's and each row's predicted probabilities
@@ -69,6 +72,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--losses", default="dice,outside,rrr")
+    p.add_argument("--conflicts", default="sum,project",
+                   help="roi_conflict settings to time each loss with")
     p.add_argument("--mri", default=None, help="brain-tumour folder: time on its first n slices")
     args = p.parse_args()
     if args.mri:
@@ -106,16 +111,19 @@ def main():
             ("CNNClassifier", ours(), None),
             ("CNNClassifier plain layout", plain_layout, None),
             ("CNNClassifier bf16-mixed", ours(precision="bf16-mixed"), None)]
-    rows += [(f"CNNClassifier roi_loss={loss}", ours(roi_loss=loss), M)
-             for loss in args.losses.split(",") if loss]
+    rows += [(f"CNNClassifier roi_loss={loss}, {conflict}",
+              ours(roi_loss=loss, roi_warmup=0, roi_conflict=conflict), M)
+             for loss in args.losses.split(",") if loss
+             for conflict in args.conflicts.split(",")]
     if "dice" in args.losses.split(","):
-        rows.append(("CNNClassifier dice, bf16-mixed",
-                     ours(roi_loss="dice", precision="bf16-mixed"), M))
+        rows.append(("CNNClassifier dice, sum, bf16-mixed",
+                     ours(roi_loss="dice", roi_warmup=0, roi_conflict="sum",
+                          precision="bf16-mixed"), M))
     print(f"{args.n} {'MRI slices' if args.mri else 'phantoms'} 1x{args.size}x{args.size}, "
           f"batch {args.batch_size}, {args.epochs} epochs, median of {args.repeats} "
           f"(rows interleaved); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}")
-    print(f"{'':34} {'s/epoch':>8} {'fit speed-up':>12} {'predict img/s':>14} "
+    print(f"{'':40} {'s/epoch':>8} {'fit speed-up':>12} {'predict img/s':>14} "
           f"{'predict speed-up':>16} {'max |dproba|':>12}")
     # rows interleaved repeat by repeat, so drift on a shared machine hits all alike
     runs = {name: [] for name, _, _ in rows}
@@ -130,7 +138,7 @@ def main():
         if base is None:
             base = (fit, pred, proba)
         diff = float(np.abs(proba - base[2]).max())
-        print(f"{name:34} {fit:8.3f} {base[0] / fit:11.2f}x {pred:14.0f} "
+        print(f"{name:40} {fit:8.3f} {base[0] / fit:11.2f}x {pred:14.0f} "
               f"{pred / base[1]:15.2f}x {diff:12.1e}")
 
 if __name__ == "__main__":
