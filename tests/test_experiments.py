@@ -199,8 +199,6 @@ def test_cli_errors_and_report(finished, tmp_path):
     assert rep.returncode == 0 and "report.md" in rep.stdout
 
 
-
-
 # Defined outside any importable module so that loky ships it by value and a fresh worker
 # need not import this test module (and torch) first.
 _HOLD_MEMORY = """
@@ -212,6 +210,7 @@ def hold_memory(i):
     time.sleep(1.1)  # loky checks a worker's memory at most once a second
     return i, os.getpid()
 """
+
 
 def test_loky_worker_restarts_are_not_reported_as_leaks_and_lose_no_job():
     import warnings
