@@ -231,19 +231,20 @@ from epoch 9 of 20"
     loss = params.get("roi_loss")
     if loss is None:
         return "no attention loss"
+    params = with_legacy_settings(params)  # a record without a setting trained without it
     weight = params.get("roi_weight")
     words = f"the `{loss}` attention loss on the ROIs"
-    if params.get("roi_balance", "fixed") == "ce":
+    if params["roi_balance"] == "ce":
         words += f", its size {weight:g} x the cross-entropy at every step"
     else:
         words += f" at weight {weight:g}"
-    if params.get("roi_conflict", "sum") == "project":
+    if params["roi_conflict"] == "project":
         words += ", its gradient projected off the cross-entropy's where they conflict"
-    dilation = params.get("roi_dilation", 0)
+    dilation = params["roi_dilation"]
     if dilation:
         unit = "pixel" if loss == "counterexample" else "cell"
         words += f", ROIs grown by {dilation} {unit}{'s' if dilation != 1 else ''}"
-    warmup, epochs = params.get("roi_warmup", 0), params.get("max_epochs")
+    warmup, epochs = params["roi_warmup"], params.get("max_epochs")
     if warmup:
         start = int(round(warmup * epochs)) if isinstance(warmup, float) else int(warmup)
         words += f", from epoch {start + 1}" + (f" of {epochs}" if epochs else "")
