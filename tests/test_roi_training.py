@@ -513,3 +513,15 @@ def test_old_records_are_filled_with_what_they_trained_with_and_never_overwritte
                       "roi_dilation": 0, "roi_warmup": 0, "roi_conflict": "sum"}
     assert record == {"roi_loss": "dice", "roi_balance": "ce", "roi_weight": 0.1}  # a copy
     assert with_legacy_settings(record, ("roi_conflict",)) == dict(record, roi_conflict="sum")
+
+
+def test_the_description_names_the_epoch_the_term_starts_with_or_without_an_epoch_count():
+    from xal_sklearn.roi_loss import ROI_DEFAULTS, describe_roi_training, warmup_epochs
+    base = dict(ROI_DEFAULTS, roi_loss="rank")
+    for warmup, epochs in [(0.4, 20), (0.45, 7), (np.float32(0.5), 9), (3, 10)]:
+        words = describe_roi_training(dict(base, roi_warmup=warmup, max_epochs=epochs))
+        assert f"from epoch {warmup_epochs(warmup, epochs) + 1} of {epochs}" in words
+    assert describe_roi_training(dict(base, roi_warmup=3)).endswith("from epoch 4")
+    assert describe_roi_training(dict(base, roi_warmup=0.4)).endswith(
+        "after the first 40% of the epochs")
+    assert "from epoch" not in describe_roi_training(dict(base, roi_warmup=0, max_epochs=5))

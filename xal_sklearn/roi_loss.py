@@ -246,8 +246,12 @@ from epoch 9 of 20"
         words += f", ROIs grown by {dilation} {unit}{'s' if dilation != 1 else ''}"
     warmup, epochs = params["roi_warmup"], params.get("max_epochs")
     if warmup:
-        start = int(round(warmup * epochs)) if isinstance(warmup, float) else int(warmup)
-        words += f", from epoch {start + 1}" + (f" of {epochs}" if epochs else "")
+        if epochs:
+            words += f", from epoch {warmup_epochs(warmup, epochs) + 1} of {epochs}"
+        elif isinstance(warmup, numbers.Integral):
+            words += f", from epoch {int(warmup) + 1}"
+        else:  # a share, and no epoch count to turn it into epochs
+            words += f", after the first {float(warmup):.0%} of the epochs"
     return words
 
 
