@@ -23,7 +23,7 @@ from xal_sklearn import CNNClassifier, score_pool
 from xal_sklearn.alignment import alignment_t
 from xal_sklearn.datasets import (add_shortcut, group_train_test_split,
                                   load_brain_tumor_figshare)
-from xal_sklearn.roi_loss import LEGACY_ROI_SETTINGS, roi_loss_term
+from xal_sklearn.roi_loss import LEGACY_ROI_SETTINGS, ROI_DEFAULTS, roi_loss_term
 
 
 class Normalised(CNNClassifier):
@@ -38,6 +38,24 @@ class Normalised(CNNClassifier):
                              masks=X["roi"], has_roi=X["has_roi"], dilation=self.roi_dilation)
         scale = ce.detach() / term.detach().clamp_min(1e-6)
         return ce + float(self.roi_weight) * scale * term
+
+
+class Gated(CNNClassifier):
+    """The package's attention term on a subset of each batch's ROI images, chosen from
+    the batch's own predictions (the labels are the training labels): ``probe_gate=
+    "correct"`` only images the network already classifies right ("right for the right
+    reasons" asks for right reasons on right answers), ``"wrong"`` only the others."""
+
+    def __init__(self, *args, probe_gate="correct", **kw):
+        super().__init__(*args, **kw)
+        self.probe_gate = probe_gate
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        if training and isinstance(X, dict) and "activations" in X:
+            right = y_pred.argmax(1) == y_true.to(y_pred.device).long()
+            keep = right if self.probe_gate == "correct" else ~right
+            X = dict(X, has_roi=X["has_roi"].to(keep.device) & keep)
+        return super().get_loss(y_pred, y_true, X=X, training=training)
 
 
 SECOND_ORDER = [False]
@@ -305,6 +323,16 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
     # every class's map taught, not the true class's alone
     "rankall1-dil2-warm10": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rankall",
                                  roi_dilation=2, roi_warmup=10),
+    # the package's second defaults, and the term on a subset of each batch (Gated)
+    "pkg-default": dict(roi_loss="rank", **ROI_DEFAULTS),
+    "pkg-default-correct": dict(cls=Gated, roi_loss="rank", probe_gate="correct",
+                                **ROI_DEFAULTS),
+    "pkg-default-wrong": dict(cls=Gated, roi_loss="rank", probe_gate="wrong",
+                              **ROI_DEFAULTS),
+    "pkg-w5-correct": dict(cls=Gated, roi_loss="rank", probe_gate="correct",
+                           **dict(ROI_DEFAULTS, roi_weight=5.0)),
+    "pkg-warm0.3-correct": dict(cls=Gated, roi_loss="rank", probe_gate="correct",
+                                **dict(ROI_DEFAULTS, roi_warmup=0.3)),
 }
 
 
