@@ -8,7 +8,7 @@ experiment) rescales the attention term at every step to ``roi_weight`` x the
 cross-entropy's size, the scaling of the explanatory-interactive-learning typology code.
 
     python benchmarks/probe_roi_settings.py --mri ../shared/data/brain-tumor-figshare \
-        [--configs ce,dice0.1,...] [--seeds 3]
+        [--configs ce,dice0.1,...] [--seeds 3] [--shortcut KIND [--disagree SHARE]]
 
 prints one JSON line per setting (per-seed values and means). Results: docs/results.md.
 """
@@ -341,7 +341,23 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
 OLD_DEFAULTS = dict(LEGACY_ROI_SETTINGS, roi_weight=0.1)
 
 
-def evaluate(data, name, seeds, shortcut=None):
+def labelled_set(data, fit_part, seed, disagree=None, n=570):
+    """``n`` random images of ``fit_part``; with ``disagree``, that share of them drawn from
+    the images whose injected feature disagrees with the label (as the uncertainty
+    strategies' sets on shortcut pools: docs/results.md)."""
+    rng = np.random.RandomState(seed)
+    if disagree is None:
+        return rng.choice(fit_part, n, replace=False)
+    lies = data.shortcut.feature_class[fit_part] != data.y[fit_part]
+    k = int(round(disagree * n))
+    if not (k <= lies.sum() and n - k <= (~lies).sum()):
+        raise ValueError(f"--disagree {disagree}: {k} of {n} images should disagree, the fit "
+                         f"part has {lies.sum()} that do and {(~lies).sum()} that do not.")
+    return np.concatenate([rng.choice(fit_part[lies], k, replace=False),
+                           rng.choice(fit_part[~lies], n - k, replace=False)])
+
+
+def evaluate(data, name, seeds, shortcut=None, disagree=None):
     cfg = dict(OLD_DEFAULTS, **CONFIGS[name])
     cls = cfg.pop("cls", CNNClassifier)
     accs, aucs, start = [], [], time.time()
@@ -352,7 +368,7 @@ def evaluate(data, name, seeds, shortcut=None):
             clean.groups[train], 0.2, random_state=seed + 100))
         if shortcut:  # in the fit part at 0.9, independent of the label on validation
             data = add_shortcut(clean, shortcut, 0.9, test_idx=val_part, random_state=seed)
-        idx = np.random.RandomState(seed).choice(fit_part, 570, replace=False)
+        idx = labelled_set(data, fit_part, seed, disagree)
         net = cls(n_classes=3, max_epochs=20, random_state=seed, **cfg)
         kw = {"roi_masks": data.roi_masks[idx]} if "roi_loss" in cfg else {}
         net.fit(data.X[idx], data.y[idx], **kw)
@@ -374,12 +390,18 @@ def main():
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--shortcut", default=None, help="inject this add_shortcut kind (0.9)")
+    p.add_argument("--disagree", type=float, default=None,
+                   help="with --shortcut: this share of the labelled set has a feature that "
+                        "disagrees with its label (default: a random set)")
     args = p.parse_args()
+    if args.disagree is not None and args.shortcut is None:
+        p.error("--disagree needs --shortcut")
     torch.set_num_threads(args.threads)
     data = load_brain_tumor_figshare(args.mri, image_size=64)
     for name in args.configs.split(","):
-        out = evaluate(data, name, range(args.seeds), args.shortcut)
-        print(json.dumps(dict(out, shortcut=args.shortcut)), flush=True)
+        out = evaluate(data, name, range(args.seeds), args.shortcut, args.disagree)
+        print(json.dumps(dict(out, shortcut=args.shortcut, disagree=args.disagree)),
+              flush=True)
 
 
 if __name__ == "__main__":
