@@ -12,6 +12,7 @@ SmallCNN on the training split's images (no labels) and prints
     python benchmarks/bench_pretrain.py --epochs 5                        # phantoms
     python benchmarks/bench_pretrain.py --mri ../shared/data/brain-tumor-figshare \
         --epochs 0 --memory-repeats 3
+    python benchmarks/bench_pretrain.py --mri PATH --epochs 50 --device cuda   # a GPU
 
 ``--memory-repeats K`` first times ``--memory-epochs`` epochs K times each way, side by
 side: with the heap reuse that ``pretrain_encoder`` switches on during CPU training
@@ -94,6 +95,8 @@ def main(argv=None):
     p.add_argument("--random-seeds", type=int, default=3)
     p.add_argument("--memory-repeats", type=int, default=0)
     p.add_argument("--memory-epochs", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where the long run pretrains (the memory comparison is CPU-only)")
     args = p.parse_args(argv)
 
     if args.mri:
@@ -109,10 +112,10 @@ def main(argv=None):
     start = time.monotonic()
     weights = pretrain_encoder(X[train], method=args.method, epochs=args.epochs,
                                batch_size=args.batch_size, random_state=args.seed,
-                               device="cpu")
+                               device=args.device, progress=False)
     seconds = time.monotonic() - start
-    print(f"{args.method}: {args.epochs} epochs on {len(train)} images of "
-          f"{'x'.join(map(str, X.shape[1:]))}, batch {args.batch_size}, torch threads "
+    print(f"{args.method} on {weights.info['device']}: {args.epochs} epochs on {len(train)} "
+          f"images of {'x'.join(map(str, X.shape[1:]))}, batch {args.batch_size}, torch threads "
           f"{torch.get_num_threads()}: {seconds:.0f} s ({seconds / args.epochs:.2f} s/epoch; "
           f"the default {DEFAULT_PRETRAIN_EPOCHS} epochs would take "
           f"{DEFAULT_PRETRAIN_EPOCHS * seconds / args.epochs / 60:.1f} min); final loss "

@@ -4,10 +4,10 @@ On a pool built by ``xal run --shortcut KIND:AGREE`` the injected feature disagr
 the label on about ``1 - AGREE`` of the images. A strategy that asks for those images
 more often than that is choosing the cases the shortcut gets wrong. This reads the
 ``queried`` column of each results folder (rounds after the initial set), rebuilds the
-pool exactly as ``xal run`` does (the group split of seed 0, ``add_shortcut`` with
-``random_state=0``) and prints, per strategy, the share of queried images whose
-feature disagrees with their label, with the pool's own share beside it. Pool labels
-are read here, after the runs, never by the strategies.
+pool with the function ``xal run`` builds it with (``shortcut_split``) and prints, per
+strategy, the share of queried images whose feature disagrees with their label, with
+the pool's own share beside it. Pool labels are read here, after the runs, never by
+the strategies.
 
     python benchmarks/shortcut_queries.py --mri ../shared/data/brain-tumor-figshare \
         --shortcut marker:0.9 mri_marker_none mri_marker_project
@@ -19,16 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from xal_sklearn.datasets import (add_shortcut, group_train_test_split,
-                                  load_brain_tumor_figshare, subset)
+from xal_sklearn.datasets import load_brain_tumor_figshare, shortcut_split
 from xal_sklearn.experiments import load_results
 
 
 def shortcut_pool(path, kind, agree, image_size=64, test_size=0.2):
     """The pool of ``xal run --data brain-tumor-figshare:PATH --shortcut KIND:AGREE``."""
     data = load_brain_tumor_figshare(path, image_size=image_size)
-    train, _ = group_train_test_split(data.groups, test_size, random_state=0)
-    return add_shortcut(subset(data, train), kind, agree, random_state=0)
+    return shortcut_split(data, kind, agree, test_size=test_size)[0]
 
 
 def disagreeing_share(folder, disagree):

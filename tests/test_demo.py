@@ -166,3 +166,10 @@ def test_dual_alpha_default_is_the_one_the_cli_campaigns_and_score_pool_use():
     assert inspect.signature(score_pool).parameters["alpha"].default == default
     assert inspect.signature(Campaign.create).parameters["alpha"].default == default
     assert float(_parser().parse_args(["run"]).alpha) == default
+
+
+def test_xal_run_runs_one_strategy_seed_pair_per_core_by_default():
+    from xal_sklearn.cli import _parser
+
+    assert _parser().parse_args(["run"]).n_jobs == -1
+    assert _parser().parse_args(["run", "--n-jobs", "1"]).n_jobs == 1

@@ -263,12 +263,13 @@ def test_run_experiment_pretrains_per_seed_on_the_pool_only(monkeypatch, tmp_pat
     from xal_sklearn.experiments import run_experiment
 
     data = make_lesion_phantoms(120, 32, shortcut=0.0, random_state=1)
-    given = []
+    given, devices = [], []
     real = pretrain_module.pretrain_encoder
 
     @functools.wraps(real)
     def spy(X, **kwargs):
         given.append((np.array(X), kwargs["random_state"]))
+        devices.append(kwargs.get("device"))
         return real(X, **kwargs)
 
     monkeypatch.setattr(pretrain_module, "pretrain_encoder", spy)
@@ -278,6 +279,7 @@ def test_run_experiment_pretrains_per_seed_on_the_pool_only(monkeypatch, tmp_pat
                   progress=False, pretrain={"method": "byol", "epochs": 1, "batch_size": 32})
     run_experiment(net, data, {"random": random_sampling}, **kwargs)
     assert [seed for _, seed in given] == [0, 1]
+    assert devices == ["cpu", "cpu"]  # the estimator's, not pretrain_encoder's "auto"
     for X_given, seed in given:
         train, test = group_train_test_split(data.groups, 0.2, random_state=seed)
         np.testing.assert_array_equal(X_given, data.X[train])  # the pool, and only it

@@ -5,7 +5,8 @@ import pytest
 from scipy import stats
 from sklearn.utils import Bunch
 
-from xal_sklearn.datasets import SHORTCUT_KINDS, add_shortcut
+from xal_sklearn.datasets import (SHORTCUT_KINDS, add_shortcut, group_train_test_split,
+                                  shortcut_split, subset)
 
 N, N_TEST, C = 4000, 1500, 3
 
@@ -107,6 +108,30 @@ def test_images_it_cannot_draw_on(data):
     once = add_shortcut(Bunch(X=data.X[:10], y=data.y[:10]), "marker")
     with pytest.raises(ValueError, match="already carries a 'marker' shortcut"):
         add_shortcut(once, "border")
+
+
+def test_shortcut_split_is_the_benchmark_xal_run_makes(data):
+    grouped = Bunch(**data, groups=np.arange(N) // 10)
+    before = grouped.X.copy()
+    pool, test = shortcut_split(grouped, "marker", 0.9, test_size=0.25)
+    np.testing.assert_array_equal(grouped.X, before)  # the input is untouched
+    # the composition xal run made before this helper existed, so old results folders
+    # are rebuilt image for image
+    train, held_out = group_train_test_split(grouped.groups, 0.25, random_state=0)
+    np.testing.assert_array_equal(pool.X, add_shortcut(subset(grouped, train), "marker", 0.9,
+                                                       random_state=0).X)
+    np.testing.assert_array_equal(test.y, grouped.y[held_out])
+    assert not set(pool.groups) & set(test.groups)
+    assert np.mean(pool.shortcut.feature_class == pool.y) == pytest.approx(0.9, abs=0.02)
+    np.testing.assert_array_equal(test.shortcut.test_idx, np.arange(len(test.y)))
+    assert stats.chi2_contingency(np.histogram2d(test.y, test.shortcut.feature_class,
+                                                 bins=C)[0]).pvalue > 0.001
+    # a separate test set: all of data is the pool, seeds as xal run's phantoms use them
+    pool2, test2 = shortcut_split(data, "border", 0.8, test=subset(data, np.arange(500)))
+    np.testing.assert_array_equal(pool2.X, add_shortcut(data, "border", 0.8, random_state=0).X)
+    assert len(test2.y) == 500 and len(test2.shortcut.test_idx) == 500
+    with pytest.raises(ValueError, match="no 'groups' to split by"):
+        shortcut_split(data, "marker")
 
 
 def test_cli_shortcut_option(tmp_path, capsys):

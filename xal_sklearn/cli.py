@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ._validation import device_problem
 from .alignment import ALIGNMENT_METRICS
 from .classifier import PRECISIONS
@@ -141,7 +139,7 @@ def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise", s
         if rgb:
             train.X, test.X = train.X.repeat(3, axis=1), test.X.repeat(3, axis=1)
         if shortcut is not None:
-            return _inject(train, test, shortcut, "synthetic phantoms")
+            return _inject(train, test, shortcut, "synthetic phantoms", test_size)
         return train, test, "synthetic phantoms (shortcut 0.9 in the pool, none in the test set)"
     if not path:
         raise ValueError(f"--data {kind} needs a path: {kind}:PATH.")
@@ -159,20 +157,16 @@ def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise", s
                          "brain-tumor-figshare:PATH.")
     if shortcut is None:
         return data, None, description
-    from .datasets import group_train_test_split, subset
-
-    # the feature must be independent of the label on the test split, so the split is
-    # made once here (groups, seed 0) and passed on as an explicit test set
-    train, test = group_train_test_split(data.groups, test_size, random_state=0)
-    return _inject(subset(data, train), subset(data, test), shortcut, description)
+    return _inject(data, None, shortcut, description, test_size)
 
 
-def _inject(pool, test, shortcut, description):
-    from .datasets import add_shortcut
+def _inject(data, test, shortcut, description, test_size):
+    from .datasets import shortcut_split
 
     kind, agree = shortcut
-    pool = add_shortcut(pool, kind, agree, random_state=0)
-    test = add_shortcut(test, kind, agree, test_idx=np.arange(len(test.y)), random_state=1)
+    # the feature must be independent of the label on the test split, so the split is
+    # made once (groups, seed 0) and passed on as an explicit test set
+    pool, test = shortcut_split(data, kind, agree, test=test, test_size=test_size)
     return pool, test, (f"{description} with a {kind} shortcut that agrees with the label "
                         f"in {agree:.0%} of the pool and is independent of it in the test set")
 
@@ -274,7 +268,9 @@ def _parser():
     run.add_argument("--batch-size", type=int, default=32, help="training mini-batch size")
     run.add_argument("--lr", type=float, default=1e-3,
                      help="Adam's learning rate (cosine-annealed to 0 over --epochs)")
-    run.add_argument("--n-jobs", type=int, default=1, help="parallel runs; -1: all cores")
+    run.add_argument("--n-jobs", type=int, default=-1,
+                     help="runs (strategy x seed) at once; -1: one per core, each on one "
+                          "torch thread when there are at least as many runs as cores")
     run.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                      help="where the networks train and score; auto: the GPU when there is "
                           "one")

@@ -14,7 +14,7 @@ from ._io import (DataLoadError, read_dicom, read_image, read_mask, resize_image
                   split_mask_field)
 from ._nifti import load_nifti_slices
 from ._phantoms import make_lesion_phantoms
-from ._shortcut import SHORTCUT_KINDS, add_shortcut
+from ._shortcut import SHORTCUT_KINDS, add_shortcut, shortcut_split
 from ._split import group_train_test_split, subset
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "read_vindr_boxes",
     "resize_image",
     "resize_mask",
+    "shortcut_split",
     "split_mask_field",
     "subset",
 ]

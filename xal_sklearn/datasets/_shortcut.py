@@ -15,7 +15,9 @@ import numbers
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
-__all__ = ["SHORTCUT_KINDS", "add_shortcut"]
+from ._split import group_train_test_split, subset
+
+__all__ = ["SHORTCUT_KINDS", "add_shortcut", "shortcut_split"]
 
 #: The kinds of spurious feature, each with the real artefact it imitates.
 SHORTCUT_KINDS = {
@@ -192,3 +194,48 @@ def add_shortcut(data, kind, agree=0.9, test_idx=None, random_state=None):
     result.shortcut = Bunch(kind=kind, agree=float(agree), description=SHORTCUT_KINDS[kind],
                             feature_class=feature, masks=masks, test_idx=test)
     return result
+
+
+def shortcut_split(data, kind, agree=0.9, test=None, test_size=0.2, random_state=0):
+    """The shortcut benchmark: a pool that carries the feature, a test set that does not.
+
+    What ``xal run --shortcut KIND:AGREE`` trains and tests on, for scripts that need
+    the same images (the pool a results folder was made from, or a benchmark of
+    one's own): ``data`` split by ``groups`` (:func:`group_train_test_split`, unless
+    ``test`` is given), the feature injected into the pool with :func:`add_shortcut`
+    (agreeing with the label with probability ``agree``) and into the test set
+    independently of the label.
+
+    Parameters
+    ----------
+    data : Bunch
+        A loaded data set (``X``, ``y``, and ``groups`` unless ``test`` is given).
+        Not modified.
+    kind, agree
+        As in :func:`add_shortcut`.
+    test : Bunch, optional
+        A separate test set (as the synthetic demo has); then all of ``data`` is
+        the pool.
+    test_size : float, default=0.2
+        Fraction of groups in the test split (without ``test``).
+    random_state : int, default=0
+        Seeds the split and the pool's feature (the test set's takes
+        ``random_state + 1``). ``xal run`` uses 0 whatever its ``--seeds``: the
+        shortcut is part of the data, the same for every seed.
+
+    Returns
+    -------
+    pool, test : Bunch
+        Each as :func:`add_shortcut` returns it; ``test.shortcut.test_idx`` holds
+        every test image.
+    """
+    if test is None:
+        if "groups" not in data:
+            raise ValueError("data has no 'groups' to split by; give a test set as test=.")
+        train, held_out = group_train_test_split(data["groups"], test_size,
+                                                 random_state=random_state)
+        data, test = subset(data, train), subset(data, held_out)
+    pool = add_shortcut(data, kind, agree, random_state=random_state)
+    test = add_shortcut(test, kind, agree, test_idx=np.arange(len(test["y"])),
+                        random_state=random_state + 1)
+    return pool, test

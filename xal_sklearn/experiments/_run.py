@@ -460,8 +460,9 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         ``epochs``, ...). Then, once per seed, the network is pretrained
         self-supervised on that seed's pool images only (the training split;
         never the test images, and no labels), with ``random_state`` the seed,
-        and every round of every strategy of that seed starts from those
-        weights (``init_weights``). With ``out_dir`` the weights are kept in
+        on the estimator's ``device`` unless ``pretrain`` names one, and every
+        round of every strategy of that seed starts from those weights
+        (``init_weights``). With ``out_dir`` the weights are kept in
         ``pretrain/seed<S>.pt`` (written atomically; a resumed experiment reuses
         them) and the settings in ``config.json``.
 
@@ -630,8 +631,10 @@ def _pretrained(estimator, dataset, test_set, cfg, seed, pretrain, out_dir, prog
         return str(path)
     pool, _ = _split(dataset, test_set, cfg, seed)
     start = time.monotonic()
+    # where the estimator trains (so "--device cpu" keeps a GPU machine's GPU free)
+    where = {"device": estimator.device} if hasattr(estimator, "device") else {}
     weights = pretrain_encoder(dataset["X"][pool], module=estimator, random_state=seed,
-                               progress=progress, **pretrain)
+                               progress=progress, **{**where, **pretrain})
     if progress is None and not sys.stdout.isatty():
         print(f"[xal {time.strftime('%H:%M:%S')}] pretrained seed {seed} "
               f"({weights.info['method']}, {weights.info['epochs']} epochs on {len(pool)} pool "
