@@ -251,10 +251,28 @@ def _scores_logged(learner, n):
     return out
 
 
+def _thread_lock_for_progress_bars():
+    """In a worker process, tqdm's lock becomes a thread lock.
+
+    tqdm's default lock holds a multiprocessing RLock, a named semaphore that a worker
+    stopped by Ctrl-C or SIGTERM never releases, so Python ended every interrupted
+    parallel run with "resource_tracker: There appear to be N leaked semaphore
+    objects". A worker's bars are only ever written by its own threads.
+    """
+    import multiprocessing
+    import threading
+
+    from tqdm import tqdm
+
+    if multiprocessing.parent_process() is not None:
+        tqdm.set_lock(threading.RLock())
+
+
 def _run_one(estimator, dataset, test_set, name, func, kwargs, params, seed, cfg, out_dir,
              threads, progress):
     from tqdm.auto import tqdm
 
+    _thread_lock_for_progress_bars()
     start = time.monotonic()
     torch.set_num_threads(threads)
     X, y = dataset["X"], np.asarray(dataset["y"])
