@@ -168,8 +168,22 @@ def test_dual_alpha_default_is_the_one_the_cli_campaigns_and_score_pool_use():
     assert float(_parser().parse_args(["run"]).alpha) == default
 
 
-def test_xal_run_runs_one_strategy_seed_pair_per_core_by_default():
-    from xal_sklearn.cli import _parser
+def test_xal_run_runs_one_strategy_seed_pair_per_core_by_default(monkeypatch):
+    import torch
 
-    assert _parser().parse_args(["run"]).n_jobs == -1
-    assert _parser().parse_args(["run", "--n-jobs", "1"]).n_jobs == 1
+    from xal_sklearn.cli import _check_run_args, _parser
+
+    def n_jobs(*argv):
+        args = _parser().parse_args(["run", *argv])
+        _check_run_args(args)
+        return args.n_jobs
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("xal_sklearn.cli.device_problem", lambda device: None)
+    assert n_jobs() == -1  # the CPU: one run per core
+    assert n_jobs("--device", "cuda") == 1  # one GPU: one CUDA context at a time
+    assert n_jobs("--device", "auto") == 1
+    assert n_jobs("--device", "cuda", "--n-jobs", "4") == 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert n_jobs("--device", "auto") == -1
+    assert n_jobs("--n-jobs", "1") == 1

@@ -268,9 +268,11 @@ def _parser():
     run.add_argument("--batch-size", type=int, default=32, help="training mini-batch size")
     run.add_argument("--lr", type=float, default=1e-3,
                      help="Adam's learning rate (cosine-annealed to 0 over --epochs)")
-    run.add_argument("--n-jobs", type=int, default=-1,
+    run.add_argument("--n-jobs", type=int, default=None,
                      help="runs (strategy x seed) at once; -1: one per core, each on one "
-                          "torch thread when there are at least as many runs as cores")
+                          "torch thread when there are at least as many runs as cores "
+                          "(default: -1 on the CPU, 1 on a GPU, where every run would "
+                          "hold a CUDA context of its own)")
     run.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                      help="where the networks train and score; auto: the GPU when there is "
                           "one")
@@ -401,6 +403,12 @@ def _campaign(args):
     print(Campaign.open(args.folder).summary())
 
 
+def _on_gpu(device):
+    import torch
+
+    return device != "cpu" and (device != "auto" or torch.cuda.is_available())
+
+
 def _check_run_args(args):
     """Every argument is checked before anything is loaded or written."""
     parser = args.subparser
@@ -433,6 +441,8 @@ def _check_run_args(args):
         for name in ROI_DEFAULTS:
             words = words.replace(name, "--" + name.replace("_", "-"))
         parser.error(words)
+    if args.n_jobs is None:
+        args.n_jobs = 1 if _on_gpu(args.device) else -1
     if args.n_jobs == 0 or args.n_jobs < -1:
         parser.error("--n-jobs must be >= 1, or -1 for all cores")
     if not 0 < args.test_size < 1:
