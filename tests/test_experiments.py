@@ -230,3 +230,26 @@ def test_loky_worker_restarts_are_not_reported_as_leaks_and_lose_no_job():
         pytest.skip("loky restarted no worker here (it needs psutil)")
     assert [i for i, _ in done] == list(range(6))  # every job came back, in order
     assert [str(w.message) for w in seen] == ["a warning of our own"]
+
+
+def test_several_runs_at_once_print_lines_even_on_a_terminal(data, monkeypatch, capsys):
+    """Bars of runs in other processes would fight over one terminal line."""
+    import io
+
+    import joblib
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    one = {"random": random_sampling}
+    # threads stand in for worker processes, so the terminal reaches the runs
+    for strategies, n_jobs, lines in [(STRATEGIES, 2, True), (one, 2, False),
+                                      (STRATEGIES, 1, False)]:
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        with joblib.parallel_config(backend="threading"):
+            run(data, None, strategies, seeds=(0,), budget=20, n_jobs=n_jobs, progress=None)
+        out, bars = capsys.readouterr().out, sys.stderr.getvalue()
+        logged = [line for line in out.splitlines() if line.startswith("[xal ")]
+        assert len(logged) == (len(strategies) * 2 if lines else 0), out
+        assert ("seed 0:" in bars) != lines, bars  # tqdm's "random seed 0: ...%|" bars

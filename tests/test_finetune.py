@@ -116,7 +116,11 @@ def test_probe_head_starts_from_the_logistic_regression_of_the_features(data, we
     net = CNNClassifier(n_classes=3, max_epochs=1, init_weights=weights, head_init="probe",
                         random_state=0, callbacks=[("spy", Spy())])
     net.fit(X, y)
-    np.testing.assert_allclose(seen["proba"], _probe_reference(weights, X, y), atol=1e-4)
+    # lbfgs stops at a gradient tolerance of 1e-4, so fits on features that differ in
+    # the seventh digit (channels-last against plain layout, AVX2 against AVX-512
+    # kernels) agree to a few 1e-4 (4.7e-4 seen), not to rounding; a wrong fold
+    # (standardisation, intercept, class order) is off by far more
+    np.testing.assert_allclose(seen["proba"], _probe_reference(weights, X, y), atol=2e-3)
     assert clone(net).get_params()["head_init"] == "probe"
 
 

@@ -307,10 +307,12 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, params, seed, cfg
                      **chance, queried="[]", **_scores_logged(None, 0))]
     n_rounds = -(-(cfg["budget"] - cfg["initial_size"]) // cfg["query_size"])
     wants_masks = accepts_keyword(func, "roi_masks")
+    lines = progress == "lines"  # one of several runs at once: lines, not bars
     bar = tqdm(total=n_rounds, initial=len(rows) - 1, desc=f"{name} seed {seed}",
-               disable=None if progress is None else not progress, leave=False)
+               disable=True if lines else None if progress is None else not progress,
+               leave=False)
     # without a terminal (a log file, a pipe, a batch job) bars are off: a line per round
-    log = progress is None and bar.disable
+    log = lines or (progress is None and bar.disable)
     resumed_at = len(rows) - 1 if saved is not None else None
     while True:
         if ckpt is not None:  # the learner and the rows of finished rounds, as one folder
@@ -461,10 +463,11 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         torch threads, so workers do not oversubscribe the cores.
     force : bool, default=False
     progress : bool or None
-        tqdm bars per run with the current accuracy. None: bars on a terminal,
-        and elsewhere (output piped or sent to a log file) one line per finished
-        round on standard output (strategy, seed, round, labels, accuracy,
-        seconds since the run started). False: neither.
+        tqdm bars per run with the current accuracy. None: bars on a terminal
+        when the runs go one at a time, and otherwise (several runs at once,
+        whose bars would fight over one line, or output piped or sent to a log
+        file) one line per finished round on standard output (strategy, seed,
+        round, labels, accuracy, seconds since the run started). False: neither.
     extra_config : dict, optional
         Stored in ``config.json`` (the CLI records the data source there).
     test_set : Bunch, optional
@@ -586,10 +589,13 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
             func, kwargs, params = strategies[name]
             return func, kwargs, (dict(params, init_weights=warm[seed]) if warm else params)
 
+        # one run goes in this process (no worker to start); several runs print lines
+        run_progress = "lines" if progress is None and n_parallel > 1 else progress
         with quiet_worker_restarts():
-            results = Parallel(n_jobs=n_jobs)(
+            results = Parallel(n_jobs=n_parallel)(
                 delayed(_run_one)(estimator, dataset, test_set, name, *params_of(name, seed),
-                                  seed, cfg, out_dir, threads, progress) for name, seed in runs)
+                                  seed, cfg, out_dir, threads, run_progress)
+                for name, seed in runs)
     except BaseException:
         undo()
         raise
