@@ -32,8 +32,8 @@ def write_copy(root, out, size, bits=8):
         rows = list(csv.DictReader(fh))
     if len(rows) != len(data.y):
         raise SystemExit(f"{root}: {len(rows)} manifest rows but {len(data.y)} loaded images.")
+    top, dtype = (255, np.uint8) if bits == 8 else (65535, np.uint16)
     for row, x, m in zip(rows, data.X, data.roi_masks):
-        top, dtype = (255, np.uint8) if bits == 8 else (65535, np.uint16)
         Image.fromarray(np.round(x[0].astype(np.float64) * top).astype(dtype)).save(
             out / row["image"])
         Image.fromarray(m.astype(np.uint8) * 255).save(out / row["mask"])

@@ -305,6 +305,14 @@ def probe_forward(module, shape, layer=None):
     return out if layer is None else seen.get("out")
 
 
+def resolve_device(device):
+    """``"auto"`` as the device it stands for here (the GPU when torch sees one, else the
+    CPU); any other value as it is."""
+    if isinstance(device, str) and device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def device_problem(device):
     """What keeps torch from using ``device`` here, in words, or None when it can.
 

@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._dataset import ImageDataset
 from ._validation import (binarize_masks, check_device, check_images, check_input_shape,
-                          check_roi_masks, probe_forward, resolve_layer)
+                          check_roi_masks, probe_forward, resolve_device, resolve_layer)
 from .backbones import build_backbone, copy_adapted
 from .finetune import FreezeEncoder, ProbeHead, check_head_init, freeze_epoch_count
 from .modules import SmallCNN, channels_last_weights, to_channels_last
@@ -275,10 +275,7 @@ class CNNClassifier(NeuralNetClassifier):
     # --- device="auto": the parameter keeps the user's value, skorch sees a real device
     @property
     def device(self):
-        value = self.__dict__.get("_device_param", "cpu")
-        if value == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return value
+        return resolve_device(self.__dict__.get("_device_param", "cpu"))
 
     @device.setter
     def device(self, value):

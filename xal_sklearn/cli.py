@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._validation import device_problem
+from ._validation import device_problem, resolve_device
 from .alignment import ALIGNMENT_METRICS
 from .classifier import PRECISIONS
 from .finetune import HEAD_INITS
@@ -403,12 +403,6 @@ def _campaign(args):
     print(Campaign.open(args.folder).summary())
 
 
-def _on_gpu(device):
-    import torch
-
-    return device != "cpu" and (device != "auto" or torch.cuda.is_available())
-
-
 def _check_run_args(args):
     """Every argument is checked before anything is loaded or written."""
     parser = args.subparser
@@ -442,7 +436,7 @@ def _check_run_args(args):
             words = words.replace(name, "--" + name.replace("_", "-"))
         parser.error(words)
     if args.n_jobs is None:
-        args.n_jobs = 1 if _on_gpu(args.device) else -1
+        args.n_jobs = -1 if resolve_device(args.device) == "cpu" else 1
     if args.n_jobs == 0 or args.n_jobs < -1:
         parser.error("--n-jobs must be >= 1, or -1 for all cores")
     if not 0 < args.test_size < 1:

@@ -46,7 +46,7 @@ from torch import nn
 from ._memory import reuse_freed_memory
 from ._persist import FormatError, atomic_path
 from ._pool import iter_pool, pool_length, progress_bar
-from ._validation import check_device, check_finite_batch, check_numeric
+from ._validation import check_device, check_finite_batch, check_numeric, resolve_device
 from .backbones import build_backbone
 from .embedding import find_head
 from .modules import SmallCNN, to_channels_last
@@ -380,8 +380,7 @@ def pretrain_encoder(X, module=None, method="simclr", epochs=DEFAULT_PRETRAIN_EP
         raise ValueError("batch_size must be >= 2: the losses compare images of a batch.")
     if not 0 < ema < 1:
         raise ValueError(f"ema must lie in (0, 1), got {ema!r}.")
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                          else "cpu" if device == "auto" else device)
+    device = torch.device(resolve_device(device))
     check_device(device)
     batches = _Batches(X)
     if batches.n < batch_size:
