@@ -14,8 +14,10 @@ repeats, rows interleaved so that drift on a shared machine hits all alike):
 * ``CNNClassifier bf16-mixed``: with ``precision="bf16-mixed"``;
 * ``CNNClassifier roi_loss=..., CONFLICT``: with each attention loss on every sample's
   mask, on from the first epoch (``roi_warmup=0``, so every epoch pays for it), its
-  gradient added as it is (``sum``) or projected off the cross-entropy's where they
-  conflict (``project``, the default: one more backward pass per step).
+  gradient added as it is (``sum``), projected off the cross-entropy's where they
+  conflict (``project``: one more backward pass per step), or projected and applied
+  after the optimizer's step (``separate``, the default: the same passes plus one
+  elementwise update).
 
 It prints seconds per epoch, prediction throughput, ratios to the baseline, and the
 largest difference between the baseline's and each row's predicted probabilities
@@ -72,7 +74,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--losses", default="dice,outside,rrr")
-    p.add_argument("--conflicts", default="sum,project",
+    p.add_argument("--conflicts", default="sum,project,separate",
                    help="roi_conflict settings to time each loss with")
     p.add_argument("--mri", default=None, help="brain-tumour folder: time on its first n slices")
     args = p.parse_args()

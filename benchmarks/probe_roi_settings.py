@@ -23,7 +23,7 @@ from xal_sklearn import CNNClassifier, score_pool
 from xal_sklearn.alignment import alignment_t
 from xal_sklearn.datasets import (add_shortcut, group_train_test_split,
                                   load_brain_tumor_figshare)
-from xal_sklearn.roi_loss import LEGACY_ROI_SETTINGS, ROI_DEFAULTS, roi_loss_term
+from xal_sklearn.roi_loss import LEGACY_ROI_SETTINGS, roi_loss_term, split_gradients
 
 
 class Normalised(CNNClassifier):
@@ -56,6 +56,57 @@ class Gated(CNNClassifier):
             keep = right if self.probe_gate == "correct" else ~right
             X = dict(X, has_roi=X["has_roi"].to(keep.device) & keep)
         return super().get_loss(y_pred, y_true, X=X, training=training)
+
+
+class Capped(CNNClassifier):
+    """The package's projected term, then each parameter tensor's share of the term's
+    gradient capped at ``probe_cap`` x that tensor's cross-entropy gradient norm. A
+    diagnosis (docs/results.md) found the term's gradient 1.1-4.9x the cross-entropy's
+    per tensor; under Adam that inflates the second moment and slows the
+    cross-entropy's own steps, one explanation of the accuracy cost."""
+
+    def __init__(self, *args, probe_cap=1.0, **kw):
+        super().__init__(*args, **kw)
+        self.probe_cap = probe_cap
+
+    def _backward_projected(self, ce, loss):
+        params = [p for p in self.module_.parameters() if p.requires_grad]
+        for p, a, t in zip(params, *split_gradients(params, ce, loss)):
+            limit = self.probe_cap * a.norm()
+            t = t * torch.clamp(limit / t.norm().clamp_min(1e-12), max=1.0)
+            p.grad = a + t if p.grad is None else p.grad + a + t
+
+
+class CEPreconditioned(CNNClassifier):
+    """Adam sees the cross-entropy's gradient alone; the (projected) attention gradient
+    is applied after Adam's step, divided by the square root of Adam's second moment
+    (which then holds the cross-entropy's alone) and scaled by ``probe_scale``: the
+    term moves the weights without slowing the cross-entropy's steps."""
+
+    def __init__(self, *args, probe_scale=1.0, **kw):
+        super().__init__(*args, **kw)
+        self.probe_scale = probe_scale
+
+    def _backward_projected(self, ce, loss):
+        params = [p for p in self.module_.parameters() if p.requires_grad]
+        g_ce, g_term = split_gradients(params, ce, loss)
+        self._probe_term_grads = list(zip(params, g_term))
+        for p, a in zip(params, g_ce):
+            p.grad = a if p.grad is None else p.grad + a
+
+    def train_step(self, batch, **fit_params):
+        self._probe_term_grads = []
+        step = super().train_step(batch, **fit_params)
+        opt = self.optimizer_
+        group = opt.param_groups[0]
+        beta2, eps, lr = group["betas"][1], group["eps"], group["lr"]
+        with torch.no_grad():
+            for p, t in self._probe_term_grads:
+                state = opt.state[p]
+                v = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+                p -= self.probe_scale * lr * t / (v.sqrt() + eps)
+        self._probe_term_grads = []
+        return step
 
 
 SECOND_ORDER = [False]
@@ -219,6 +270,14 @@ class Custom(CNNClassifier):
         return ce + total
 
 
+#: The ROI parameters as they were before the package's defaults changed, so that every
+#: setting below keeps meaning what it meant when it was measured.
+OLD_DEFAULTS = dict(LEGACY_ROI_SETTINGS, roi_weight=0.1)
+#: The package's second defaults (December 2026), which the ``pkg-`` settings below were
+#: measured with or around; the third defaults are ``pkg-sep-w1.5``.
+SECOND_DEFAULTS = {"roi_weight": 3.0, "roi_balance": "ce", "roi_dilation": 2,
+                   "roi_warmup": 0.4, "roi_conflict": "project"}
+
 N, O = "dice", "outside"
 CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
     "ce": dict(),
@@ -324,21 +383,37 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
     "rankall1-dil2-warm10": dict(cls=Custom, roi_loss=N, roi_weight=1.0, probe_term="rankall",
                                  roi_dilation=2, roi_warmup=10),
     # the package's second defaults, and the term on a subset of each batch (Gated)
-    "pkg-default": dict(roi_loss="rank", **ROI_DEFAULTS),
+    "pkg-default": dict(roi_loss="rank", **SECOND_DEFAULTS),
     "pkg-default-correct": dict(cls=Gated, roi_loss="rank", probe_gate="correct",
-                                **ROI_DEFAULTS),
+                                **SECOND_DEFAULTS),
     "pkg-default-wrong": dict(cls=Gated, roi_loss="rank", probe_gate="wrong",
-                              **ROI_DEFAULTS),
+                              **SECOND_DEFAULTS),
     "pkg-w5-correct": dict(cls=Gated, roi_loss="rank", probe_gate="correct",
-                           **dict(ROI_DEFAULTS, roi_weight=5.0)),
+                           **dict(SECOND_DEFAULTS, roi_weight=5.0)),
     "pkg-warm0.3-correct": dict(cls=Gated, roi_loss="rank", probe_gate="correct",
-                                **dict(ROI_DEFAULTS, roi_warmup=0.3)),
+                                **dict(SECOND_DEFAULTS, roi_warmup=0.3)),
+    # the term's gradient kept from slowing Adam's cross-entropy steps (Capped,
+    # CEPreconditioned)
+    "pkg-cap1": dict(cls=Capped, roi_loss="rank", probe_cap=1.0, **SECOND_DEFAULTS),
+    "pkg-cap0.5": dict(cls=Capped, roi_loss="rank", probe_cap=0.5, **SECOND_DEFAULTS),
+    "pkg-precond": dict(cls=CEPreconditioned, roi_loss="rank", probe_scale=1.0,
+                        **SECOND_DEFAULTS),
+    "pkg-precond0.3": dict(cls=CEPreconditioned, roi_loss="rank", probe_scale=0.3,
+                           **SECOND_DEFAULTS),
+    "pkg-precond0.5": dict(cls=CEPreconditioned, roi_loss="rank", probe_scale=0.5,
+                           **SECOND_DEFAULTS),
+    "pkg-precond-warm0.5": dict(cls=CEPreconditioned, roi_loss="rank", probe_scale=1.0,
+                                **dict(SECOND_DEFAULTS, roi_warmup=0.5)),
+    # the package's roi_conflict="separate" (equals CEPreconditioned at probe_scale
+    # roi_weight / 3), around weight 1.5 (the third defaults: pkg-sep-w1.5)
+    **{f"pkg-sep-w{w}{tag}": dict(roi_loss="rank", **dict(
+        SECOND_DEFAULTS, roi_conflict="separate", roi_weight=w, **extra))
+       for w in (1.0, 1.5, 2.0) for tag, extra in (("", {}), ("-warm0.3", {"roi_warmup": 0.3}),
+                                                     ("-dil3", {"roi_dilation": 3}))},
 }
 
 
-#: The ROI parameters as they were before the package's defaults changed, so that every
-#: setting above keeps meaning what it meant when it was measured.
-OLD_DEFAULTS = dict(LEGACY_ROI_SETTINGS, roi_weight=0.1)
+
 
 
 def labelled_set(data, fit_part, seed, disagree=None, n=570):

@@ -36,9 +36,10 @@ through skorch's own parameters and callbacks:
   labelled images' masks (``+rank``: the defaults; ``-w3``: ``roi_weight=3``;
   ``-warm0``: ``roi_warmup=0``, an int in epochs or a share such as ``0.25``;
   ``-fixed``: ``roi_balance="fixed"``; ``-sum``: ``roi_conflict="sum"``, the term's
-  gradient added as it is), e.g. ``probe-ft+rank-w3-warm0``. Rows written before the
-  defaults changed to weight 3, warm-up 0.4 and projection name the settings of then;
-  ``+rank-w1-warm0.5-sum`` is the first defaults' ``+rank``;
+  gradient added as it is; ``-project``: ``roi_conflict="project"``), e.g.
+  ``probe-ft+rank-w3-warm0``. Rows name the settings of the day they were written:
+  ``+rank-w1-warm0.5-sum`` is the first defaults' ``+rank``, ``+rank-w3-project`` the
+  second defaults' (rows written before December 5, 2026 say ``+rank`` for it);
 * ``logreg``: not a network fit: logistic regression on the standardised frozen
   features (the linear probe of ``bench_pretrain.py``).
 
@@ -119,20 +120,20 @@ def recipe_kwargs(name, weights):
 def roi_kwargs(name):
     """``rank``, ``rank-w3``, ``rank-warm0``, ``rank-fixed-w1``: the ROI loss and its
     settings (``w``: ``roi_weight``; ``warm``: ``roi_warmup``, an int in epochs or a
-    share; ``fixed``: ``roi_balance="fixed"``; ``sum``: ``roi_conflict="sum"``); unnamed
-    settings keep the defaults."""
+    share; ``fixed``: ``roi_balance="fixed"``; ``sum``, ``project``: that
+    ``roi_conflict``); unnamed settings keep the defaults."""
     loss, *opts = name.split("-")
     if loss not in ROI_LOSSES:
         raise SystemExit(f"unknown ROI loss {loss!r} in a recipe")
     kwargs = {"roi_loss": loss}
     for opt in opts:
-        m = re.fullmatch(r"(w|warm)([\d.]+)|fixed|sum", opt)
+        m = re.fullmatch(r"(w|warm)([\d.]+)|fixed|sum|project", opt)
         if not m:
             raise SystemExit(f"unknown ROI setting {opt!r} in a recipe")
         if opt == "fixed":
             kwargs["roi_balance"] = "fixed"
-        elif opt == "sum":
-            kwargs["roi_conflict"] = "sum"
+        elif opt in ("sum", "project"):
+            kwargs["roi_conflict"] = opt
         elif m[1] == "w":
             kwargs["roi_weight"] = float(m[2])
         else:

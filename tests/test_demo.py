@@ -87,7 +87,7 @@ def test_strategy_estimator_params_pair_by_seed(tmp_path):
     assert estimator_template(config, "random+roi").roi_weight == 0.5
     assert estimator_template(config, "random").roi_loss is None
     assert estimator_template(config, "random+roi").roi_balance == "ce"
-    assert estimator_template(config, "random+roi").roi_conflict == "project"
+    assert estimator_template(config, "random+roi").roi_conflict == "separate"
     # a results folder written before roi_balance existed rebuilds its fixed weighting
     del config["template"]["roi_balance"], config["template"]["roi_conflict"]
     old = estimator_template(config, "random+roi")

@@ -19,7 +19,7 @@ from xal_sklearn.alignment import ALIGNMENT_METRICS, chance_alignment
 from xal_sklearn.datasets import make_lesion_phantoms
 from xal_sklearn.roi_loss import (RANK_MAX_CELLS, balanced_term, counterexamples,
                                   gradcam_from_activations, masks_to_grid, project_conflict,
-                                  roi_loss_term, with_legacy_settings)
+                                  roi_loss_term, step_term_apart, with_legacy_settings)
 
 
 class GapNet(nn.Module):
@@ -235,9 +235,10 @@ def test_project_conflict_hand_computed():
     assert [t.tolist() for t in project_conflict(zero, against)] == [[-1.0, 1.0], [2.0]]
 
 
-@pytest.mark.parametrize("conflict", ["project", "sum"])
+@pytest.mark.parametrize("conflict", ["separate", "project", "sum"])
 def test_training_steps_take_the_projected_gradient(phantoms, conflict):
-    # plain SGD without momentum: a step moves every weight by -lr x its gradient
+    # plain SGD without momentum: a step moves every weight by -lr x its gradient (with
+    # "separate" in two steps, the term's after the optimizer's, adding up to the same)
     X, y, M = phantoms.X[:32], phantoms.y[:32], phantoms.roi_masks[:32]
     steps = []  # (weights before the step, cross-entropy gradient, whole loss's gradient)
 
@@ -263,12 +264,54 @@ def test_training_steps_take_the_projected_gradient(phantoms, conflict):
     for (before, g_ce, g_all), later in zip(steps, after):
         g_term = [b - a for a, b in zip(g_ce, g_all)]
         conflicts += bool(sum((a * b).sum() for a, b in zip(g_ce, g_term)) < 0)
-        expected = project_conflict(g_ce, g_term) if conflict == "project" else g_all
+        expected = project_conflict(g_ce, g_term) if conflict != "sum" else g_all
         for b, p, g in zip(before, later, expected):
             torch.testing.assert_close((b - p) / lr, g, rtol=1e-3, atol=1e-5)
-        if conflict == "project":  # to first order a step never raises the cross-entropy
+        if conflict != "sum":  # to first order a step never raises the cross-entropy
             assert sum((a * g).sum() for a, g in zip(g_ce, expected)) >= -1e-6
     assert len(steps) == 6 and conflicts >= 1  # the projection was exercised
+
+
+def test_step_term_apart_hand_computed():
+    # Adam after one step on g: v_hat = g^2 exactly, so the term t moves the weight by
+    # -lr x t / (|g| + eps); the optimizer's own statistics are left as they were
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    adam = torch.optim.Adam([w], lr=0.1, eps=1e-8)
+    w.grad = torch.tensor([0.5, -4.0])
+    adam.step()
+    after_adam, v = w.detach().clone(), adam.state[w]["exp_avg_sq"].clone()
+    torch.testing.assert_close(after_adam, torch.tensor([0.9, -1.9]))  # Adam's sign step
+    step_term_apart(adam, [(w, torch.tensor([1.0, 2.0]))])
+    torch.testing.assert_close(w.detach(), after_adam - 0.1 * torch.tensor([1 / 0.5, 2 / 4.0]))
+    assert torch.equal(adam.state[w]["exp_avg_sq"], v)
+    # an optimizer without a second moment takes a plain step at its group's rate
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    sgd = torch.optim.SGD([{"params": [a], "lr": 0.5}, {"params": [b], "lr": 2.0}])
+    step_term_apart(sgd, [(a, torch.ones(1)), (b, torch.ones(1))])
+    assert (a.item(), b.item()) == (-0.5, -2.0)
+
+
+def test_separate_keeps_the_term_out_of_adams_statistics(phantoms):
+    # one full-batch step from the same weights: Adam's second moment under "separate"
+    # is the cross-entropy's alone (as without an ROI loss); "project" lets the term in
+    X, y, M = phantoms.X[:32], phantoms.y[:32], phantoms.roi_masks[:32]
+    kw = dict(n_classes=3, max_epochs=1, batch_size=32, random_state=0, lr_schedule=None)
+    nets = {name: CNNClassifier(**kw, **extra).fit(X, y, **masks) for name, extra, masks in (
+        ("none", {}, {}),
+        ("separate", dict(roi_loss="rank", roi_warmup=0, roi_conflict="separate"),
+         {"roi_masks": M}),
+        ("project", dict(roi_loss="rank", roi_warmup=0, roi_conflict="project"),
+         {"roi_masks": M}))}
+    moments = {name: [net.optimizer_.state[p]["exp_avg_sq"] for p in net.module_.parameters()]
+               for name, net in nets.items()}
+    for a, b in zip(moments["none"], moments["separate"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-12)
+    assert any(not torch.allclose(a, b, rtol=1e-3)
+               for a, b in zip(moments["none"], moments["project"]))
+    # and the term did move the weights
+    assert any(not torch.equal(a, b) for a, b in zip(nets["none"].module_.parameters(),
+                                                    nets["separate"].module_.parameters()))
+    assert nets["separate"]._term_grads is None  # nothing left over for a later step
 
 
 def test_batch_without_roi_gives_exactly_cross_entropy():
@@ -525,3 +568,12 @@ def test_the_description_names_the_epoch_the_term_starts_with_or_without_an_epoc
     assert describe_roi_training(dict(base, roi_warmup=0.4)).endswith(
         "after the first 40% of the epochs")
     assert "from epoch" not in describe_roi_training(dict(base, roi_warmup=0, max_epochs=5))
+
+
+def test_the_description_says_how_the_gradients_meet():
+    from xal_sklearn.roi_loss import ROI_CONFLICTS, ROI_DEFAULTS, describe_roi_training
+    base = dict(ROI_DEFAULTS, roi_loss="rank")
+    words = {c: describe_roi_training(dict(base, roi_conflict=c)) for c in ROI_CONFLICTS}
+    assert "projected" not in words["sum"]
+    assert "projected" in words["project"] and "apart" not in words["project"]
+    assert "projected" in words["separate"] and "stepped apart" in words["separate"]

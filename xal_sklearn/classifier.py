@@ -21,8 +21,8 @@ from .finetune import FreezeEncoder, ProbeHead, check_head_init, freeze_epoch_co
 from .modules import SmallCNN, channels_last_weights, to_channels_last
 from .pretrain import as_encoder_weights
 from .roi_loss import (GRADCAM_LOSSES, ROI_DEFAULTS, ROI_LOSSES, balanced_term,
-                       check_roi_loss, check_roi_settings, project_conflict, roi_loss_term,
-                       warmup_epochs, with_legacy_settings)
+                       check_roi_loss, check_roi_settings, roi_loss_term, split_gradients,
+                       step_term_apart, warmup_epochs, with_legacy_settings)
 
 __all__ = ["CNNClassifier"]
 
@@ -136,13 +136,17 @@ class CNNClassifier(NeuralNetClassifier):
     roi_warmup : int >= 0 or float in [0, 1), default=0.4
         Epochs of cross-entropy only at the start of each ``fit`` before the
         attention loss is added; a float is a share of ``max_epochs``.
-    roi_conflict : {"project", "sum"}, default="project"
+    roi_conflict : {"separate", "project", "sum"}, default="separate"
         ``"project"``: at each step the attention term's gradient loses its
         component along the cross-entropy's gradient when the two point against
         each other (one-sided PCGrad, ``roi_loss.project_conflict``), so the map
         is taught without pushing the cross-entropy up; it costs a second
-        backward pass. ``"sum"``: the gradient of the sum, as plain
-        backpropagation gives it.
+        backward pass. ``"separate"``: projected likewise, and kept out of the
+        optimizer: the optimizer steps on the cross-entropy's gradient alone, then
+        the term's is applied scaled by the optimizer's second-moment estimate of
+        the cross-entropy's (``roi_loss.step_term_apart``), so under Adam the term
+        does not slow the cross-entropy's own steps. ``"sum"``: the gradient of
+        the sum, as plain backpropagation gives it.
     lr_schedule : {"cosine", None}, default="cosine"
         Cosine annealing of the learning rate over each ``fit`` (restarting at
         every ``partial_fit``), or a constant rate.
@@ -528,24 +532,40 @@ class CNNClassifier(NeuralNetClassifier):
                 handle.remove()
         loss = self.get_loss(y_pred, yi, X=dict(Xi, x=x, activations=captured.get("A")),
                              training=True)
-        if self.roi_conflict == "project":
+        if self.roi_conflict == "sum":
+            loss.backward()
+        else:
             # the criterion alone (skorch's get_loss); the rest of the loss is the term
             self._backward_projected(super().get_loss(y_pred, yi, training=True), loss)
-        else:
-            loss.backward()
         return {"loss": loss, "y_pred": y_pred}
 
     def _backward_projected(self, ce, loss):
-        """Accumulate ``roi_conflict="project"``'s gradient of ``loss`` (cross-entropy
-        ``ce`` plus the attention term) into the trainable parameters' ``.grad``."""
+        """Accumulate the gradient of ``loss`` (cross-entropy ``ce`` plus the attention
+        term) into the trainable parameters' ``.grad``, the term's part projected
+        (``roi_conflict="project"``); with ``"separate"`` only the cross-entropy's, the
+        term's kept for :meth:`train_step` to apply after the optimizer's step."""
         params = [p for p in self.module_.parameters() if p.requires_grad]
-        g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
-        g_all = torch.autograd.grad(loss, params, allow_unused=True)
-        g_ce, g_all = ([torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
-                       for gs in (g_ce, g_all))
-        g_term = [b - a for a, b in zip(g_ce, g_all)]
-        for p, g in zip(params, project_conflict(g_ce, g_term)):
+        g_ce, g_term = split_gradients(params, ce, loss)
+        if self.roi_conflict == "separate":
+            # a closure the optimizer calls again replaces, never adds to, what is kept
+            self._term_grads = list(zip(params, g_term))
+            steps = g_ce
+        else:
+            steps = [a + b for a, b in zip(g_ce, g_term)]
+        for p, g in zip(params, steps):
             p.grad = g if p.grad is None else p.grad + g
+
+    def train_step(self, batch, **fit_params):
+        """skorch's optimizer step; with ``roi_conflict="separate"`` the attention
+        term's gradient is then applied apart (``roi_loss.step_term_apart``)."""
+        self._term_grads = None
+        try:
+            step = super().train_step(batch, **fit_params)
+            if self._term_grads:
+                step_term_apart(self.optimizer_, self._term_grads)
+        finally:
+            self._term_grads = None  # an interrupted step leaves nothing to apply later
+        return step
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """Cross-entropy, plus the attention loss weighed by ``roi_weight`` and

@@ -58,7 +58,9 @@ def _roi_options(parser):
                              f"{defaults['roi_warmup']:g})")
     parser.add_argument("--roi-conflict", default=None, choices=ROI_CONFLICTS,
                         help="project: the attention gradient loses its part that points "
-                             "against the cross-entropy's; sum: plain backpropagation of the "
+                             "against the cross-entropy's; separate: projected, and applied "
+                             "after the optimizer's step on the cross-entropy alone, scaled "
+                             "by its second moment; sum: plain backpropagation of the "
                              f"sum (default {defaults['roi_conflict']})")
 
 

@@ -41,10 +41,12 @@ input gradient, so it uses double backpropagation (about 2-3x the cost).
 :func:`balanced_term`: by default (``roi_balance="ce"``) rescaled at every step to
 ``roi_weight`` x the batch's cross-entropy, so that a weight means the same share for
 every loss and data set (a fixed weight of 0.1 was effectively zero on brain MRI),
-and (``roi_conflict="project"``) its gradient loses the part that would raise the
-cross-entropy (:func:`project_conflict`). The defaults ``roi_weight=3.0``,
-``roi_dilation=2``, ``roi_warmup=0.4`` with ``"rank"`` were chosen on validation
-groups of brain MRI (docs/results.md).
+and (``roi_conflict="separate"``) its gradient loses the part that would raise the
+cross-entropy (:func:`project_conflict`) and is applied after the optimizer's step on
+the cross-entropy alone (:func:`step_term_apart`), so that under Adam it does not slow
+the cross-entropy's steps. The defaults ``roi_weight=1.5``, ``roi_dilation=2``,
+``roi_warmup=0.4`` with ``"rank"`` were chosen on validation groups of brain MRI
+(docs/results.md).
 
 Masks of any resolution with the images' aspect ratio are brought to the
 attention grid by area averaging (a cell's value is the share of its pixels in
@@ -110,8 +112,12 @@ def check_roi_balance(roi_balance):
 #: cross-entropy gradient when the two point against each other (negative dot product
 #: over all trainable parameters; the one-sided projection of PCGrad, Yu et al. 2020), so
 #: the term can move the map but never, to first order, raise the cross-entropy;
+#: ``"separate"`` projects as ``"project"`` does and also keeps the term's gradient out of
+#: the optimizer: the optimizer steps on the cross-entropy's gradient alone and the term is
+#: applied after that step (:func:`step_term_apart`), so it does not inflate Adam's
+#: second-moment estimate and slow the cross-entropy's own steps;
 #: ``"sum"`` adds the two gradients as they are (plain backpropagation of the sum).
-ROI_CONFLICTS = ("project", "sum")
+ROI_CONFLICTS = ("separate", "project", "sum")
 
 
 def check_roi_conflict(roi_conflict):
@@ -142,11 +148,68 @@ def project_conflict(ce_grads, term_grads):
     return [a + b for a, b in zip(ce_grads, term_grads)]
 
 
+def split_gradients(params, cross_entropy, total, retain_graph=False):
+    """The cross-entropy's gradient and the attention term's, the latter projected.
+
+    Parameters
+    ----------
+    params : list of torch.nn.Parameter
+        The trainable parameters.
+    cross_entropy, total : torch.Tensor
+        The cross-entropy alone, and the cross-entropy plus the attention term.
+    retain_graph : bool, default=False
+        Keep the graph for a later backward pass.
+
+    Returns
+    -------
+    g_ce, g_term : list of torch.Tensor
+        One tensor per parameter (zeros where a loss does not reach it); ``g_term`` is
+        the term's gradient after :func:`project_conflict`, so ``g_ce + g_term`` is the
+        step direction of ``roi_conflict="project"``.
+    """
+    g_ce = torch.autograd.grad(cross_entropy, params, retain_graph=True, allow_unused=True)
+    g_all = torch.autograd.grad(total, params, retain_graph=retain_graph, allow_unused=True)
+    g_ce, g_all = ([torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
+                   for gs in (g_ce, g_all))
+    both = project_conflict(g_ce, [b - a for a, b in zip(g_ce, g_all)])
+    return g_ce, [b - a for a, b in zip(g_ce, both)]
+
+
+def step_term_apart(optimizer, term_grads):
+    """Apply the attention term's gradient after ``optimizer`` has stepped on the
+    cross-entropy's (``roi_conflict="separate"``).
+
+    Each parameter moves by ``-lr * g / (sqrt(v_hat) + eps)``, where ``v_hat`` is the
+    optimizer's bias-corrected second-moment estimate of the cross-entropy's gradient
+    (``exp_avg_sq`` of Adam, AdamW, NAdam and the like) and ``lr``, ``eps`` those of the
+    parameter's group: the term is scaled as Adam scales the cross-entropy's steps
+    without entering the statistics that scale them. For an optimizer without such an
+    estimate (SGD) it is a plain ``-lr * g`` step.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        The optimizer that has just stepped.
+    term_grads : list of (torch.nn.Parameter, torch.Tensor)
+        Each trainable parameter with the term's gradient for it.
+    """
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    with torch.no_grad():
+        for p, grad in term_grads:
+            group = group_of[id(p)]
+            state = optimizer.state.get(p, {})
+            if "exp_avg_sq" in state and "step" in state:
+                beta2 = group["betas"][1]
+                v_hat = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+                grad = grad / (v_hat.sqrt() + group.get("eps", 1e-8))
+            p.sub_(grad, alpha=float(group["lr"]))
+
+
 #: :class:`~xal_sklearn.CNNClassifier`'s defaults for the attention-loss settings, chosen
 #: with ``"rank"`` on validation groups of the brain-MRI training split (docs/results.md);
 #: the CLI and campaigns fill the settings a user leaves out from here.
-ROI_DEFAULTS = {"roi_weight": 3.0, "roi_balance": "ce", "roi_dilation": 2, "roi_warmup": 0.4,
-                "roi_conflict": "project"}
+ROI_DEFAULTS = {"roi_weight": 1.5, "roi_balance": "ce", "roi_dilation": 2, "roi_warmup": 0.4,
+                "roi_conflict": "separate"}
 
 #: What a model of an earlier version, whose records lack these settings, trained with
 #: (before ``roi_balance``, ``roi_dilation``, ``roi_warmup`` and ``roi_conflict`` had their
@@ -221,10 +284,10 @@ def balanced_term(term, cross_entropy, weight, balance):
 def describe_roi_training(params):
     """In words: the attention loss that estimator parameters ``params`` train with.
 
-    >>> describe_roi_training({"roi_loss": "rank", "roi_weight": 3.0, "roi_balance": "ce",
+    >>> describe_roi_training({"roi_loss": "rank", "roi_weight": 1.5, "roi_balance": "ce",
     ...                        "roi_dilation": 2, "roi_warmup": 0.4, "max_epochs": 20,
     ...                        "roi_conflict": "project"})
-    "the `rank` attention loss on the ROIs, its size 3 x the cross-entropy at every step, \
+    "the `rank` attention loss on the ROIs, its size 1.5 x the cross-entropy at every step, \
 its gradient projected off the cross-entropy's where they conflict, ROIs grown by 2 cells, \
 from epoch 9 of 20"
     """
@@ -240,6 +303,9 @@ from epoch 9 of 20"
         words += f" at weight {weight:g}"
     if params["roi_conflict"] == "project":
         words += ", its gradient projected off the cross-entropy's where they conflict"
+    elif params["roi_conflict"] == "separate":
+        words += (", its gradient projected off the cross-entropy's where they conflict and "
+                  "stepped apart from the optimizer's statistics")
     dilation = params["roi_dilation"]
     if dilation:
         unit = "pixel" if loss == "counterexample" else "cell"
