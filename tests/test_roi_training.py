@@ -19,7 +19,8 @@ from xal_sklearn.alignment import ALIGNMENT_METRICS, chance_alignment
 from xal_sklearn.datasets import make_lesion_phantoms
 from xal_sklearn.roi_loss import (RANK_MAX_CELLS, balanced_term, counterexamples,
                                   gradcam_from_activations, masks_to_grid, project_conflict,
-                                  roi_loss_term, step_term_apart, with_legacy_settings)
+                                  TERM_STEP_BOUND, roi_loss_term, step_term_apart,
+                                  with_legacy_settings)
 
 
 class GapNet(nn.Module):
@@ -284,6 +285,13 @@ def test_step_term_apart_hand_computed():
     step_term_apart(adam, [(w, torch.tensor([1.0, 2.0]))])
     torch.testing.assert_close(w.detach(), after_adam - 0.1 * torch.tensor([1 / 0.5, 2 / 4.0]))
     assert torch.equal(adam.state[w]["exp_avg_sq"], v)
+    # a weight the cross-entropy never moved (second moment 0) takes a bounded step
+    u = torch.nn.Parameter(torch.zeros(2))
+    adam = torch.optim.Adam([u], lr=0.1)
+    u.grad = torch.zeros(2)
+    adam.step()
+    step_term_apart(adam, [(u, torch.tensor([1.0, -1e-12]))])
+    torch.testing.assert_close(u.detach(), torch.tensor([-0.1 * TERM_STEP_BOUND, 1e-5]))
     # an optimizer without a second moment takes a plain step at its group's rate
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     sgd = torch.optim.SGD([{"params": [a], "lr": 0.5}, {"params": [b], "lr": 2.0}])

@@ -175,6 +175,13 @@ def split_gradients(params, cross_entropy, total, retain_graph=False):
     return g_ce, [b - a for a, b in zip(g_ce, both)]
 
 
+#: The largest step, in units of the learning rate, that :func:`step_term_apart` lets the
+#: attention term take on one weight: a guard for weights the cross-entropy has (almost)
+#: never moved, whose second-moment estimate is near 0. In two brain-MRI fits with the
+#: defaults the largest step was 25 (docs/results.md): there the guard did not act.
+TERM_STEP_BOUND = 100.0
+
+
 def step_term_apart(optimizer, term_grads):
     """Apply the attention term's gradient after ``optimizer`` has stepped on the
     cross-entropy's (``roi_conflict="separate"``).
@@ -183,8 +190,9 @@ def step_term_apart(optimizer, term_grads):
     optimizer's bias-corrected second-moment estimate of the cross-entropy's gradient
     (``exp_avg_sq`` of Adam, AdamW, NAdam and the like) and ``lr``, ``eps`` those of the
     parameter's group: the term is scaled as Adam scales the cross-entropy's steps
-    without entering the statistics that scale them. For an optimizer without such an
-    estimate (SGD) it is a plain ``-lr * g`` step.
+    without entering the statistics that scale them. No weight moves by more than
+    :data:`TERM_STEP_BOUND` x ``lr``. For an optimizer without such an estimate (SGD)
+    it is a plain ``-lr * g`` step.
 
     Parameters
     ----------
@@ -201,7 +209,8 @@ def step_term_apart(optimizer, term_grads):
             if "exp_avg_sq" in state and "step" in state:
                 beta2 = group["betas"][1]
                 v_hat = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
-                grad = grad / (v_hat.sqrt() + group.get("eps", 1e-8))
+                grad = (grad / (v_hat.sqrt() + group.get("eps", 1e-8))).clamp(
+                    -TERM_STEP_BOUND, TERM_STEP_BOUND)
             p.sub_(grad, alpha=float(group["lr"]))
 
 
