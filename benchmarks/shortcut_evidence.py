@@ -10,7 +10,8 @@ Usage (the commands of docs/results.md, then)::
     python benchmarks/shortcut_evidence.py mri_marker_none mri_marker_rank [more pairs ...]
 
 prints, per pair, accuracy and attention at the final budget, and the paired
-differences (95 % bootstrap interval, Wilcoxon p) at the final budget and by ALC.
+differences (95 % bootstrap interval, Wilcoxon p) at the final budget and by ALC; a
+comparison whose strategies a run left out is left out.
 """
 
 import argparse
@@ -60,7 +61,10 @@ def report(plain, roi):
             f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}"
             for m in ("accuracy", "attention_roi_auc", "attention_mass_in_roi")) + " |")
     lines += ["", "| comparison | accuracy at the final budget | ALC |", "| --- | --- | --- |"]
+    present = set(results["strategy"])
     for name, reference in COMPARISONS:
+        if not {name, reference} <= present:  # a run of fewer strategies (--strategies)
+            continue
         cells = []
         for summary in ("final", "alc"):
             table = paired_comparison(results, "accuracy", reference, summary=summary)
