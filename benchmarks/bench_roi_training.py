@@ -65,7 +65,14 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--csv", default=None)
     p.add_argument("--save-npz", default=None, help="mri: also save the loaded set (uint8)")
+    p.add_argument("--two-branch", action="store_true",
+                   help="every fit with probe_roi_settings.TwoBranchCNN (a context branch "
+                        "beside the attention-taught one) instead of SmallCNN")
     args = p.parse_args()
+    module = {}
+    if args.two_branch:
+        from probe_roi_settings import TwoBranchCNN  # an experiment, not in the package
+        module = {"module": TwoBranchCNN}
     phantoms = args.kind == "phantoms"
     args.epochs = args.epochs or (30 if phantoms else 20)
     args.image_size = args.image_size or (48 if phantoms else 64)
@@ -78,7 +85,7 @@ def main():
         for loss, weight in configs:
             net = CNNClassifier(n_classes=3, max_epochs=args.epochs, random_state=seed,
                                 roi_loss=None if loss == "none" else loss, roi_weight=weight,
-                                device=args.device)
+                                device=args.device, **module)
             start = time.perf_counter()
             net.fit(X, y, roi_masks=None if loss == "none" else M)
             seconds = time.perf_counter() - start

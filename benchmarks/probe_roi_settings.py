@@ -186,6 +186,34 @@ class MaskedWarmup(CNNClassifier):
         return super().train_step_single(batch, **fit_params)
 
 
+class TwoBranchCNN(torch.nn.Module):
+    """``SmallCNN`` (16-32-64) whose last block is two blocks of 32 channels side by side:
+    ``att``, whose Grad-CAM the attention term teaches and scoring reads
+    (``default_gradcam_layer``), and ``ctx``, left to the cross-entropy; the head reads
+    both pooled. Same parameter count as ``SmallCNN``. The context outside the tumour
+    carries the class as well as the whole image (``probe_roi_only.py --outside``), so a
+    map forced onto the tumour takes evidence away; here the context keeps a way in."""
+
+    default_gradcam_layer = "att.0"
+
+    def __init__(self, in_channels=1, n_classes=2, width=32):
+        super().__init__()
+        nn = torch.nn
+
+        def block(cin, cout, pool):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                    *([nn.MaxPool2d(2)] if pool else []), nn.ReLU()]
+
+        self.features = nn.Sequential(*block(in_channels, 16, True), *block(16, 32, True))
+        self.att = nn.Sequential(*block(32, width, False))
+        self.ctx = nn.Sequential(*block(32, width, False))
+        self.head = nn.Linear(2 * width, n_classes)
+
+    def forward(self, x):
+        h = self.features(x)
+        return self.head(torch.cat([self.att(h).mean((2, 3)), self.ctx(h).mean((2, 3))], 1))
+
+
 SECOND_ORDER = [False]
 
 
@@ -497,6 +525,10 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
     # the warm-up epochs on images blacked out outside the ROI (MaskedWarmup)
     **{f"pkg-maskwarm-w{w}": dict(cls=MaskedWarmup, roi_loss="rank", **dict(
         SECOND_DEFAULTS, roi_conflict="separate", roi_weight=w)) for w in (0.0, 1.5)},
+    # a context branch beside the attention-taught one (TwoBranchCNN)
+    "two-ce": dict(module=TwoBranchCNN),
+    **{f"two-sep-w{w}": dict(module=TwoBranchCNN, roi_loss="rank", **dict(
+        SECOND_DEFAULTS, roi_conflict="separate", roi_weight=w)) for w in (1.0, 1.5, 3.0)},
 }
 
 
