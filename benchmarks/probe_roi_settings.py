@@ -19,8 +19,7 @@ import time
 import numpy as np
 import torch
 
-from xal_sklearn import CNNClassifier, score_pool
-from xal_sklearn import roi_loss
+from xal_sklearn import CNNClassifier, roi_loss, score_pool
 from xal_sklearn.alignment import alignment_t
 from xal_sklearn.datasets import (add_shortcut, group_train_test_split,
                                   load_brain_tumor_figshare)
