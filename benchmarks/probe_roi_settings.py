@@ -189,15 +189,17 @@ class TwoBranchCNN(torch.nn.Module):
     """``SmallCNN`` (16-32-64) whose last block is two blocks of 32 channels side by side:
     ``att``, whose Grad-CAM the attention term teaches and scoring reads
     (``default_gradcam_layer``), and ``ctx``, left to the cross-entropy; the head reads
-    both pooled. Same parameter count as ``SmallCNN``. The context outside the tumour
+    both pooled. Same parameter count as ``SmallCNN`` at the default widths
+    (``ctx_width`` narrows the free branch). The context outside the tumour
     carries the class as well as the whole image (``probe_roi_only.py --outside``), so a
     map forced onto the tumour takes evidence away; here the context keeps a way in."""
 
     default_gradcam_layer = "att.0"
 
-    def __init__(self, in_channels=1, n_classes=2, width=32):
+    def __init__(self, in_channels=1, n_classes=2, width=32, ctx_width=None):
         super().__init__()
         nn = torch.nn
+        ctx_width = width if ctx_width is None else ctx_width
 
         def block(cin, cout, pool):
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
@@ -205,8 +207,8 @@ class TwoBranchCNN(torch.nn.Module):
 
         self.features = nn.Sequential(*block(in_channels, 16, True), *block(16, 32, True))
         self.att = nn.Sequential(*block(32, width, False))
-        self.ctx = nn.Sequential(*block(32, width, False))
-        self.head = nn.Linear(2 * width, n_classes)
+        self.ctx = nn.Sequential(*block(32, ctx_width, False))
+        self.head = nn.Linear(width + ctx_width, n_classes)
 
     def forward(self, x):
         h = self.features(x)
@@ -528,6 +530,11 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
     "two-ce": dict(module=TwoBranchCNN),
     **{f"two-sep-w{w}": dict(module=TwoBranchCNN, roi_loss="rank", **dict(
         SECOND_DEFAULTS, roi_conflict="separate", roi_weight=w)) for w in (1.0, 1.5, 3.0)},
+    # a narrower context branch: 48 taught channels, 8 free
+    "two8-ce": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=8),
+    "two8-sep-w1.0": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=8,
+                          roi_loss="rank", **dict(SECOND_DEFAULTS, roi_conflict="separate",
+                                                  roi_weight=1.0)),
 }
 
 
