@@ -68,11 +68,16 @@ def main():
     p.add_argument("--two-branch", action="store_true",
                    help="every fit with probe_roi_settings.TwoBranchCNN (a context branch "
                         "beside the attention-taught one) instead of SmallCNN")
+    p.add_argument("--ctx-width", type=int, default=None,
+                   help="with --two-branch: 48 taught channels and this many free ones "
+                        "(default: 32 and 32)")
     args = p.parse_args()
     module = {}
     if args.two_branch:
         from probe_roi_settings import TwoBranchCNN  # an experiment, not in the package
         module = {"module": TwoBranchCNN}
+        if args.ctx_width is not None:
+            module.update(module__width=48, module__ctx_width=args.ctx_width)
     phantoms = args.kind == "phantoms"
     args.epochs = args.epochs or (30 if phantoms else 20)
     args.image_size = args.image_size or (48 if phantoms else 64)

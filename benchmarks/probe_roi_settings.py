@@ -530,11 +530,12 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
     "two-ce": dict(module=TwoBranchCNN),
     **{f"two-sep-w{w}": dict(module=TwoBranchCNN, roi_loss="rank", **dict(
         SECOND_DEFAULTS, roi_conflict="separate", roi_weight=w)) for w in (1.0, 1.5, 3.0)},
-    # a narrower context branch: 48 taught channels, 8 free
-    "two8-ce": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=8),
-    "two8-sep-w1.0": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=8,
-                          roi_loss="rank", **dict(SECOND_DEFAULTS, roi_conflict="separate",
-                                                  roi_weight=1.0)),
+    # a narrower context branch: 48 taught channels, 8 or 16 free
+    **{f"two{c}-ce": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=c)
+       for c in (8, 16)},
+    **{f"two{c}-sep-w1.0": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=c,
+                                roi_loss="rank", **dict(SECOND_DEFAULTS, roi_conflict="separate",
+                                                        roi_weight=1.0)) for c in (8, 16)},
 }
 
 
