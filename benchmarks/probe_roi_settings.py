@@ -24,7 +24,7 @@ from xal_sklearn.alignment import alignment_t
 from xal_sklearn.datasets import (add_shortcut, group_train_test_split,
                                   load_brain_tumor_figshare)
 from xal_sklearn.roi_loss import (LEGACY_ROI_SETTINGS, masks_to_grid, roi_loss_term,
-                                  split_gradients, step_term_apart)
+                                  split_gradients)
 
 
 class Normalised(CNNClassifier):
@@ -122,26 +122,22 @@ class SeparateMomentum(CNNClassifier):
         super().__init__(*args, **kw)
         self.probe_beta = probe_beta
 
-    def train_step(self, batch, **fit_params):
+    def _backward_projected(self, ce, loss):
+        # the package keeps the term's gradients in _term_grads for its train_step to
+        # step apart; here they are replaced by their running average first
+        super()._backward_projected(ce, loss)
         state = getattr(self, "_probe_state", None)
         if state is None or state["optimizer"] != id(self.optimizer_):  # a new fit
             state = self._probe_state = {"optimizer": id(self.optimizer_), "m": {}, "t": 0}
-        self._term_grads = None
-        try:
-            step = super(CNNClassifier, self).train_step(batch, **fit_params)
-            if self._term_grads:
-                b = self.probe_beta
-                state["t"] += 1
-                averaged = []
-                for p, g in self._term_grads:
-                    m = state["m"].get(id(p))
-                    m = g * (1 - b) if m is None else m.mul_(b).add_(g, alpha=1 - b)
-                    state["m"][id(p)] = m
-                    averaged.append((p, m / (1 - b ** state["t"])))
-                step_term_apart(self.optimizer_, averaged)
-        finally:
-            self._term_grads = None
-        return step
+        b = self.probe_beta
+        state["t"] += 1
+        averaged = []
+        for p, g in self._term_grads:
+            m = state["m"].get(id(p))
+            m = g * (1 - b) if m is None else m.mul_(b).add_(g, alpha=1 - b)
+            state["m"][id(p)] = m
+            averaged.append((p, m / (1 - b ** state["t"])))
+        self._term_grads = averaged
 
 
 class Bounded(CNNClassifier):
@@ -384,6 +380,15 @@ OLD_DEFAULTS = dict(LEGACY_ROI_SETTINGS, roi_weight=0.1)
 SECOND_DEFAULTS = {"roi_weight": 3.0, "roi_balance": "ce", "roi_dilation": 2,
                    "roi_warmup": 0.4, "roi_conflict": "project"}
 
+
+
+def separate(w, **extra):
+    """``rank`` with ``roi_conflict="separate"`` at weight ``w``, the rest the second
+    defaults (``separate(1.5)`` is the third defaults)."""
+    return dict(roi_loss="rank", **dict(SECOND_DEFAULTS, roi_conflict="separate",
+                                        roi_weight=w, **extra))
+
+
 N, O = "dice", "outside"
 CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
     "ce": dict(),
@@ -512,30 +517,24 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
                                 **dict(SECOND_DEFAULTS, roi_warmup=0.5)),
     # the package's roi_conflict="separate" (equals CEPreconditioned at probe_scale
     # roi_weight / 3), around weight 1.5 (the third defaults: pkg-sep-w1.5)
-    **{f"pkg-sep-w{w}{tag}": dict(roi_loss="rank", **dict(
-        SECOND_DEFAULTS, roi_conflict="separate", roi_weight=w, **extra))
+    **{f"pkg-sep-w{w}{tag}": separate(w, **extra)
        for w in (1.0, 1.5, 2.0) for tag, extra in (("", {}), ("-warm0.3", {"roi_warmup": 0.3}),
                                                      ("-dil3", {"roi_dilation": 3}))},
     # the separate term averaged over steps (SeparateMomentum)
-    **{f"pkg-sepmom-w{w}": dict(cls=SeparateMomentum, roi_loss="rank", **dict(
-        SECOND_DEFAULTS, roi_conflict="separate", roi_weight=w)) for w in (1.5, 3.0)},
+    **{f"pkg-sepmom-w{w}": dict(cls=SeparateMomentum, **separate(w)) for w in (1.5, 3.0)},
     # the separate term's step bounded tighter (Bounded)
-    **{f"pkg-sepbound{b:g}-w{w}": dict(cls=Bounded, roi_loss="rank", probe_bound=b, **dict(
-        SECOND_DEFAULTS, roi_conflict="separate", roi_weight=w))
+    **{f"pkg-sepbound{b:g}-w{w}": dict(cls=Bounded, probe_bound=b, **separate(w))
        for b in (1.0, 3.0) for w in (1.5, 3.0)},
     # the warm-up epochs on images blacked out outside the ROI (MaskedWarmup)
-    **{f"pkg-maskwarm-w{w}": dict(cls=MaskedWarmup, roi_loss="rank", **dict(
-        SECOND_DEFAULTS, roi_conflict="separate", roi_weight=w)) for w in (0.0, 1.5)},
+    **{f"pkg-maskwarm-w{w}": dict(cls=MaskedWarmup, **separate(w)) for w in (0.0, 1.5)},
     # a context branch beside the attention-taught one (TwoBranchCNN)
     "two-ce": dict(module=TwoBranchCNN),
-    **{f"two-sep-w{w}": dict(module=TwoBranchCNN, roi_loss="rank", **dict(
-        SECOND_DEFAULTS, roi_conflict="separate", roi_weight=w)) for w in (1.0, 1.5, 3.0)},
+    **{f"two-sep-w{w}": dict(module=TwoBranchCNN, **separate(w)) for w in (1.0, 1.5, 3.0)},
     # a narrower context branch: 48 taught channels, 8 or 16 free
     **{f"two{c}-ce": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=c)
        for c in (8, 16)},
     **{f"two{c}-sep-w1.0": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=c,
-                                roi_loss="rank", **dict(SECOND_DEFAULTS, roi_conflict="separate",
-                                                        roi_weight=1.0)) for c in (8, 16)},
+                                **separate(1.0)) for c in (8, 16)},
 }
 
 
