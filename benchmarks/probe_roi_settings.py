@@ -535,6 +535,8 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
        for c in (8, 16)},
     **{f"two{c}-sep-w1.0": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=c,
                                 **separate(1.0)) for c in (8, 16)},
+    **{f"two16-sep-w{w}": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=16,
+                               **separate(w)) for w in (1.5, 2.0)},
 }
 
 

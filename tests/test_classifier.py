@@ -172,3 +172,60 @@ def test_channels_last_cpu_path_predicts_like_the_plain_layout(fitted_net, phant
         handle.remove()
     assert layouts and all(layouts)  # predicted in channels-last layout
     np.testing.assert_allclose(ours, plain.predict_proba(phantoms.X[:50]), atol=1e-5)
+
+
+# --- SmallCNN's context branch -------------------------------------------------------------
+
+def test_smallcnn_context_branch_shape_and_parameter_count():
+    plain = SmallCNN(n_classes=3)
+    split = SmallCNN(n_classes=3, context_channels=16)
+    assert plain.context is None
+    # the names of every earlier version: saved weights load
+    assert [n for n, _ in plain.named_parameters()] == [
+        "features.0.weight", "features.1.weight", "features.1.bias",
+        "features.4.weight", "features.5.weight", "features.5.bias", "features.8.weight",
+        "features.9.weight", "features.9.bias", "classifier.3.weight", "classifier.3.bias"]
+    # the same convolution split in two: the same number of weights, the taught part first
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(split) == count(plain) == 23_603
+    assert plain.default_gradcam_layer == split.default_gradcam_layer == "features.8"
+    assert split.features[8].out_channels == 48 and split.context[0].out_channels == 16
+    assert split.context[0].in_channels == split.features[8].in_channels == 32
+    assert split.classifier[3].in_features == 64
+    x = torch.randn(5, 1, 40, 24)
+    assert split(x).shape == (5, 3)
+    # the head reads both branches: cutting the context off changes the logits
+    with torch.no_grad():
+        split.eval()
+        before = split(x)
+        split.context[0].weight.zero_()
+        assert not torch.allclose(before, split(x))
+
+
+@pytest.mark.parametrize("bad", [64, 80, -1, 1.5, True, "16"])
+def test_smallcnn_refuses_a_context_branch_it_cannot_build(bad):
+    with pytest.raises(ValueError, match="context_channels must be an integer from 0 to "
+                                         "n_filters\\[-1\\] - 1 = 63.*" + repr(bad).replace(
+                                             ".", "\\.")):
+        SmallCNN(context_channels=bad)
+
+
+def test_context_branch_through_the_classifier_clone_grid_search_and_gradcam(data):
+    from xal_sklearn import gradcam
+
+    X, y = data
+    net = small(module__context_channels=4)
+    assert clone(net).get_params()["module__context_channels"] == 4
+    net.fit(X, y)
+    assert net.module_.context[0].out_channels == 4
+    # Grad-CAM (and so scoring and the ROI loss) reads the taught block's convolution
+    taught = net.module_.features[8]
+    seen = []
+    handle = taught.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    maps = gradcam(net, X[:3], progress=False)
+    handle.remove()
+    assert maps.shape == (3, 32, 32) and seen and seen[0][1] == 60
+    grid = GridSearchCV(small(), {"module__context_channels": [0, 4]}, cv=2).fit(X, y)
+    assert grid.best_estimator_.module_.features[8].out_channels in (64, 60)
+    restored = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(restored.predict_proba(X[:8]), net.predict_proba(X[:8]))

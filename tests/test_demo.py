@@ -119,6 +119,20 @@ def test_demo_output_ends_in_sentences(tmp_path, capsys):
     assert np.isfinite(load_results(tmp_path / "d")["accuracy"]).all()
 
 
+def test_cli_context_channels_reach_every_arm_and_the_record(tmp_path, capsys):
+    from xal_sklearn.experiments._run import estimator_template
+
+    assert main(["run", "--n-samples", "60", "--image-size", "32", "--initial", "20",
+                 "--query-size", "10", "--budget", "30", "--seeds", "1", "--epochs", "1",
+                 "--strategies", "random,dual+roi", "--context-channels", "8",
+                 "--out", str(tmp_path / "c"), "--no-progress"]) == 0
+    assert "a SmallCNN with a 8-channel context branch" in capsys.readouterr().out
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    for arm in (None, "dual a=0.3+roi"):
+        net = estimator_template(config, arm)
+        assert net.get_params()["module__context_channels"] == 8
+
+
 def test_cli_roi_options_default_to_the_classifier_and_reach_the_roi_arms():
     from xal_sklearn.cli import _parser, _roi_settings
 
@@ -145,6 +159,9 @@ def test_cli_roi_options_default_to_the_classifier_and_reach_the_roi_arms():
     (["--roi-balance", "mean"], "invalid choice: 'mean'"),
     (["--roi-weight", "-2"], "--roi-weight must be a finite number >= 0, got -2.0."),
     (["--roi-weight", "nan"], "--roi-weight must be a finite number >= 0, got nan."),
+    (["--context-channels", "64"], "--context-channels must be from 0 to 63 (the network's "
+                                   "last block has 64 channels"),
+    (["--context-channels", "-1"], "--context-channels must be from 0 to 63"),
 ])
 def test_cli_refuses_bad_roi_options(argv, message, capsys):
     from xal_sklearn.cli import main

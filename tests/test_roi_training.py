@@ -585,3 +585,29 @@ def test_the_description_says_how_the_gradients_meet():
     assert "projected" not in words["sum"]
     assert "projected" in words["project"] and "apart" not in words["project"]
     assert "projected" in words["separate"] and "stepped apart" in words["separate"]
+
+
+def test_the_attention_term_never_reaches_the_context_branch(phantoms):
+    from xal_sklearn import SmallCNN
+
+    torch.manual_seed(0)
+    net = SmallCNN(n_classes=3, context_channels=4)
+    layer = net.get_submodule(net.default_gradcam_layer)
+    seen = []
+    handle = layer.register_forward_hook(lambda m, i, o: seen.append(o))
+    x = torch.from_numpy(phantoms.X[:8])
+    logits = net(x)
+    handle.remove()
+    term = roi_loss_term("rank", x=x, logits=logits, activations=seen[0],
+                         target=torch.from_numpy(phantoms.y[:8]).long(),
+                         masks=torch.from_numpy(phantoms.roi_masks[:8]),
+                         has_roi=torch.ones(8, dtype=torch.bool), dilation=2)
+    context = list(net.context.parameters())
+    grads = torch.autograd.grad(term, [layer.weight, *context], allow_unused=True)
+    assert grads[0].abs().sum() > 0  # the taught block is taught ...
+    assert all(g is None or not g.any() for g in grads[1:])  # ... the context is not
+    # and a guided fit of the classifier trains with it end to end
+    guided = CNNClassifier(n_classes=3, max_epochs=2, random_state=0, roi_loss="rank",
+                           roi_warmup=0, module__context_channels=4)
+    guided.fit(phantoms.X[:64], phantoms.y[:64], roi_masks=phantoms.roi_masks[:64])
+    assert np.isfinite(guided.history[:, "train_loss"]).all()

@@ -11,6 +11,7 @@ from ._validation import device_problem, resolve_device
 from .alignment import ALIGNMENT_METRICS
 from .classifier import PRECISIONS
 from .finetune import HEAD_INITS
+from .modules import SmallCNN
 from .pretrain import DEFAULT_PRETRAIN_EPOCHS, PRETRAIN_METHODS
 from .roi_loss import (DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS, ROI_LOSSES,
                        describe_roi_training, resolve_roi_settings)
@@ -244,6 +245,10 @@ def _parser():
                           f"(default {DEFAULT_ROI_LOSS}), or of every strategy when none ends "
                           "in +roi (default: cross-entropy only)")
     _roi_options(run)
+    run.add_argument("--context-channels", type=int, default=0,
+                     help="channels of SmallCNN's last block given to a context branch that "
+                          "Grad-CAM, the ROI loss and the misalignment score do not read "
+                          "(0: none, the default; 16 of 64 is what docs/results.md measured)")
     run.add_argument("--reference", default="random",
                      help="strategy the others are compared with in the report")
     run.add_argument("--pretrain", default=None, choices=PRETRAIN_METHODS,
@@ -428,6 +433,12 @@ def _check_run_args(args):
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.image_size is not None and args.image_size < 8:
         parser.error("--image-size must be >= 8")
+    net = SmallCNN()
+    last = net.get_submodule(net.default_gradcam_layer).out_channels  # the last block's
+    if not 0 <= args.context_channels < last:
+        parser.error(f"--context-channels must be from 0 to {last - 1} (the network's last "
+                     f"block has {last} channels and Grad-CAM reads at least one); got "
+                     f"{args.context_channels}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         parser.error(f"--lr must be a positive number, got {args.lr}")
     try:  # the classifier's own checks, in the CLI's words
@@ -475,7 +486,9 @@ def _run(args):
                         roi_loss=None if arms else args.roi_loss, **settings,
                         device=args.device,
                         precision=args.precision,
-                        head_init=args.head_init or ("probe" if args.pretrain else "random"))
+                        head_init=args.head_init or ("probe" if args.pretrain else "random"),
+                        **({"module__context_channels": args.context_channels}
+                           if args.context_channels else {}))
     note = None
     if args.shortcut:
         note = (f"The pool carries a spurious feature: {dataset.shortcut.description}; it "
@@ -492,6 +505,8 @@ def _run(args):
              describe_roi_training(net.get_params()) if args.roi_loss else
              "cross-entropy only")
           + f" in {args.precision}"
+          + (f", a SmallCNN with a {args.context_channels}-channel context branch"
+             if args.context_channels else "")
           + (f", from a {args.pretrain} warm start ({args.pretrain_epochs} epochs per seed)"
              if args.pretrain else "")
           + (", each head started from a linear probe" if net.head_init == "probe" else "")

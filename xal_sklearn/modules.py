@@ -85,6 +85,17 @@ class SmallCNN(nn.Module):
     then runs on a quarter of the values: about 5 % of a CPU training step.
     Parameter names are those of the other order, so saved weights load.
 
+    With ``context_channels > 0`` the last block is split in two blocks side by
+    side, both fed by the block before: ``features``' last block keeps
+    ``n_filters[-1] - context_channels`` channels, and ``context`` has the rest.
+    The linear head reads both, pooled. Grad-CAM (``default_gradcam_layer``), and
+    so the ROI loss of :class:`~xal_sklearn.CNNClassifier` and the misalignment
+    score, read only the first; ``context`` is left to the cross-entropy. On the
+    brain-MRI slices the surroundings of the tumour carry the class about as well
+    as the whole image, so a single map taught to sit on the tumour takes
+    evidence away; the context branch keeps a way in for it (docs/results.md,
+    "A context branch beside the taught one"). Same parameter count as without.
+
     Parameters
     ----------
     in_channels : int, default=1
@@ -95,36 +106,69 @@ class SmallCNN(nn.Module):
         Channels of the convolution blocks.
     dropout : float, default=0.0
         Dropout probability before the linear layer.
+    context_channels : int, default=0
+        Channels of the last block that go to the ``context`` branch, which
+        Grad-CAM does not read; 0 (no branch) to ``n_filters[-1] - 1``.
 
     Attributes
     ----------
     features : torch.nn.Sequential
         The convolutional part; ``features.<i>`` are the module paths that
         ``gradcam_layer`` accepts.
+    context : torch.nn.Sequential or None
+        The context branch (None without one).
     classifier : torch.nn.Sequential
         Pooling and the linear head.
+    default_gradcam_layer : str
+        The last convolution of ``features`` (read by :func:`~xal_sklearn.gradcam`,
+        scoring and the ROI loss when no layer is given).
     """
 
-    def __init__(self, in_channels=1, n_classes=2, n_filters=(16, 32, 64), dropout=0.0):
+    def __init__(self, in_channels=1, n_classes=2, n_filters=(16, 32, 64), dropout=0.0,
+                 context_channels=0):
         super().__init__()
+        n_filters = tuple(n_filters)
+        if not n_filters:
+            raise ValueError("n_filters must name at least one block.")
+        if (isinstance(context_channels, bool) or not isinstance(context_channels, int)
+                or not 0 <= context_channels < n_filters[-1]):
+            raise ValueError(
+                f"context_channels must be an integer from 0 to n_filters[-1] - 1 = "
+                f"{n_filters[-1] - 1} (the taught block keeps at least one channel); got "
+                f"{context_channels!r}.")
+        widths = n_filters[:-1] + (n_filters[-1] - context_channels,)
         layers = []
         prev = in_channels
-        for i, width in enumerate(n_filters):
-            layers += [
-                nn.Conv2d(prev, width, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-            ]
-            if i < len(n_filters) - 1 and i < 2:
-                layers.append(nn.MaxPool2d(2))
-            layers.append(nn.ReLU())
+        for i, width in enumerate(widths):
+            if i == len(widths) - 1:
+                trunk_channels, self._trunk_end = prev, len(layers)
+            layers += self._block(prev, width, pool=i < len(widths) - 1 and i < 2)
             prev = width
         self.features = nn.Sequential(*layers)
+        self.default_gradcam_layer = f"features.{self._trunk_end}"
+        self.context = None
+        if context_channels:
+            self.context = nn.Sequential(*self._block(trunk_channels, context_channels,
+                                                      pool=False))
         self.classifier = nn.Sequential(
             GlobalAvgPool2d(),
             nn.Flatten(),
             nn.Dropout(dropout),
-            nn.Linear(prev, n_classes),
+            nn.Linear(prev + context_channels, n_classes),
         )
 
+    @staticmethod
+    def _block(c_in, c_out, pool):
+        return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out), *([nn.MaxPool2d(2)] if pool else []), nn.ReLU()]
+
     def forward(self, x):
-        return self.classifier(self.features(x))
+        if self.context is None:
+            return self.classifier(self.features(x))
+        for layer in self.features[:self._trunk_end]:
+            x = layer(x)
+        taught = self.features[self._trunk_end:](x)
+        # pooled before they are joined: the same logits as pooling the joined maps,
+        # without copying them (and their gradients keep the channels-last layout)
+        pool = self.classifier[0]
+        return self.classifier(torch.cat([pool(taught), pool(self.context(x))], dim=1))
