@@ -67,12 +67,21 @@ def main():
     p.add_argument("--save-npz", default=None, help="mri: also save the loaded set (uint8)")
     p.add_argument("--two-branch", action="store_true",
                    help="every fit with probe_roi_settings.TwoBranchCNN (a context branch "
-                        "beside the attention-taught one) instead of SmallCNN")
+                        "beside the attention-taught one: 32 and 32 channels) instead of "
+                        "SmallCNN (whose default branch is 16 of 64; --ctx-width 16 is it)")
     p.add_argument("--ctx-width", type=int, default=None,
                    help="with --two-branch: 48 taught channels and this many free ones "
                         "(default: 32 and 32)")
+    p.add_argument("--context-channels", type=float, default=None,
+                   help="SmallCNN's context_channels (default the package's; 0: the network "
+                        "the results before 2026-12-05 were measured with)")
     args = p.parse_args()
+    if args.two_branch and args.context_channels is not None:
+        p.error("--context-channels is SmallCNN's; --two-branch uses another network")
     module = {}
+    if args.context_channels is not None:
+        c = args.context_channels
+        module["module__context_channels"] = int(c) if c.is_integer() else c
     if args.two_branch:
         from probe_roi_settings import TwoBranchCNN  # an experiment, not in the package
         module = {"module": TwoBranchCNN}

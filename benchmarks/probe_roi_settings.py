@@ -188,7 +188,10 @@ class TwoBranchCNN(torch.nn.Module):
     both pooled. Same parameter count as ``SmallCNN`` at the default widths
     (``ctx_width`` narrows the free branch). The context outside the tumour
     carries the class as well as the whole image (``probe_roi_only.py --outside``), so a
-    map forced onto the tumour takes evidence away; here the context keeps a way in."""
+    map forced onto the tumour takes evidence away; here the context keeps a way in.
+    ``width=48, ctx_width=16`` (the ``two16-`` configs) is the package's default
+    ``SmallCNN(context_channels=16)``: the same weights from the same seed, the same
+    logits (checked bit for bit)."""
 
     default_gradcam_layer = "att.0"
 
@@ -558,6 +561,8 @@ def labelled_set(data, fit_part, seed, disagree=None, n=570):
 
 def evaluate(data, name, seeds, shortcut=None, disagree=None):
     cfg = dict(OLD_DEFAULTS, **CONFIGS[name])
+    if "module" not in cfg:  # SmallCNN as these configs were measured: without the branch
+        cfg.setdefault("module__context_channels", 0)
     cls = cfg.pop("cls", CNNClassifier)
     accs, aucs, start = [], [], time.time()
     clean = data

@@ -8,6 +8,10 @@ folders of the same data, seeds and protocol: one with cross-entropy only, one w
 Usage (the commands of docs/results.md, then)::
 
     python benchmarks/shortcut_evidence.py mri_marker_none mri_marker_rank [more pairs ...]
+    python benchmarks/shortcut_evidence.py --one mri_marker_ctx16 [more ...]
+
+``--one``: each folder holds both trainings, as ``xal run --strategies
+random,entropy,dual,random+roi,dual+roi`` writes them (the ``+roi`` arms).
 
 prints, per pair, accuracy and attention at the final budget, and the paired
 differences (95 % bootstrap interval, Wilcoxon p) at the final budget and by ALC; a
@@ -32,7 +36,12 @@ COMPARISONS = [("full (dual + ROI loss)", "random"), ("full (dual + ROI loss)", 
                ("dual (no ROI loss)", "random"), ("random + ROI loss", "random")]
 
 
-def combined(plain, roi):
+def combined(plain, roi=None):
+    if roi is None:  # one folder with both: the +roi arms trained with the ROI loss
+        table = load_results(plain)
+        names = {**NAMES["none"], **{k + "+roi": v for k, v in NAMES["roi"].items()}}
+        table = table[table["strategy"].isin(names)]
+        return table.assign(strategy=table["strategy"].map(names)).reset_index(drop=True)
     parts = []
     for folder, names in ((plain, NAMES["none"]), (roi, NAMES["roi"])):
         table = load_results(folder)
@@ -47,13 +56,13 @@ def _cell(row):
             f"p {row['p_wilcoxon']:.3f}: {row['verdict']}")
 
 
-def report(plain, roi):
+def report(plain, roi=None):
     results = combined(plain, roi)
     final = results[results["n_labelled"] == results["n_labelled"].max()]
     means = final.groupby("strategy", sort=False)[["accuracy", "attention_roi_auc",
                                                    "attention_mass_in_roi"]].agg(["mean", "std"])
     chance = {m: results[f"chance_{m}"].mean() for m in ("roi_auc", "mass_in_roi")}
-    lines = [f"### {Path(plain).name} + {Path(roi).name}", "",
+    lines = [f"### {Path(plain).name}" + (f" + {Path(roi).name}" if roi else ""), "",
              "| strategy | accuracy | roi_auc (chance %.3f) | mass_in_roi (chance %.3f) |"
              % (chance["roi_auc"], chance["mass_in_roi"]), "| --- | --- | --- | --- |"]
     for name, row in means.iterrows():
@@ -76,7 +85,12 @@ def report(plain, roi):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+", help="pairs: cross-entropy folder, ROI-loss folder")
+    p.add_argument("--one", action="store_true",
+                   help="each folder holds both trainings (+roi arms), not pairs of folders")
     args = p.parse_args(argv)
+    if args.one:
+        print("\n\n".join(report(folder) for folder in args.folders))
+        return
     if len(args.folders) % 2:
         p.error("give the folders in pairs: cross-entropy run, then ROI-loss run")
     pairs = zip(args.folders[::2], args.folders[1::2])

@@ -541,9 +541,13 @@ def test_roi_settings_are_pinned_in_the_config_and_old_campaigns_keep_theirs(tmp
     # a campaign made before these settings existed trains as it did then
     path = c.folder / "campaign.json"
     config = json.loads(path.read_text())
-    for key in ("roi_balance", "roi_dilation", "roi_warmup", "roi_conflict"):
+    for key in ("roi_balance", "roi_dilation", "roi_warmup", "roi_conflict",
+                "module__context_channels"):
         del config["classifier"][key]
     path.write_text(json.dumps(config))
     old = Campaign.open(c.folder)._template()
     assert (old.roi_balance, old.roi_dilation, old.roi_warmup, old.roi_conflict) == (
         "fixed", 0, 0, "sum")
+    # the network's context branch likewise: pinned at creation, absent = made without one
+    assert c._template().get_params()["module__context_channels"] == 0.25
+    assert old.get_params()["module__context_channels"] == 0

@@ -177,8 +177,8 @@ def test_channels_last_cpu_path_predicts_like_the_plain_layout(fitted_net, phant
 # --- SmallCNN's context branch -------------------------------------------------------------
 
 def test_smallcnn_context_branch_shape_and_parameter_count():
-    plain = SmallCNN(n_classes=3)
-    split = SmallCNN(n_classes=3, context_channels=16)
+    plain = SmallCNN(n_classes=3, context_channels=0)
+    split = SmallCNN(n_classes=3)  # the default: a quarter of the last block
     assert plain.context is None
     # the names of every earlier version: saved weights load
     assert [n for n, _ in plain.named_parameters()] == [
@@ -202,11 +202,23 @@ def test_smallcnn_context_branch_shape_and_parameter_count():
         assert not torch.allclose(before, split(x))
 
 
-@pytest.mark.parametrize("bad", [64, 80, -1, 1.5, True, "16"])
+@pytest.mark.parametrize("given, n_filters, channels", [
+    (0.25, (16, 32, 64), 16), (16, (16, 32, 64), 16), (0.0, (16, 32, 64), 0),
+    (0.25, (4, 8), 2), (0.25, (4, 1), 0), (0.9, (4, 2), 1), (0.5, (3,), 2)])
+def test_smallcnn_context_channels_as_a_number_or_a_share(given, n_filters, channels):
+    net = SmallCNN(n_filters=n_filters, context_channels=given)
+    assert (0 if net.context is None else net.context[0].out_channels) == channels
+    taught = net.get_submodule(net.default_gradcam_layer)
+    assert taught.out_channels == n_filters[-1] - channels >= 1
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 2)
+
+
+@pytest.mark.parametrize("bad", [64, 80, -1, 1.0, -0.1, True, "16", None])
 def test_smallcnn_refuses_a_context_branch_it_cannot_build(bad):
-    with pytest.raises(ValueError, match="context_channels must be an integer from 0 to "
-                                         "n_filters\\[-1\\] - 1 = 63.*" + repr(bad).replace(
-                                             ".", "\\.")):
+    with pytest.raises(ValueError, match="context_channels must be a whole number of channels "
+                                         "from 0 to n_filters\\[-1\\] - 1 = 63.*a share of "
+                                         "the last block in \\[0, 1\\); got "
+                                         + repr(bad).replace(".", "\\.")):
         SmallCNN(context_channels=bad)
 
 

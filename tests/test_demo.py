@@ -92,6 +92,12 @@ def test_strategy_estimator_params_pair_by_seed(tmp_path):
     del config["template"]["roi_balance"], config["template"]["roi_conflict"]
     old = estimator_template(config, "random+roi")
     assert (old.roi_balance, old.roi_conflict) == ("fixed", "sum")
+    # the network's context branch is recorded at its default, and a folder written
+    # before it existed rebuilds the network without one (and hashes differently)
+    assert config["template"]["module__context_channels"] == 0.25
+    assert estimator_template(config).get_params()["module__context_channels"] == 0.25
+    del config["template"]["module__context_channels"]
+    assert estimator_template(config).get_params()["module__context_channels"] == 0
     with pytest.raises(ValueError, match="strategy 'bad'.*Invalid parameter 'roi_los'"):
         run_experiment(net, data, {"bad": (random_sampling, {}, {"roi_los": "dice"})},
                        initial_size=10, query_size=5, budget=15, seeds=[0],
@@ -154,14 +160,16 @@ def test_cli_roi_options_default_to_the_classifier_and_reach_the_roi_arms():
 @pytest.mark.parametrize("argv, message", [
     (["--roi-warmup", "1.5"], "--roi-warmup must be an integer number of epochs >= 0 or a "
                               "share of --epochs in [0, 1), got 1.5."),
-    (["--roi-warmup", "x"], "invalid epochs_or_share value"),
+    (["--roi-warmup", "x"], "invalid whole_or_share value"),
     (["--roi-dilation", "-1"], "--roi-dilation must be an integer >= 0, got -1."),
     (["--roi-balance", "mean"], "invalid choice: 'mean'"),
     (["--roi-weight", "-2"], "--roi-weight must be a finite number >= 0, got -2.0."),
     (["--roi-weight", "nan"], "--roi-weight must be a finite number >= 0, got nan."),
-    (["--context-channels", "64"], "--context-channels must be from 0 to 63 (the network's "
-                                   "last block has 64 channels"),
-    (["--context-channels", "-1"], "--context-channels must be from 0 to 63"),
+    (["--context-channels", "64"], "--context-channels must be a number of channels from 0 "
+                                   "to 63 (the network's last block has 64 and Grad-CAM "
+                                   "reads at least one) or a share in [0, 1); got 64"),
+    (["--context-channels", "-1"], "--context-channels must be a number of channels"),
+    (["--context-channels", "1.0"], "or a share in [0, 1); got 1.0"),
 ])
 def test_cli_refuses_bad_roi_options(argv, message, capsys):
     from xal_sklearn.cli import main

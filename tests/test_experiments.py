@@ -253,3 +253,17 @@ def test_several_runs_at_once_print_lines_even_on_a_terminal(data, monkeypatch, 
         logged = [line for line in out.splitlines() if line.startswith("[xal ")]
         assert len(logged) == (len(strategies) * 2 if lines else 0), out
         assert ("seed 0:" in bars) != lines, bars  # tqdm's "random seed 0: ...%|" bars
+
+
+def test_the_configuration_hash_does_not_depend_on_the_process(tmp_path):
+    # skorch's _params_to_validate is a set: its repr's order changes with the string
+    # hashing of each process, which made a resumed run refuse its own folder
+    script = ("from xal_sklearn import CNNClassifier; "
+              "from xal_sklearn.experiments._run import _stable_repr; "
+              "net = CNNClassifier(module__context_channels=8, module__dropout=0.1); "
+              "print(_stable_repr(net.get_params(deep=False)['_params_to_validate']))")
+    seen = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONHASHSEED=str(seed)), check=True).stdout
+            for seed in range(6)}
+    assert seen == {"{'iterator_train__shuffle', 'module__context_channels', "
+                    "'module__dropout'}\n"}

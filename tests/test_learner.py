@@ -228,6 +228,13 @@ def test_save_load_round_trip_without_pickle(tmp_path, phantoms):
         ActiveLearner.load(tmp_path / "n", template)
     assert ActiveLearner.load(tmp_path / "n", template, X_training=X[:20],
                               y_training=y[:20]).n_queries_ == learner.n_queries_
+    # a template of another shape (the network before its context branch existed) is
+    # named, with what to pass
+    other = CNNClassifier(n_classes=3, max_epochs=2, module__context_channels=0)
+    with pytest.raises(ValueError, match="estimator.pt were saved from a network of another "
+                                         "shape.*features.8.weight.*module__context_channels=0"):
+        ActiveLearner.load(tmp_path / "n", other,
+                           X_training=X[:20], y_training=y[:20])
 
 
 def test_loading_a_planted_pickle_runs_no_code(tmp_path, phantoms):

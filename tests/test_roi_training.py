@@ -255,9 +255,10 @@ def test_training_steps_take_the_projected_gradient(phantoms, conflict):
             return total
 
     lr = 0.1
+    # the network without a context branch, whose term and cross-entropy conflict here
     net = Spy(n_classes=3, max_epochs=6, batch_size=32, roi_loss="rank", roi_weight=3.0,
               roi_warmup=0, roi_conflict=conflict, optimizer=torch.optim.SGD, lr=lr,
-              lr_schedule=None, random_state=2)
+              lr_schedule=None, random_state=2, module__context_channels=0)
     net.fit(X, y)  # cross-entropy first: early on the two gradients agree
     net.partial_fit(X, y, roi_masks=M)
     after = [s[0] for s in steps[1:]] + [[p.detach() for p in net.module_.parameters()]]

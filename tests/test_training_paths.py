@@ -82,7 +82,7 @@ def test_to_channels_last_moves_single_channel_conv_weights():
     assert w.is_contiguous(memory_format=CL) and w.stride()[1] != 1  # ambiguous strides
     before = w.detach().clone()
     moved = to_channels_last(net)
-    assert len(moved) == 3
+    assert len(moved) == 4  # three blocks, the last one split in two
     assert all(p.stride()[1] == 1 for p in net.parameters() if p.dim() == 4)
     assert torch.equal(net.features[0].weight, before)
     assert to_channels_last(net) == []  # already there

@@ -130,7 +130,18 @@ def load_net(template, path, attrs):
             value = np.asarray(value)
         setattr(net, name, value)
     net.initialize()
-    net.load_params(f_params=str(path))  # torch.load(weights_only=True) inside skorch
+    try:
+        net.load_params(f_params=str(path))  # torch.load(weights_only=True) inside skorch
+    except RuntimeError as exc:
+        if not any(w in str(exc) for w in ("size mismatch", "Missing key", "Unexpected key")):
+            raise
+        mismatch = [line.strip().rstrip(".") for line in str(exc).splitlines()[1:]
+                    if line.strip()]
+        raise ValueError(
+            f"The weights in {path} were saved from a network of another shape than the "
+            f"template's {type(net.module_).__name__}: {'; '.join(mismatch[:3])}. Pass the "
+            "template the saved network's parameters (a SmallCNN saved before its context "
+            "branch existed needs module__context_channels=0).") from None
     return net
 
 

@@ -36,6 +36,7 @@ from .datasets import (DataLoadError, read_image, read_mask, resize_image, resiz
                        split_mask_field)
 from .labelstudio import label_config, make_task, parse_export, read_label_csv, source_ids
 from .learner import ActiveLearner
+from .modules import DEFAULT_CONTEXT_CHANNELS
 from .roi_loss import resolve_roi_settings, with_legacy_settings
 from .scoring import score_pool
 from .strategies import dual_criterion_sampling, uncertainty_sampling
@@ -175,7 +176,8 @@ class Campaign:
             "classifier": {"max_epochs": int(epochs), "batch_size": int(batch_size),
                            "lr": float(lr), "roi_loss": roi_loss, **roi,
                            "device": device, "precision": precision,
-                           "random_state": int(random_state), **backbone},
+                           "random_state": int(random_state),
+                           **(backbone or {"module__context_channels": DEFAULT_CONTEXT_CHANNELS})},
             "strategy": {"alpha": float(alpha), "uncertainty": "entropy",
                          "alignment": "soft_dice"},
             "random_state": int(random_state), "url_prefix": url_prefix,
@@ -253,9 +255,16 @@ class Campaign:
     def classes(self):
         return list(self.config["classes"])
 
-    def _template(self):
-        # a campaign made before these settings existed trained with them off
+    def _classifier_params(self):
+        # a campaign made before these settings existed trained with them off, and a
+        # SmallCNN campaign made before the context branch existed trained without it
         params = with_legacy_settings(self.config["classifier"])
+        if "module" not in params:
+            params.setdefault("module__context_channels", 0)
+        return params
+
+    def _template(self):
+        params = self._classifier_params()
         if params.get("init_weights"):  # kept relative to the folder, which may move
             params["init_weights"] = str(self.folder / params["init_weights"])
         return CNNClassifier(classes=self.classes, **params)
@@ -283,7 +292,7 @@ class Campaign:
             raise CampaignError(f"The pool has {len(X)} images, fewer than one pretraining "
                                 f"batch of {batch_size}; pass a smaller batch size.")
         template = CNNClassifier(classes=self.classes, **{
-            k: v for k, v in self.config["classifier"].items() if k != "init_weights"})
+            k: v for k, v in self._classifier_params().items() if k != "init_weights"})
         weights = pretrain_encoder(X, module=template, method=method, epochs=epochs,
                                    batch_size=batch_size,
                                    random_state=self.config["random_state"],

@@ -110,7 +110,9 @@ class CNNClassifier(NeuralNetClassifier):
         the ``y`` of the first fit (as scikit-learn classifiers do).
     gradcam_layer : str or None, default=None
         Module path of the layer that Grad-CAM explains (``"features.6"``);
-        None means the last ``Conv2d``/``Conv3d``.
+        None means the layer the network names as ``default_gradcam_layer``
+        (for :class:`~xal_sklearn.SmallCNN` the convolution of the taught
+        block, beside its context branch), else the last ``Conv2d``/``Conv3d``.
     roi_loss : {"dice", "outside", "rank", "counterexample", "rrr"} or None, default=None
         Attention loss on samples with an ROI (see :mod:`xal_sklearn.roi_loss`):
         ``"rank"`` (recommended, ``roi_loss.DEFAULT_ROI_LOSS``) a soft pairwise
@@ -121,9 +123,11 @@ class CNNClassifier(NeuralNetClassifier):
         cross-entropy of the image with its context swapped for another's;
         ``"rrr"`` squared input gradients outside the mask. None trains on
         cross-entropy only.
-    roi_weight : float >= 0, default=3.0
+    roi_weight : float >= 0, default=1.0
         Weight of the attention loss against the cross-entropy (with
         ``roi_balance="ce"``: its size as a share of the cross-entropy's).
+        Chosen with :class:`~xal_sklearn.SmallCNN`'s context branch on
+        validation groups of the brain-MRI set (docs/results.md).
     roi_balance : {"ce", "fixed"}, default="ce"
         ``"ce"`` rescales the attention term at every step so that its value is
         ``roi_weight`` x the batch's cross-entropy (a constant factor, not

@@ -11,7 +11,7 @@ from ._validation import device_problem, resolve_device
 from .alignment import ALIGNMENT_METRICS
 from .classifier import PRECISIONS
 from .finetune import HEAD_INITS
-from .modules import SmallCNN
+from .modules import DEFAULT_CONTEXT_CHANNELS, SmallCNN, context_split
 from .pretrain import DEFAULT_PRETRAIN_EPOCHS, PRETRAIN_METHODS
 from .roi_loss import (DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS, ROI_LOSSES,
                        describe_roi_training, resolve_roi_settings)
@@ -33,8 +33,8 @@ DEMO_NOTE = ("The demo trains on synthetic phantoms whose corner marker agrees w
              "rather than at the marker.")
 
 
-def epochs_or_share(value):
-    """--roi-warmup: whole epochs ('5') or a share of the epochs ('0.5')."""
+def whole_or_share(value):
+    """--roi-warmup, --context-channels: a whole number ('5') or a share ('0.5')."""
     number = float(value)
     return int(number) if number.is_integer() and "." not in value else number
 
@@ -53,7 +53,7 @@ def _roi_options(parser):
     parser.add_argument("--roi-dilation", type=int, default=None,
                         help="cells of the attention grid (pixels for counterexample) by "
                              f"which ROIs are grown (default {defaults['roi_dilation']})")
-    parser.add_argument("--roi-warmup", type=epochs_or_share, default=None,
+    parser.add_argument("--roi-warmup", type=whole_or_share, default=None,
                         help="epochs of cross-entropy only before the attention loss starts, "
                              "or a share of the epochs such as 0.5 (default "
                              f"{defaults['roi_warmup']:g})")
@@ -245,10 +245,12 @@ def _parser():
                           f"(default {DEFAULT_ROI_LOSS}), or of every strategy when none ends "
                           "in +roi (default: cross-entropy only)")
     _roi_options(run)
-    run.add_argument("--context-channels", type=int, default=0,
-                     help="channels of SmallCNN's last block given to a context branch that "
-                          "Grad-CAM, the ROI loss and the misalignment score do not read "
-                          "(0: none, the default; 16 of 64 is what docs/results.md measured)")
+    run.add_argument("--context-channels", type=whole_or_share, default=None,
+                     help="channels of the network's last block (64) given to a context "
+                          "branch that Grad-CAM, the ROI loss and the misalignment score do "
+                          "not read: a number ('16') or a share ('0.25'); 0: no branch, the "
+                          "network before it existed (default: SmallCNN's, "
+                          f"{DEFAULT_CONTEXT_CHANNELS:g} = 16)")
     run.add_argument("--reference", default="random",
                      help="strategy the others are compared with in the report")
     run.add_argument("--pretrain", default=None, choices=PRETRAIN_METHODS,
@@ -433,12 +435,16 @@ def _check_run_args(args):
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.image_size is not None and args.image_size < 8:
         parser.error("--image-size must be >= 8")
-    net = SmallCNN()
-    last = net.get_submodule(net.default_gradcam_layer).out_channels  # the last block's
-    if not 0 <= args.context_channels < last:
-        parser.error(f"--context-channels must be from 0 to {last - 1} (the network's last "
-                     f"block has {last} channels and Grad-CAM reads at least one); got "
-                     f"{args.context_channels}")
+    if args.context_channels is None:
+        args.context_channels = DEFAULT_CONTEXT_CHANNELS
+    plain = SmallCNN(context_channels=0)
+    last = plain.get_submodule(plain.default_gradcam_layer).out_channels  # the last block's
+    try:
+        args.context_channels = context_split(args.context_channels, last)
+    except ValueError:
+        parser.error(f"--context-channels must be a number of channels from 0 to {last - 1} "
+                     f"(the network's last block has {last} and Grad-CAM reads at least one) "
+                     f"or a share in [0, 1); got {args.context_channels}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         parser.error(f"--lr must be a positive number, got {args.lr}")
     try:  # the classifier's own checks, in the CLI's words
@@ -487,8 +493,7 @@ def _run(args):
                         device=args.device,
                         precision=args.precision,
                         head_init=args.head_init or ("probe" if args.pretrain else "random"),
-                        **({"module__context_channels": args.context_channels}
-                           if args.context_channels else {}))
+                        module__context_channels=args.context_channels)
     note = None
     if args.shortcut:
         note = (f"The pool carries a spurious feature: {dataset.shortcut.description}; it "
@@ -506,7 +511,7 @@ def _run(args):
              "cross-entropy only")
           + f" in {args.precision}"
           + (f", a SmallCNN with a {args.context_channels}-channel context branch"
-             if args.context_channels else "")
+             if args.context_channels else ", a SmallCNN without a context branch")
           + (f", from a {args.pretrain} warm start ({args.pretrain_epochs} epochs per seed)"
              if args.pretrain else "")
           + (", each head started from a linear probe" if net.head_init == "probe" else "")

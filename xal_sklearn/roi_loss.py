@@ -44,9 +44,11 @@ every loss and data set (a fixed weight of 0.1 was effectively zero on brain MRI
 and (``roi_conflict="separate"``) its gradient loses the part that would raise the
 cross-entropy (:func:`project_conflict`) and is applied after the optimizer's step on
 the cross-entropy alone (:func:`step_term_apart`), so that under Adam it does not slow
-the cross-entropy's steps. The defaults ``roi_weight=1.5``, ``roi_dilation=2``,
+the cross-entropy's steps. The defaults ``roi_weight=1.0``, ``roi_dilation=2``,
 ``roi_warmup=0.4`` with ``"rank"`` were chosen on validation groups of brain MRI
-(docs/results.md).
+(docs/results.md), with :class:`~xal_sklearn.SmallCNN`'s context branch, which
+leaves a quarter of the last block's channels to the cross-entropy so that the
+term does not take the tumour's surroundings away from the classifier.
 
 Masks of any resolution with the images' aspect ratio are brought to the
 attention grid by area averaging (a cell's value is the share of its pixels in
@@ -217,7 +219,7 @@ def step_term_apart(optimizer, term_grads):
 #: :class:`~xal_sklearn.CNNClassifier`'s defaults for the attention-loss settings, chosen
 #: with ``"rank"`` on validation groups of the brain-MRI training split (docs/results.md);
 #: the CLI and campaigns fill the settings a user leaves out from here.
-ROI_DEFAULTS = {"roi_weight": 1.5, "roi_balance": "ce", "roi_dilation": 2, "roi_warmup": 0.4,
+ROI_DEFAULTS = {"roi_weight": 1.0, "roi_balance": "ce", "roi_dilation": 2, "roi_warmup": 0.4,
                 "roi_conflict": "separate"}
 
 #: What a model of an earlier version, whose records lack these settings, trained with

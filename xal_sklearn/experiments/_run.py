@@ -81,7 +81,10 @@ def _qualname(func):
 
 
 def _stable_repr(value):
-    # object reprs carry memory addresses, which differ from run to run
+    # object reprs carry memory addresses, which differ from run to run, and a set's
+    # order changes with the process's string hashing (skorch's _params_to_validate)
+    if isinstance(value, (set, frozenset)) and value:
+        return "{" + ", ".join(sorted(_stable_repr(v) for v in value)) + "}"
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
@@ -131,7 +134,7 @@ _OPTIMIZERS = {"Adam": torch.optim.Adam, "SGD": torch.optim.SGD, "AdamW": torch.
 def _template(estimator):
     """JSON form of a CNNClassifier with its default module, to rebuild it from config."""
     from ..classifier import CNNClassifier
-    from ..modules import SmallCNN
+    from ..modules import DEFAULT_CONTEXT_CHANNELS, SmallCNN
 
     if type(estimator) is not CNNClassifier or estimator.module is not SmallCNN:
         return None
@@ -148,6 +151,9 @@ def _template(estimator):
             if params[k] is not defaults.get(k)}
     if rest:
         return None  # e.g. callback objects or another iterator class: not JSON
+    # recorded even at its default, which has changed (0 before the branch existed): a
+    # folder of the old network then has another hash and is never resumed with the new
+    simple.setdefault("module__context_channels", DEFAULT_CONTEXT_CHANNELS)
     return dict(simple, optimizer=params["optimizer"].__name__)
 
 
@@ -166,6 +172,7 @@ def estimator_template(config, strategy=None):
         config["strategies"][strategy].get("estimator_params", {})
     # recorded before these parameters existed
     template = with_legacy_settings(template, ("roi_balance", "roi_conflict"))
+    template = {"module__context_channels": 0, **template}  # before SmallCNN had the branch
     return CNNClassifier(**dict(template, optimizer=_OPTIMIZERS[template["optimizer"]],
                                 **params))
 
