@@ -123,7 +123,10 @@ class SmallCNN(nn.Module):
     default ROI loss it kept accuracy within about a point of cross-entropy
     training on plain MRI while the taught map moved onto the tumour, and kept
     the gain of ROI training on MRI with an injected shortcut, where a wider
-    context branch learnt the shortcut instead. ``context_channels=0`` is the
+    context branch learnt the shortcut instead. In active learning with a
+    shortcut in the image's border the branch could still read it: there the ROI
+    loss cost 1.3 points on top of dual selection, where the network without the
+    branch gained 1.5 (docs/results.md). ``context_channels=0`` is the
     network from before the branch existed (weights saved from it load only
     into it; results folders and campaigns that recorded none rebuild it).
 
