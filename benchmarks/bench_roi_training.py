@@ -23,6 +23,7 @@ from scipy import stats
 
 from xal_sklearn import CNNClassifier, score_pool
 from xal_sklearn.alignment import chance_alignment, mass_in_roi, roi_auc
+from xal_sklearn.cli import whole_or_share
 from xal_sklearn.datasets import (group_train_test_split, load_brain_tumor_figshare,
                                   make_lesion_phantoms)
 
@@ -72,7 +73,7 @@ def main():
     p.add_argument("--ctx-width", type=int, default=None,
                    help="with --two-branch: 48 taught channels and this many free ones "
                         "(default: 32 and 32)")
-    p.add_argument("--context-channels", type=float, default=None,
+    p.add_argument("--context-channels", type=whole_or_share, default=None,
                    help="SmallCNN's context_channels (default the package's; 0: the network "
                         "the results before 2026-12-05 were measured with)")
     args = p.parse_args()
@@ -80,8 +81,7 @@ def main():
         p.error("--context-channels is SmallCNN's; --two-branch uses another network")
     module = {}
     if args.context_channels is not None:
-        c = args.context_channels
-        module["module__context_channels"] = int(c) if c.is_integer() else c
+        module["module__context_channels"] = args.context_channels
     if args.two_branch:
         from probe_roi_settings import TwoBranchCNN  # an experiment, not in the package
         module = {"module": TwoBranchCNN}

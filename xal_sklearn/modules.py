@@ -196,10 +196,12 @@ class SmallCNN(nn.Module):
     def forward(self, x):
         if self.context is None:
             return self.classifier(self.features(x))
-        for layer in self.features[:self._trunk_end]:
+        for i, layer in enumerate(self.features):
+            if i == self._trunk_end:
+                trunk = x  # what the last block and the context branch both read
             x = layer(x)
-        taught = self.features[self._trunk_end:](x)
+        taught = x
         # pooled before they are joined: the same logits as pooling the joined maps,
         # without copying them (and their gradients keep the channels-last layout)
         pool = self.classifier[0]
-        return self.classifier(torch.cat([pool(taught), pool(self.context(x))], dim=1))
+        return self.classifier(torch.cat([pool(taught), pool(self.context(trunk))], dim=1))
