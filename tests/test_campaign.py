@@ -466,6 +466,46 @@ def test_cli_query_prints_the_notes(tmp_path, scans, capsys):
     assert "Note: Asked for 5 images, got 4" in out
 
 
+def test_context_channels_are_chosen_at_init_and_refused_when_they_cannot_apply(
+        tmp_path, scans, capsys):
+    from xal_sklearn.cli import main
+
+    root, truth = scans
+    # the CLI's number reaches the network every round trains (8 channels, not the default 16)
+    study = tmp_path / "study"
+    assert main(["campaign", "init", str(study), "--images", str(root), "--manifest",
+                 str(root / "manifest.csv"), "--classes", ",".join(CLASSES),
+                 "--image-size", "32", "--epochs", "1", "--context-channels", "8"]) == 0
+    c = Campaign.open(study)
+    assert c.config["classifier"]["module__context_channels"] == 8
+    first = c.query(6)
+    _fill_csv(c, first["batch"], truth, tmp_path / "a.csv")
+    c.import_labels(tmp_path / "a.csv")
+    module = Campaign.open(study).learner().estimator_.module_
+    assert module.context[0].out_channels == 8 and module.classifier[-1].in_features == 64
+    # 0: the network without a branch; a share is kept as the share
+    assert _new(tmp_path / "none", scans, context_channels=0)._template().get_params()[
+        "module__context_channels"] == 0
+    assert _new(tmp_path / "share", scans, context_channels=0.5).config["classifier"][
+        "module__context_channels"] == 0.5
+    # refusals name the problem, and nothing is created
+    for bad, match in ((64, "from 0 to n_filters\\[-1\\] - 1 = 63"), (1.0, "share"),
+                       (-1, "whole number"), (True, "got True")):
+        with pytest.raises(CampaignError, match=match):
+            _new(tmp_path / "bad", scans, context_channels=bad)
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(CampaignError, match="backbone \\(resnet18\\) has no context branch"):
+        _new(tmp_path / "bad", scans, module="resnet18", context_channels=8)
+    assert not (tmp_path / "bad").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["campaign", "init", str(tmp_path / "bad"), "--images", str(root),
+              "--classes", ",".join(CLASSES), "--context-channels", "70"])
+    assert "--context-channels must be a number of channels from 0 to 63" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_every_bad_row_is_listed_with_near_misses(tmp_path, scans):
     c = _new(tmp_path, scans)
     c.query(6)

@@ -36,7 +36,7 @@ from .datasets import (DataLoadError, read_image, read_mask, resize_image, resiz
                        split_mask_field)
 from .labelstudio import label_config, make_task, parse_export, read_label_csv, source_ids
 from .learner import ActiveLearner
-from .modules import DEFAULT_CONTEXT_CHANNELS
+from .modules import DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS, context_split
 from .roi_loss import resolve_roi_settings, with_legacy_settings
 from .scoring import score_pool
 from .strategies import dual_criterion_sampling, uncertainty_sampling
@@ -103,7 +103,8 @@ class Campaign:
                roi_loss=None, roi_weight=None, roi_balance=None, roi_dilation=None,
                roi_warmup=None, roi_conflict=None, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
                device="cpu", precision="float32", random_state=0, module=None,
-               module_weights=None, url_prefix="/data/local-files/?d=", document_root="/"):
+               module_weights=None, context_channels=None, url_prefix="/data/local-files/?d=",
+               document_root="/"):
         """Start a campaign in ``folder`` over the images under ``images``.
 
         Parameters
@@ -136,6 +137,10 @@ class Campaign:
             A torchvision backbone by name (see :mod:`xal_sklearn.backbones`)
             instead of :class:`~xal_sklearn.SmallCNN`; ``module_weights`` a local
             ImageNet state dict for it (stored as an absolute path).
+        context_channels : int or float, optional
+            Channels of :class:`~xal_sklearn.SmallCNN`'s last block given to its
+            context branch (a number, or a share in [0, 1); ``0``: no branch);
+            default: SmallCNN's. Written into the configuration; not with ``module``.
         url_prefix, document_root : str
             Task image URLs are ``url_prefix`` + the file's path relative to
             ``document_root``; the default suits Label Studio's local-file serving
@@ -151,20 +156,30 @@ class Campaign:
         if len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes):
             raise CampaignError(f"classes must be 2 or more distinct names, got {classes}.")
         check_device(device)
-        backbone = {}
-        if module is not None:
+        if module is not None:  # a torchvision backbone
             from .backbones import BACKBONES
 
             if module not in BACKBONES:
                 raise CampaignError(f"Unknown backbone {module!r}; choose one of "
                                     f"{', '.join(BACKBONES)}.")
-            backbone["module"] = module
+            if context_channels is not None:
+                raise CampaignError("context_channels is a setting of the SmallCNN; a "
+                                    f"backbone ({module}) has no context branch.")
+            network = {"module": module}
             if module_weights is not None:
                 if not Path(module_weights).is_file():
                     raise CampaignError(f"module_weights: no file at {module_weights}.")
-                backbone["module__weights"] = str(Path(module_weights).resolve())
-        elif module_weights is not None:
-            raise CampaignError("module_weights needs module (a backbone name).")
+                network["module__weights"] = str(Path(module_weights).resolve())
+        else:  # the SmallCNN
+            if module_weights is not None:
+                raise CampaignError("module_weights needs module (a backbone name).")
+            if context_channels is None:
+                context_channels = DEFAULT_CONTEXT_CHANNELS
+            try:
+                context_split(context_channels, DEFAULT_N_FILTERS[-1])
+            except ValueError as exc:
+                raise CampaignError(str(exc)) from None
+            network = {"module__context_channels": context_channels}
         images_, masks, manifest_ids = cls._list_pool(root, manifest, folder)
         given = {"roi_weight": roi_weight, "roi_balance": roi_balance,
                  "roi_dilation": roi_dilation, "roi_warmup": roi_warmup,
@@ -177,7 +192,7 @@ class Campaign:
                            "lr": float(lr), "roi_loss": roi_loss, **roi,
                            "device": device, "precision": precision,
                            "random_state": int(random_state),
-                           **(backbone or {"module__context_channels": DEFAULT_CONTEXT_CHANNELS})},
+                           **network},
             "strategy": {"alpha": float(alpha), "uncertainty": "entropy",
                          "alignment": "soft_dice"},
             "random_state": int(random_state), "url_prefix": url_prefix,

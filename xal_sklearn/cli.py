@@ -11,7 +11,7 @@ from ._validation import device_problem, resolve_device
 from .alignment import ALIGNMENT_METRICS
 from .classifier import PRECISIONS
 from .finetune import HEAD_INITS
-from .modules import DEFAULT_CONTEXT_CHANNELS, SmallCNN, context_split
+from .modules import DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS, context_split
 from .pretrain import DEFAULT_PRETRAIN_EPOCHS, PRETRAIN_METHODS
 from .roi_loss import (DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS, ROI_LOSSES,
                        describe_roi_training, resolve_roi_settings)
@@ -63,6 +63,30 @@ def _roi_options(parser):
                              "after the optimizer's step on the cross-entropy alone, scaled "
                              "by its second moment; sum: plain backpropagation of the "
                              f"sum (default {defaults['roi_conflict']})")
+
+
+def _context_option(parser):
+    last = DEFAULT_N_FILTERS[-1]
+    parser.add_argument("--context-channels", type=whole_or_share, default=None,
+                        help=f"channels of the network's last block ({last}) given to a "
+                             "context branch that Grad-CAM, the ROI loss and the misalignment "
+                             "score do not read: a number ('16') or a share ('0.25'); 0: no "
+                             "branch, the network before it existed (default: SmallCNN's, "
+                             f"{DEFAULT_CONTEXT_CHANNELS:g} = "
+                             f"{context_split(DEFAULT_CONTEXT_CHANNELS, last)})")
+
+
+def _context_channels(args):
+    """--context-channels as a number of channels (left out: SmallCNN's default)."""
+    value = DEFAULT_CONTEXT_CHANNELS if args.context_channels is None else args.context_channels
+    last = DEFAULT_N_FILTERS[-1]
+    try:
+        return context_split(value, last)
+    except ValueError:
+        args.subparser.error(
+            f"--context-channels must be a number of channels from 0 to {last - 1} (the "
+            f"network's last block has {last} and Grad-CAM reads at least one) or a share in "
+            f"[0, 1); got {value}")
 
 
 def _roi_settings(args):
@@ -245,12 +269,7 @@ def _parser():
                           f"(default {DEFAULT_ROI_LOSS}), or of every strategy when none ends "
                           "in +roi (default: cross-entropy only)")
     _roi_options(run)
-    run.add_argument("--context-channels", type=whole_or_share, default=None,
-                     help="channels of the network's last block (64) given to a context "
-                          "branch that Grad-CAM, the ROI loss and the misalignment score do "
-                          "not read: a number ('16') or a share ('0.25'); 0: no branch, the "
-                          "network before it existed (default: SmallCNN's, "
-                          f"{DEFAULT_CONTEXT_CHANNELS:g} = 16)")
+    _context_option(run)
     run.add_argument("--reference", default="random",
                      help="strategy the others are compared with in the report")
     run.add_argument("--pretrain", default=None, choices=PRETRAIN_METHODS,
@@ -334,6 +353,7 @@ def _parser():
                            "efficientnet_b0) instead of the small CNN; needs the backbones extra")
     init.add_argument("--module-weights", default=None,
                       help="local ImageNet state dict for --module (never downloaded)")
+    _context_option(init)
     init.add_argument("--url-prefix", default="/data/local-files/?d=",
                       help="prefix of image URLs in tasks.json")
     init.add_argument("--document-root", default="/",
@@ -377,6 +397,8 @@ def _campaign(args):
                             alpha=args.alpha, epochs=args.epochs, device=args.device,
                             precision=args.precision, random_state=args.seed,
                             module=args.module, module_weights=args.module_weights,
+                            context_channels=(None if args.context_channels is None
+                                              else _context_channels(args)),
                             url_prefix=args.url_prefix, document_root=args.document_root)
         print(f"Campaign created in {args.folder}: {len(c.pool['images'])} pool images, "
               f"classes {', '.join(c.classes)}.")
@@ -435,16 +457,7 @@ def _check_run_args(args):
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.image_size is not None and args.image_size < 8:
         parser.error("--image-size must be >= 8")
-    if args.context_channels is None:
-        args.context_channels = DEFAULT_CONTEXT_CHANNELS
-    plain = SmallCNN(context_channels=0)
-    last = plain.get_submodule(plain.default_gradcam_layer).out_channels  # the last block's
-    try:
-        args.context_channels = context_split(args.context_channels, last)
-    except ValueError:
-        parser.error(f"--context-channels must be a number of channels from 0 to {last - 1} "
-                     f"(the network's last block has {last} and Grad-CAM reads at least one) "
-                     f"or a share in [0, 1); got {args.context_channels}")
+    args.context_channels = _context_channels(args)
     if not (math.isfinite(args.lr) and args.lr > 0):
         parser.error(f"--lr must be a positive number, got {args.lr}")
     try:  # the classifier's own checks, in the CLI's words

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-__all__ = ["CPU_CHUNK_SIZE", "DEFAULT_CONTEXT_CHANNELS", "GlobalAvgPool2d", "SmallCNN",
+__all__ = ["CPU_CHUNK_SIZE", "DEFAULT_CONTEXT_CHANNELS", "DEFAULT_N_FILTERS", "GlobalAvgPool2d",
+           "SmallCNN",
            "channels_last_weights", "context_split", "to_channels_last"]
 
 #: Inference on the CPU (scoring, embeddings) runs batches in chunks of this many images
@@ -18,6 +19,10 @@ CPU_CHUNK_SIZE = 16
 #: 64). It was 0 before the branch existed; records of results folders and campaigns name
 #: it, so a record without it is the old network.
 DEFAULT_CONTEXT_CHANNELS = 0.25
+
+#: :class:`SmallCNN`'s default ``n_filters`` (the widths of its blocks); the CLI and
+#: campaigns, which build it with these, check ``context_channels`` against the last.
+DEFAULT_N_FILTERS = (16, 32, 64)
 
 
 def context_split(context_channels, last_width):
@@ -160,7 +165,7 @@ class SmallCNN(nn.Module):
         scoring and the ROI loss when no layer is given).
     """
 
-    def __init__(self, in_channels=1, n_classes=2, n_filters=(16, 32, 64), dropout=0.0,
+    def __init__(self, in_channels=1, n_classes=2, n_filters=DEFAULT_N_FILTERS, dropout=0.0,
                  context_channels=DEFAULT_CONTEXT_CHANNELS):
         super().__init__()
         n_filters = tuple(n_filters)
