@@ -23,7 +23,8 @@ from xal_sklearn import CNNClassifier, roi_loss, score_pool
 from xal_sklearn.alignment import alignment_t
 from xal_sklearn.datasets import (add_shortcut, group_train_test_split,
                                   load_brain_tumor_figshare)
-from xal_sklearn.roi_loss import (LEGACY_ROI_SETTINGS, masks_to_grid, roi_loss_term,
+from xal_sklearn.roi_loss import (LEGACY_ROI_SETTINGS, balanced_term, masks_to_grid,
+                                  roi_loss_term,
                                   split_gradients)
 
 
@@ -179,6 +180,50 @@ class MaskedWarmup(CNNClassifier):
             keep = torch.where(has.view(-1, *[1] * (x.dim() - 1)), keep, torch.ones_like(keep))
             batch = (dict(Xi, x=x * keep), yi)
         return super().train_step_single(batch, **fit_params)
+
+
+class ContextNear(CNNClassifier):
+    """The package's network and attention term, plus a term on the context branch's own
+    Grad-CAM (``module_.context[0]``, as the taught block's is read at its convolution):
+    ``probe_ctx_loss`` (default ``"outside"``: the map's mass outside the ROI grown by
+    ``probe_ctx_dilation`` cells) weighed by ``probe_ctx_weight`` as the package weighs
+    its own term (``roi_balance``). The branch may read the tumour and its surroundings,
+    the ring the figshare authors found informative, but not what lies far from it: a
+    frame on the image's edge is not context. It takes the package's path for the term
+    (projected, and ``"separate"`` included), so both terms step apart together."""
+
+    def __init__(self, *args, probe_ctx_dilation=4, probe_ctx_weight=1.0,
+                 probe_ctx_loss="outside", **kw):
+        super().__init__(*args, **kw)
+        self.probe_ctx_dilation = probe_ctx_dilation
+        self.probe_ctx_weight = probe_ctx_weight
+        self.probe_ctx_loss = probe_ctx_loss
+
+    def train_step_single(self, batch, **fit_params):
+        seen = self._ctx_seen = {}
+
+        def keep(module, inputs, output):
+            seen["A"] = output
+            return output.clone()  # as the package keeps the taught block's
+
+        handle = self.module_.context[0].register_forward_hook(keep)
+        try:
+            return super().train_step_single(batch, **fit_params)
+        finally:
+            handle.remove()
+            self._ctx_seen = None
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        seen = getattr(self, "_ctx_seen", None)
+        if not (training and isinstance(X, dict) and "activations" in X and seen):
+            return loss
+        ce = super(CNNClassifier, self).get_loss(y_pred, y_true, X=X, training=training)
+        term = roi_loss_term(self.probe_ctx_loss, x=X["x"], logits=y_pred,
+                             activations=seen["A"], target=y_true.long(),
+                             masks=X["roi"], has_roi=X["has_roi"],
+                             dilation=self.probe_ctx_dilation)
+        return loss + balanced_term(term, ce, float(self.probe_ctx_weight), self.roi_balance)
 
 
 class TwoBranchCNN(torch.nn.Module):
@@ -540,6 +585,13 @@ CONFIGS = {  # name -> CNNClassifier parameters (cls: the estimator class)
                                 **separate(1.0)) for c in (8, 16)},
     **{f"two16-sep-w{w}": dict(module=TwoBranchCNN, module__width=48, module__ctx_width=16,
                                **separate(w)) for w in (1.5, 2.0)},
+    # the package's network (16-channel context branch) at the fourth defaults, and with
+    # its context branch kept near the ROI (ContextNear): ctxnear{cells}-w{weight}
+    "ctx16-ce": dict(module__context_channels=16),
+    "ctx16-sep-w1.0": dict(module__context_channels=16, **separate(1.0)),
+    **{f"ctxnear{d}-w{cw}": dict(cls=ContextNear, module__context_channels=16,
+                                 probe_ctx_dilation=d, probe_ctx_weight=cw, **separate(1.0))
+       for d in (2, 3, 5) for cw in (0.5, 1.0, 2.0)},
 }
 
 
@@ -562,6 +614,7 @@ def labelled_set(data, fit_part, seed, disagree=None, n=570):
 def evaluate(data, name, seeds, shortcut=None, disagree=None):
     cfg = dict(OLD_DEFAULTS, **CONFIGS[name])
     if "module" not in cfg:  # SmallCNN as these configs were measured: without the branch
+        # (unless they name it)
         cfg.setdefault("module__context_channels", 0)
     cls = cfg.pop("cls", CNNClassifier)
     accs, aucs, start = [], [], time.time()
