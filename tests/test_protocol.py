@@ -74,6 +74,13 @@ def test_explicit_test_set_is_never_queried_nor_mixed_with_the_pool(shifted, tmp
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["test_set"]["n_samples"] == 30
     assert 0 <= final["accuracy"] <= 1 and final["n_labelled"] == 30
+    # with a test set the pool needs no groups (a pool of one split's images), and the
+    # run is the same
+    no_groups = {k: v for k, v in pool.items() if k != "groups"}
+    again = run_experiment(net, no_groups, {"dual": (dual_criterion_sampling, {"alpha": 0.3})},
+                           initial_size=10, query_size=10, budget=30, seeds=[0], test_set=test,
+                           out_dir=tmp_path / "r2")
+    np.testing.assert_array_equal(again["accuracy"], table["accuracy"])
 
 
 @pytest.mark.parametrize("change, message", [

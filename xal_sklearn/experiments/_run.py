@@ -97,7 +97,8 @@ def _jsonable(value):
 def _fingerprint(dataset):
     h = hashlib.sha256()
     for key in ("y", "groups", "roi_available"):
-        h.update(np.ascontiguousarray(np.asarray(dataset[key]).astype(str)).tobytes())
+        if key in dataset:  # with an explicit test set, groups are not needed
+            h.update(np.ascontiguousarray(np.asarray(dataset[key]).astype(str)).tobytes())
     X = np.asarray(dataset["X"])
     h.update(str(X.shape).encode())
     h.update(np.ascontiguousarray(X[:: max(1, len(X) // 64)]).tobytes())  # a sample of images
