@@ -34,6 +34,7 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+from sklearn.utils import Bunch
 
 from xal_sklearn import CNNClassifier, dual_criterion_sampling, random_sampling
 from xal_sklearn.datasets import add_shortcut, group_train_test_split, load_brain_tumor_figshare
@@ -86,9 +87,8 @@ def main():
         if args.shortcut:
             data = add_shortcut(clean, args.shortcut, 0.9, test_idx=val, random_state=seed)
         take = ("X", "y", "roi_masks", "roi_available")
-        pool_set = data.__class__(**{k: data[k][pool] for k in take},
-                                  target_names=data.target_names)
-        val_set = data.__class__(**{k: data[k][val] for k in take})
+        pool_set = Bunch(**{k: data[k][pool] for k in take}, target_names=data.target_names)
+        val_set = Bunch(**{k: data[k][val] for k in take})
         net = CNNClassifier(n_classes=3, max_epochs=args.epochs)
         table = run_experiment(net, pool_set, arms, initial_size=90, query_size=60,
                                budget=args.budget, seeds=[seed], test_set=val_set,

@@ -24,8 +24,7 @@ from xal_sklearn.alignment import alignment_t
 from xal_sklearn.datasets import (add_shortcut, group_train_test_split,
                                   load_brain_tumor_figshare)
 from xal_sklearn.roi_loss import (LEGACY_ROI_SETTINGS, balanced_term, masks_to_grid,
-                                  roi_loss_term,
-                                  split_gradients)
+                                  roi_loss_term, split_gradients)
 
 
 class Normalised(CNNClassifier):
@@ -613,8 +612,7 @@ def labelled_set(data, fit_part, seed, disagree=None, n=570):
 
 def evaluate(data, name, seeds, shortcut=None, disagree=None):
     cfg = dict(OLD_DEFAULTS, **CONFIGS[name])
-    if "module" not in cfg:  # SmallCNN as these configs were measured: without the branch
-        # (unless they name it)
+    if "module" not in cfg:  # SmallCNN as measured: without the branch unless a config names it
         cfg.setdefault("module__context_channels", 0)
     cls = cfg.pop("cls", CNNClassifier)
     accs, aucs, start = [], [], time.time()

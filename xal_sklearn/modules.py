@@ -7,8 +7,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 __all__ = ["CPU_CHUNK_SIZE", "DEFAULT_CONTEXT_CHANNELS", "DEFAULT_N_FILTERS", "GlobalAvgPool2d",
-           "SmallCNN",
-           "channels_last_weights", "context_split", "to_channels_last"]
+           "SmallCNN", "channels_last_weights", "context_split", "to_channels_last"]
 
 #: Inference on the CPU (scoring, embeddings) runs batches in chunks of this many images
 #: with 2-D conv weights in channels-last layout: activations then stay in cache, which
