@@ -3,14 +3,18 @@
 Usage (the commands of docs/results.md, "A warm start from the pool")::
 
     python benchmarks/warm_start_pairs.py SCRATCH_FOLDER WARM_FOLDER \
-        [--arm "WARM NAME" OTHER_SCRATCH_FOLDER "SCRATCH NAME" ...]
+        [--arm "WARM NAME" OTHER_SCRATCH_FOLDER "SCRATCH NAME" ...] [--names A B]
 
 Both folders must share data, seeds and protocol (same seed = same split and initial
-labelled set). ``--arm`` takes one warm strategy's from-scratch reference from another
+labelled set); only the seeds both hold are paired (and summarised), so a 3-seed run
+pairs with the first 3 seeds of a 5-seed one. ``--names`` renames the two sides
+(default ``scratch warm``), for other pairs of the same protocol, such as 64 px
+against 128 px (docs/results.md, "The warm start at 128 px"). ``--arm`` takes one warm strategy's from-scratch reference from another
 results folder of the same protocol, under another name (the full method trained with
 the current ROI-loss defaults lives in ``docs/results/roi_rank/plain`` as
 ``dual a=0.3``). Prints accuracy and roi_auc at the final budget, ALC, and per strategy the
-paired difference warm - scratch (95 % bootstrap interval, Wilcoxon p).
+paired difference warm - scratch (95 % bootstrap interval, Wilcoxon p) and its value on
+each seed at the final budget.
 """
 
 import argparse
@@ -25,7 +29,8 @@ def _cell(row):
             f"p {row.p_wilcoxon:.3f} {row.verdict}")
 
 
-def main(scratch_folder, warm_folder, arms=()):
+def main(scratch_folder, warm_folder, arms=(), labels=("scratch", "warm")):
+    first, second = labels
     warm = load_results(warm_folder)
     names = [n for n in dict.fromkeys(warm.strategy)]
     scratch = load_results(scratch_folder)
@@ -37,8 +42,20 @@ def main(scratch_folder, warm_folder, arms=()):
             raise SystemExit(f"{folder} has no strategy {other!r}")
         scratch = pd.concat([scratch[scratch.strategy != name], extra], ignore_index=True)
     names = [n for n in names if n in set(scratch.strategy)]
-    both = pd.concat([scratch, warm.assign(strategy=warm.strategy + " (warm)")],
+    if not names:
+        raise SystemExit(f"{scratch_folder} and {warm_folder} share no strategy "
+                         f"({sorted(set(warm.strategy))} in the second); see --arm")
+    seeds = sorted(set(scratch.seed) & set(warm.seed))
+    print(f"paired seeds: {seeds}")
+    both = pd.concat([scratch, warm.assign(strategy=warm.strategy + f" ({second})")],
                      ignore_index=True)
+    both = both[both.seed.isin(seeds)]
+    reached = both.groupby(["strategy", "seed"]).n_labelled.transform("max")
+    unfinished = both[reached < both.n_labelled.max()][["strategy", "seed"]].drop_duplicates()
+    if len(unfinished):  # a run still going: its last round is not the final budget
+        print("left out, not at the final budget yet: "
+              + ", ".join(f"{r.strategy} seed {r.seed}" for r in unfinished.itertuples()))
+        both = both[reached == both.n_labelled.max()]
     final = both[both.n_labelled == both.n_labelled.max()]
     print(final.groupby("strategy")[["accuracy", "attention_roi_auc"]]
           .agg(["mean", "std"]).round(3))
@@ -47,8 +64,12 @@ def main(scratch_folder, warm_folder, arms=()):
     for name in names:
         for summary in ("final", "alc"):
             table = paired_comparison(both, reference=name, summary=summary)
-            print(f"{name}: warm - scratch ({summary}): "
-                  + _cell(table.set_index("strategy").loc[name + " (warm)"]))
+            print(f"{name}: {second} - {first} ({summary}): "
+                  + _cell(table.set_index("strategy").loc[f"{name} ({second})"]))
+        per_seed = final.pivot_table(index="seed", columns="strategy", values="accuracy")
+        diff = (per_seed[f"{name} ({second})"] - per_seed[name]).dropna()
+        print(f"{name}: {second} - {first} per seed (final, points): "
+              + ", ".join(f"{100 * d:+.1f}" for d in diff))
 
 
 if __name__ == "__main__":
@@ -58,5 +79,7 @@ if __name__ == "__main__":
     p.add_argument("--arm", action="append", default=[], nargs=3,
                    metavar=("WARM_NAME", "FOLDER", "SCRATCH_NAME"),
                    help="take WARM_NAME's from-scratch reference from FOLDER's SCRATCH_NAME")
+    p.add_argument("--names", nargs=2, default=("scratch", "warm"), metavar=("A", "B"),
+                   help="what to call the two folders in the printout (default: scratch warm)")
     args = p.parse_args()
-    main(args.scratch, args.warm, args.arm)
+    main(args.scratch, args.warm, args.arm, tuple(args.names))
