@@ -7,7 +7,8 @@ Usage (the commands of docs/results.md, "A warm start from the pool")::
 
 Both folders must share data, seeds and protocol (same seed = same split and initial
 labelled set); only the seeds both hold are paired (and summarised), so a 3-seed run
-pairs with the first 3 seeds of a 5-seed one. ``--names`` renames the two sides
+pairs with the first 3 seeds of a 5-seed one, and a run still going (not at the final
+budget) is left out with its seed, as the printout says. ``--names`` renames the two sides
 (default ``scratch warm``), for other pairs of the same protocol, such as 64 px
 against 128 px (docs/results.md, "The warm start at 128 px"). ``--arm`` takes one warm strategy's from-scratch reference from another
 results folder of the same protocol, under another name (the full method trained with
@@ -56,6 +57,9 @@ def main(scratch_folder, warm_folder, arms=(), labels=("scratch", "warm")):
         print("left out, not at the final budget yet: "
               + ", ".join(f"{r.strategy} seed {r.seed}" for r in unfinished.itertuples()))
         both = both[reached == both.n_labelled.max()]
+        every = set.intersection(*(set(g.seed) for _, g in both.groupby("strategy")))
+        both = both[both.seed.isin(every)]  # the means over the same seeds on both sides
+        print(f"seeds every arm finished: {sorted(every)}")
     final = both[both.n_labelled == both.n_labelled.max()]
     print(final.groupby("strategy")[["accuracy", "attention_roi_auc"]]
           .agg(["mean", "std"]).round(3))
