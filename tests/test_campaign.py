@@ -591,3 +591,70 @@ def test_roi_settings_are_pinned_in_the_config_and_old_campaigns_keep_theirs(tmp
     # the network's context branch likewise: pinned at creation, absent = made without one
     assert c._template().get_params()["module__context_channels"] == 0.25
     assert old.get_params()["module__context_channels"] == 0
+
+
+def test_second_round_ranks_by_the_rois_the_model_draws(tmp_path, scans, capsys):
+    """A pool with no ROIs: once the expert drew some, the ROI model draws the pool's."""
+    from xal_sklearn.cli import main
+
+    root, truth = scans
+    with open(tmp_path / "images.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["image"]] + [[name] for name in sorted(truth)])
+    c = Campaign.create(tmp_path / "study", root, CLASSES, manifest=tmp_path / "images.csv",
+                        image_size=32, epochs=2, document_root=tmp_path, roi_loss="rank")
+    assert c.config["strategy"]["name"] == "dual" and c.config["roi_model"]["threshold"] == 0.4
+    assert "ROI model: not trained yet" in c.summary()
+    first = c.query(12)
+    _fill_csv(c, first["batch"], truth, tmp_path / "a.csv")
+    c.import_labels(tmp_path / "a.csv")
+    again = Campaign.open(c.folder)
+    quality = again.status()["roi_model"]
+    assert quality["n"] == 12 and quality["folds"] == 3 and 0 <= quality["dice"] <= 1
+    assert quality["roi_auc"] > 0.5
+    assert "3-fold cross-validated on the 12 labelled images with an ROI" in again.summary()
+    second = again.query(5)
+    assert "drawn by the ROI model" in second["method"]
+    meta = json.loads((again.folder / "batches" / "002" / "batch.json").read_text())
+    logged = [img["roi_source"] for img in meta["images"]]
+    assert set(logged) <= {"predicted", "none"} and "predicted" in logged
+    assert all(0 <= img["misalignment"] <= 1 for img in meta["images"]
+               if img["roi_source"] == "predicted")
+    assert all(img["box"] == "predicted_roi" for img in meta["images"]
+               if img["roi_source"] == "predicted")
+    # the scores it logged are the dual criterion's on the predicted ROIs
+    learner = Campaign.open(c.folder).learner()
+    for img in meta["images"]:
+        if img["roi_source"] == "predicted":
+            assert img["acquisition_score"] == pytest.approx(
+                0.3 * img["uncertainty"] + 0.7 * img["misalignment"], abs=1e-6)
+    # saved and loaded with the campaign's learner
+    assert learner.roi_model_ is not None and learner.roi_model_.n_train_ == 12
+    assert main(["campaign", "status", str(c.folder)]) in (0, None)
+    assert "ROI model: 3-fold cross-validated" in capsys.readouterr().out
+
+
+def test_the_strategy_is_chosen_by_name_from_the_one_registry(tmp_path, scans):
+    from xal_sklearn import cli
+    from xal_sklearn.registry import STRATEGY_NAMES, strategy_spec
+
+    parser = cli._parser()
+    init = parser._subparsers._group_actions[0].choices["campaign"]._subparsers \
+        ._group_actions[0].choices["init"]
+    choices = next(a.choices for a in init._actions if a.dest == "strategy")
+    assert tuple(choices) == STRATEGY_NAMES and cli.STRATEGY_NAMES is STRATEGY_NAMES
+    for name in STRATEGY_NAMES:
+        assert callable(strategy_spec(name)[0])
+    c = _new(tmp_path, scans, strategy="badge")
+    assert c._strategy()[0] is strategy_spec("badge")[0] and c.config["roi_model"] is None
+    with pytest.raises(CampaignError, match="Unknown strategy 'dual2'; choose from random"):
+        _new(tmp_path / "x", scans, strategy="dual2")
+    with pytest.raises(CampaignError, match="roi_threshold is a setting of the ROI model"):
+        _new(tmp_path / "y", scans, strategy="entropy", roi_threshold=0.5)
+    with pytest.raises(CampaignError, match=r"threshold must lie in \(0, 1\)"):
+        _new(tmp_path / "z", scans, roi_threshold=1.5)
+    # a campaign made before strategies had names keeps the old rule
+    path = c.folder / "campaign.json"
+    config = json.loads(path.read_text())
+    del config["strategy"]["name"]
+    path.write_text(json.dumps(config))
+    assert Campaign.open(c.folder)._strategy()[0].__name__ == "dual_criterion_sampling"

@@ -146,7 +146,13 @@ def test_missing_roi_policies(fitted_net, pool):
     missing = np.arange(len(X)) % 3 == 0
     assert not s.roi_available[missing].any() and s.roi_available[~missing].all()
     assert np.isnan(s.alignment[missing]).all()
-    np.testing.assert_allclose(s.combined[missing], s.uncertainty[missing])
+    # "typical" (the default): the median misalignment of the samples with an ROI stands in
+    typical = np.median(s.misalignment[~missing])
+    np.testing.assert_allclose(s.combined[missing], 0.4 * s.uncertainty[missing] + 0.6 * typical)
+    np.testing.assert_allclose(s.combined[~missing], 0.4 * s.uncertainty[~missing]
+                               + 0.6 * s.misalignment[~missing])
+    old = score_pool(fitted_net, X, masks, alpha=0.4, missing_roi="uncertainty")
+    np.testing.assert_allclose(old.combined[missing], s.uncertainty[missing])
     empty = M.copy()
     empty[missing] = False  # an empty mask counts as no ROI
     np.testing.assert_allclose(score_pool(fitted_net, X, empty, alpha=0.4).combined, s.combined)

@@ -20,6 +20,7 @@ from .gradcam import gradcam
 from .learner import ActiveLearner
 from .modules import SmallCNN
 from .pretrain import EncoderWeights, pretrain_encoder
+from .roi_model import ROIPredictor
 from .scoring import score_pool
 from .strategies import (dual_criterion_sampling, misalignment_sampling, random_sampling,
                          uncertainty_sampling)
@@ -31,6 +32,7 @@ __all__ = [
     "ActiveLearner",
     "CNNClassifier",
     "EncoderWeights",
+    "ROIPredictor",
     "SmallCNN",
     "badge_sampling",
     "bald_sampling",

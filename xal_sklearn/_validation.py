@@ -140,6 +140,20 @@ def check_roi_masks(masks, n_samples, spatial_shape, name="roi_masks"):
     return out, out.reshape(n_samples, -1).any(axis=1)
 
 
+def roi_annotated(masks, n_samples):
+    """Which of ``n_samples`` images carry an ROI annotation, as ``(n,)`` bool.
+
+    ``None`` annotates none, a list or tuple the entries that are not ``None``, and an
+    array every image: there an empty mask means "annotated, no lesion" (a normal
+    image), which an ROI model learns from, while a ``None`` entry means nobody drew.
+    """
+    if masks is None:
+        return np.zeros(n_samples, bool)
+    if isinstance(masks, (list, tuple)):
+        return np.array([m is not None for m in masks], bool)
+    return np.ones(n_samples, bool)
+
+
 def _check_mask_shape(m, n_samples, spatial_shape, name):
     if m.ndim == len(spatial_shape) + 2 and m.shape[1] == 1:
         m = m[:, 0]

@@ -24,12 +24,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.utils import check_random_state
 from torch.utils.data import Dataset
 
 from ._persist import (atomic_folder, atomic_write, check_format, read_json,
                        resolve_folder)
-from ._validation import check_device, list_problems
+from ._validation import accepts_keyword, check_device, list_problems
 from .classifier import CNNClassifier, check_precision
 from .pretrain import DEFAULT_PRETRAIN_EPOCHS, pretrain_encoder
 from .datasets import (DataLoadError, read_image, read_mask, resize_image, resize_mask,
@@ -37,13 +38,21 @@ from .datasets import (DataLoadError, read_image, read_mask, resize_image, resiz
 from .labelstudio import label_config, make_task, parse_export, read_label_csv, source_ids
 from .learner import ActiveLearner
 from .modules import DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS, context_split
+from .registry import STRATEGY_NAMES, strategy_spec, strategy_words, uses_pool_rois
 from .roi_loss import resolve_roi_settings, with_legacy_settings
+from .roi_model import ROIPredictor, roi_model_quality
 from .scoring import score_pool
 from .strategies import dual_criterion_sampling, uncertainty_sampling
 
 __all__ = ["Campaign", "CampaignError", "PoolImages"]
 
 FORMAT, VERSION = "xal-campaign", 1
+#: The strategy a campaign made without ``strategy`` uses: the dual criterion, on the pool
+#: ROIs the ROI model draws from the expert's once labels carry some (until then, and for
+#: images whose ROI it cannot draw, it ranks by uncertainty).
+DEFAULT_STRATEGY = "dual"
+#: Folds of the ROI model's cross-validated quality that ``status`` reports.
+ROI_CV_FOLDS = 3
 STATE_FORMAT = "xal-campaign-state"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
 
@@ -104,7 +113,7 @@ class Campaign:
                roi_warmup=None, roi_conflict=None, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
                device="cpu", precision="float32", random_state=0, module=None,
                module_weights=None, context_channels=None, url_prefix="/data/local-files/?d=",
-               document_root="/"):
+               document_root="/", strategy=DEFAULT_STRATEGY, roi_threshold=None):
         """Start a campaign in ``folder`` over the images under ``images``.
 
         Parameters
@@ -130,8 +139,18 @@ class Campaign:
             defaults, and all are written into the campaign's configuration, so
             later versions with other defaults train the campaign the same way.
         alpha : float, default=0.3
-            Weight of uncertainty in :func:`~xal_sklearn.dual_criterion_sampling`,
-            used once pool images have ROIs.
+            Weight of uncertainty in :func:`~xal_sklearn.dual_criterion_sampling`.
+        strategy : str, default="dual"
+            The query strategy by name, from the same registry as ``xal run``
+            (:data:`~xal_sklearn.registry.STRATEGY_NAMES`: random, entropy, margin,
+            bald, badge, coreset, dual, dual_cluster ...). For the strategies that
+            compare attention with the ROI (dual, dual_kcenter, dual_cluster,
+            misalignment) the campaign also trains an
+            :class:`~xal_sklearn.ROIPredictor` on the expert's ROIs at every import
+            and scores pool images without an ROI of their own by the ROI it
+            draws; before any ROI is drawn they rank by uncertainty.
+        roi_threshold : float in (0, 1), optional
+            The ROI model's threshold (default: ROIPredictor's).
         epochs, batch_size, lr, device, precision, random_state : the classifier's settings
         module : str, optional
             A torchvision backbone by name (see :mod:`xal_sklearn.backbones`)
@@ -156,6 +175,23 @@ class Campaign:
         if len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes):
             raise CampaignError(f"classes must be 2 or more distinct names, got {classes}.")
         check_device(device)
+        if strategy not in STRATEGY_NAMES:
+            raise CampaignError(f"Unknown strategy {strategy!r}; choose from "
+                                f"{', '.join(STRATEGY_NAMES)}.")
+        _, _, strategy_params = strategy_spec(strategy)
+        roi_model = None
+        if uses_pool_rois(strategy):
+            try:
+                roi_model = ROIPredictor(warm_start=True, device=device,
+                                         random_state=int(random_state),
+                                         **({} if roi_threshold is None else
+                                            {"threshold": roi_threshold}))
+                roi_model._check_params()
+            except ValueError as exc:
+                raise CampaignError(f"roi_threshold: {exc}") from None
+        elif roi_threshold is not None:
+            raise CampaignError(f"roi_threshold is a setting of the ROI model, which strategy "
+                                f"{strategy!r} does not use.")
         if module is not None:  # a torchvision backbone
             from .backbones import BACKBONES
 
@@ -192,9 +228,12 @@ class Campaign:
                            "lr": float(lr), "roi_loss": roi_loss, **roi,
                            "device": device, "precision": precision,
                            "random_state": int(random_state),
-                           **network},
-            "strategy": {"alpha": float(alpha), "uncertainty": "entropy",
+                           **network, **strategy_params},
+            "strategy": {"name": strategy, "alpha": float(alpha), "uncertainty": "entropy",
                          "alignment": "soft_dice"},
+            "roi_model": (None if roi_model is None else
+                          {k: v for k, v in roi_model._params_json().items()
+                           if k != "init_weights"}),
             "random_state": int(random_state), "url_prefix": url_prefix,
             "document_root": str(document_root)}
         check_precision(precision)
@@ -334,6 +373,14 @@ class Campaign:
                      allow_pickle=False) as f:
             return f["masks"]
 
+    def _roi_annotated(self):
+        """Which labelled images the expert drew an ROI on (older states: the non-empty)."""
+        with np.load(resolve_folder(self.folder / "state") / "rois.npz",
+                     allow_pickle=False) as f:
+            if "annotated" in f.files:
+                return f["annotated"]
+            return f["masks"].reshape(len(f["masks"]), -1).any(1)
+
     def _images(self, ids):
         """The images of ``ids``, read and resized for the model."""
         data = self._dataset(ids)
@@ -344,7 +391,8 @@ class Campaign:
 
     def _labelled_arrays(self):
         X = self._images([e["id"] for e in self.state["labelled"]])
-        return X, np.array([e["label"] for e in self.state["labelled"]]), self._roi_masks()
+        return (X, np.array([e["label"] for e in self.state["labelled"]]),
+                _annotations(self._roi_masks(), self._roi_annotated()))
 
     def learner(self):
         """The campaign's trained :class:`~xal_sklearn.ActiveLearner` (None before labels)."""
@@ -352,19 +400,43 @@ class Campaign:
             X, y, masks = self._labelled_arrays()
             self._learner = ActiveLearner.load(
                 resolve_folder(self.folder / "state") / "learner", self._template(),
-                self._strategy(), X_training=X, y_training=y, roi_training=masks)
+                self._strategy()[0], X_training=X, y_training=y, roi_training=masks,
+                roi_model=self._roi_template())
         return self._learner
 
     def _strategy(self):
-        has_rois = any(self.pool["masks"])
-        return dual_criterion_sampling if has_rois else uncertainty_sampling
+        """``(function, kwargs, words)`` of the campaign's query strategy."""
+        cfg = self.config["strategy"]
+        name = cfg.get("name")
+        if name is None:  # made before strategies were chosen by name: the old rule
+            if any(self.pool["masks"]):
+                return (dual_criterion_sampling, {"alpha": cfg["alpha"]},
+                        f"dual-criterion sampling (alpha={cfg['alpha']})")
+            return uncertainty_sampling, {}, "uncertainty (entropy) sampling"
+        func, kwargs, _ = strategy_spec(name, cfg["alpha"], cfg["uncertainty"],
+                                        cfg["alignment"])
+        return func, kwargs, strategy_words(name, f"alpha={cfg['alpha']:g}")
 
-    def _save_state(self, state, masks, learner):
+    def _roi_template(self):
+        """The unfitted ROI model of the campaign's configuration (None without one); it
+        starts from the campaign's warm start when the SmallCNN has one."""
+        params = self.config.get("roi_model")
+        if not params:
+            return None
+        params = dict(params, n_filters=tuple(params["n_filters"]))
+        warm = self.config["classifier"].get("init_weights")
+        if warm and "module" not in self.config["classifier"]:
+            params["init_weights"] = str(self.folder / warm)
+        return ROIPredictor(**params)
+
+    def _save_state(self, state, masks, learner, annotated=None):
         """Write a complete new state folder and swap it in (the only state write)."""
         h, w = self.config["image_size"]
         masks = np.zeros((0, h, w), bool) if masks is None else masks
+        if annotated is None:
+            annotated = (self._roi_annotated() if len(masks) else np.zeros(0, bool))
         with atomic_folder(self.folder / "state") as tmp:
-            np.savez(tmp / "rois.npz", masks=masks)
+            np.savez(tmp / "rois.npz", masks=masks, annotated=np.asarray(annotated, bool))
             if learner is not None:
                 learner.save(tmp / "learner", include_data=False)
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
@@ -413,27 +485,48 @@ class Campaign:
             chosen = np.sort(rng.choice(len(candidates), n, replace=False))
             method = "random sample: no labelled images yet, so the model cannot rank the pool"
             acquisition = np.full(n, np.nan)
+            scores = None
         else:
-            strategy = self._strategy()
-            kwargs = {"alpha": self.config["strategy"]["alpha"]} \
-                if strategy is dual_criterion_sampling else {}
+            strategy, kwargs, words = self._strategy()
+            if accepts_keyword(strategy, "roi_masks"):
+                # the pool's own ROIs (manifest masks) where it has them; the ROI model
+                # draws the others
+                given = [pool.mask(k) if pool.masks[k] else None for k in range(len(pool))]
+                kwargs["roi_masks"] = given if any(m is not None for m in given) else None
             chosen, _ = learner.query(pool, n_instances=n, **kwargs)
-            acquisition = learner.query_scores_["combined"]
-            method = (f"dual-criterion sampling (alpha={kwargs['alpha']}, entropy + Grad-CAM "
-                      "misalignment with the pool ROIs)" if kwargs else
-                      "uncertainty (entropy) sampling: the pool has no ROIs")
+            scores = learner.query_scores_
+            acquisition = (np.full(n, np.nan) if scores is None
+                           else np.asarray(scores["combined"], dtype=float))
+            method = words + self._roi_words(learner)
         ids = [int(candidates[k]) for k in chosen]
         still_pending = {int(b): len(v) for b, v in sorted(self.state["pending"].items(),
                                                             key=lambda kv: int(kv[0]))}
         notes = self._query_notes(still_pending, allow_repeat, requested=n_requested,
                                   n_candidates=len(candidates), n_labelled=len(labelled))
-        folder = self._write_batch(batch, ids, acquisition, method, progress)
+        folder = self._write_batch(batch, ids, acquisition, method, progress, scores)
         state = dict(self.state, pending=dict(self.state["pending"], **{str(batch): ids}),
                      next_batch=batch + 1)
         self._save_state(state, self._roi_masks(), learner)
         return {"batch": batch, "folder": folder, "ids": ids, "method": method,
                 "n_pool": len(candidates), "n_requested": n_requested,
                 "still_pending": still_pending, "notes": notes}
+
+    @staticmethod
+    def _roi_words(learner):
+        """Where the pool's ROIs came from in the last query, in words ('' if unused)."""
+        sources = learner.pool_roi_source_
+        if sources is None:
+            return ""
+        count = {k: int(np.sum(sources == k)) for k in ("given", "predicted", "none")}
+        if count["given"] + count["predicted"] == 0:
+            why = ("no labelled image has an ROI yet" if learner.roi_model_ is None
+                   else "the ROI model drew none")
+            return f": no pool ROIs ({why}), so the pool was ranked by uncertainty"
+        parts = [f"{count['given']} from the manifest" if count["given"] else "",
+                 f"{count['predicted']} drawn by the ROI model" if count["predicted"] else "",
+                 f"{count['none']} without (ranked by uncertainty at the pool's typical "
+                 "misalignment)" if count["none"] else ""]
+        return ", Grad-CAM compared with the pool ROIs: " + ", ".join(p for p in parts if p)
 
     @staticmethod
     def _query_notes(still_pending, allow_repeat, requested, n_candidates, n_labelled):
@@ -453,15 +546,18 @@ class Campaign:
                          f"image left ({n_labelled} labelled{reserved}).")
         return notes
 
-    def _write_batch(self, batch, ids, acquisition, method, progress):
+    def _write_batch(self, batch, ids, acquisition, method, progress, query_scores=None):
         from PIL import Image
 
         folder = self.folder / "batches" / f"{batch:03d}"
         learner = self.learner()
         data = self._dataset(ids)
-        scores = None
+        scores = rois = None
         if learner is not None:
             scores = score_pool(learner, data, return_maps=True, progress=progress)
+            model = learner.roi_model_
+            if model is not None and hasattr(model, "predict"):
+                rois = model.predict(data)  # the ROI the model draws, shown to the expert
         with atomic_folder(folder) as tmp:
             (tmp / "images").mkdir()
             (tmp / "overlays").mkdir()
@@ -477,12 +573,16 @@ class Campaign:
                 final = folder / "images" / f"{xal_id:06d}.png"
                 overlay_final = folder / "overlays" / f"{xal_id:06d}.png"
                 predicted, probability, box = None, None, None
+                roi = None if rois is None or not rois[k].any() else rois[k]
                 if scores is not None:
                     col = int(np.argmax(scores.proba[k]))
                     predicted, probability = self.classes[col], float(scores.proba[k, col])
-                    box = _attention_box(scores.maps[k], (height, width))
+                    # pre-drawn for the expert to correct: the ROI the model draws, else
+                    # where the classifier looked
+                    box = (_attention_box(scores.maps[k], (height, width)) if roi is None
+                           else _mask_box(roi, (height, width)))
                     _save_overlay(tmp / "overlays" / f"{xal_id:06d}.png", picture,
-                                  scores.maps[k], predicted, probability, box)
+                                  scores.maps[k], predicted, probability, box, roi)
                 else:
                     _save_overlay(tmp / "overlays" / f"{xal_id:06d}.png", picture, None,
                                   None, None, None)
@@ -503,7 +603,10 @@ class Campaign:
                 info.append({"id": xal_id, "image": data.images[k], "original_image": original,
                              "manifest_id": manifest_id, "image_url": image_url,
                              "width": width, "height": height, "predicted": predicted,
-                             "probability": probability, "acquisition_score": score})
+                             "probability": probability, "acquisition_score": score,
+                             **_logged_scores(query_scores, k),
+                             "box": None if box is None else
+                             ("predicted_roi" if roi is not None else "attention")})
             (tmp / "tasks.json").write_text(json.dumps(tasks, indent=1))
             (tmp / "label_config.xml").write_text(label_config(self.classes))
             with open(tmp / "to_label.csv", "w", newline="") as f:
@@ -573,15 +676,19 @@ class Campaign:
         h, w = self.config["image_size"]
         new_masks = np.stack([resize_mask(a.mask, (h, w)) if a.mask is not None
                               else np.zeros((h, w), bool) for a in answers])
+        # an answer without a drawn region is not an ROI annotation (nobody drew)
+        new_annotated = np.array([a.mask is not None for a in answers], bool)
         X_new = self._images([a.xal_id for a in answers])
         y_new = np.array([a.label for a in answers])
         learner = self.learner()
         if learner is None:
-            learner = ActiveLearner(self._template(), self._strategy(),
-                                    random_state=self.config["random_state"])
-            learner.fit(X_new, y_new, roi_masks=new_masks)
+            learner = ActiveLearner(self._template(), self._strategy()[0],
+                                    random_state=self.config["random_state"],
+                                    roi_model=self._roi_template())
+            learner.fit(X_new, y_new, roi_masks=_annotations(new_masks, new_annotated))
         else:
-            learner.teach(X_new, y_new, roi_masks=new_masks)
+            learner.teach(X_new, y_new, roi_masks=_annotations(new_masks, new_annotated))
+        roi_cv = self._roi_cross_validated(learner)
         labelled_before = self.state["labelled"]
         entries = [{"id": a.xal_id, "label": a.label, "batch": expected[a.xal_id]["batch"],
                     "time": a.time or _now(), "annotator": a.annotator,
@@ -594,18 +701,44 @@ class Campaign:
         labelled_ids = {a.xal_id for a in answers}
         released = [i for i, b in pending.items() if b in done_batches and i not in labelled_ids]
         masks_all = np.concatenate([self._roi_masks(), new_masks])
+        annotated_all = np.concatenate([self._roi_annotated(), new_annotated])
         state = dict(self.state, labelled=labelled_before + entries,
                      pending={b: ids for b, ids in self.state["pending"].items()
                               if int(b) not in done_batches},
                      rounds=self.state["rounds"] + [{
                          "batches": sorted(done_batches), "time": _now(),
                          "n_imported": len(entries), "n_labelled": len(labelled_before)
-                         + len(entries), "agreement": agreement, "n_judged": len(judged)}])
-        self._save_state(state, masks_all, learner)
+                         + len(entries), "agreement": agreement, "n_judged": len(judged),
+                         "roi_model": roi_cv}])
+        self._save_state(state, masks_all, learner, annotated_all)
         self._learner = learner
         return {"n_imported": len(entries), "n_with_roi": int(new_masks.reshape(
             len(new_masks), -1).any(1).sum()), "released": released, "agreement": agreement,
             "n_skipped": len(in_file & set(imported)), "batches": sorted(done_batches)}
+
+    def _roi_cross_validated(self, learner):
+        """The ROI model's quality on the labelled ROIs, cross-validated (None if none).
+
+        Each of :data:`ROI_CV_FOLDS` folds of the annotated labelled images is drawn
+        by a model trained on the others, so every image is judged unseen.
+        """
+        template = self._roi_template()
+        annotated = learner.roi_annotated_
+        if template is None or annotated.sum() < 2 * ROI_CV_FOLDS:
+            return None
+        from sklearn.model_selection import KFold
+
+        X, masks = learner.X_training_[annotated], learner.roi_training_[annotated]
+        dice, auc = np.full(len(X), np.nan), np.full(len(X), np.nan)
+        folds = KFold(ROI_CV_FOLDS, shuffle=True, random_state=self.config["random_state"])
+        for train, test in folds.split(X):
+            model = clone(template).fit(X[train], masks[train])
+            q = roi_model_quality(model, X[test], masks[test])
+            dice[test], auc[test] = q.dice_per_image, q.roi_auc_per_image
+        lesions = ~np.isnan(dice)
+        return {"n": int(len(X)), "n_lesion": int(lesions.sum()), "folds": ROI_CV_FOLDS,
+                "dice": float(np.nanmean(dice)) if lesions.any() else None,
+                "roi_auc": float(np.nanmean(auc)) if lesions.any() else None}
 
     def _refuse_import(self, source, pending, seen_before):
         """Say why ``source`` cannot be imported: imported already, or no batch waits."""
@@ -642,6 +775,9 @@ class Campaign:
                 "rounds": len(self.state["rounds"]),
                 "pending": {int(b): len(ids) for b, ids in self.state["pending"].items()},
                 "agreement_last": judged[-1][0] if judged else None,
+                "roi_model": next((r["roi_model"] for r in reversed(self.state["rounds"])
+                                   if r.get("roi_model")), None),
+                "strategy": self.config["strategy"].get("name"),
                 "agreement_all": (sum(a * n for a, n in judged) / total) if total else None}
 
     def summary(self):
@@ -655,6 +791,20 @@ class Campaign:
             lines.append(f"Warm start: {warm['method']}, {warm['epochs']} epochs on "
                          f"{warm['n_images']} pool images ({warm['when']}); every training "
                          "since starts from it.")
+        if self.config.get("roi_model"):
+            q = s["roi_model"]
+            if q is None:
+                lines.append("ROI model: not trained yet (it needs at least "
+                             f"{2 * ROI_CV_FOLDS} labelled images with an ROI); until then "
+                             "pool images without an ROI of their own rank by uncertainty.")
+            elif q["dice"] is None:
+                lines.append(f"ROI model: trained on {q['n']} annotated images, none with a "
+                             "lesion, so its quality cannot be judged yet.")
+            else:
+                lines.append(f"ROI model: {q['folds']}-fold cross-validated on the {q['n']} "
+                             f"labelled images with an ROI annotation ({q['n_lesion']} with a "
+                             f"lesion), it draws the expert's ROI with Dice {q['dice']:.2f} "
+                             f"and pixel roi_auc {q['roi_auc']:.2f} (chance 0.5).")
         if s["pending"]:
             lines.append("Waiting for labels: " + ", ".join(
                 f"batch {b:03d} ({k} images)" for b, k in sorted(s["pending"].items())) + ".")
@@ -669,6 +819,13 @@ class Campaign:
                          f"({s['agreement_all']:.0%} over all judged batches); those images "
                          "were unseen by the model when it predicted them.")
         return "\n".join(lines)
+
+
+def _annotations(masks, annotated):
+    """Masks as the learner takes them: None where nobody drew (see ActiveLearner.fit)."""
+    if np.all(annotated):
+        return masks
+    return [m if a else None for m, a in zip(masks, annotated)]
 
 
 def _attention_box(cam, size):
@@ -687,8 +844,33 @@ def _attention_box(cam, size):
     return (cols.min() * sx, rows.min() * sy, (cols.max() + 1) * sx, (rows.max() + 1) * sy)
 
 
-def _save_overlay(path, picture, cam, predicted, probability, box):
-    """The image with the Grad-CAM over it, the predicted class and probability in the title."""
+def _logged_scores(scores, k):
+    """What the strategy computed for the ``k``-th image of the batch, for batch.json."""
+    if scores is None:
+        return {}
+    out = {}
+    for field in ("uncertainty", "misalignment", "roi_source"):
+        if field in scores:
+            value = scores[field][k]
+            out[field] = (str(value) if field == "roi_source" else
+                          None if not np.isfinite(value) else float(value))
+    return out
+
+
+def _mask_box(mask, size):
+    """Box (pixels of an image of ``size``) around a mask's largest connected region."""
+    from scipy import ndimage
+
+    regions, n = ndimage.label(mask)
+    largest = 1 + int(np.argmax(ndimage.sum(mask, regions, index=np.arange(1, n + 1))))
+    rows, cols = np.nonzero(regions == largest)
+    sy, sx = size[0] / mask.shape[0], size[1] / mask.shape[1]
+    return (cols.min() * sx, rows.min() * sy, (cols.max() + 1) * sx, (rows.max() + 1) * sy)
+
+
+def _save_overlay(path, picture, cam, predicted, probability, box, roi=None):
+    """The image with the Grad-CAM over it, the predicted class and probability in the
+    title, and the outline of the ROI the ROI model draws (``roi``), if any."""
     # a Figure without pyplot: no GUI backend needed, and the caller's backend stays as it is
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -703,7 +885,11 @@ def _save_overlay(path, picture, cam, predicted, probability, box):
             x0, y0, x1, y1 = box
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="white",
                                    lw=1.5, ls="--"))
-        ax.set_title(f"predicted {predicted} (p={probability:.2f})", fontsize=10)
+        if roi is not None:
+            ax.contour(roi.astype(float), levels=[0.5], colors="lime", linewidths=1.5,
+                       extent=(0, width, 0, height), origin="upper")
+        ax.set_title(f"predicted {predicted} (p={probability:.2f})"
+                     + ("; green: predicted ROI" if roi is not None else ""), fontsize=10)
     else:
         ax.set_title("no model yet (first batch)", fontsize=10)
     ax.axis("off")

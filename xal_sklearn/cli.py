@@ -13,16 +13,11 @@ from .classifier import PRECISIONS
 from .finetune import HEAD_INITS
 from .modules import DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS, context_split
 from .pretrain import DEFAULT_PRETRAIN_EPOCHS, PRETRAIN_METHODS
+from .registry import BALD_DROPOUT, STRATEGY_NAMES, strategy_spec, strategy_words
 from .roi_loss import (DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS, ROI_LOSSES,
                        describe_roi_training, resolve_roi_settings)
 from .uncertainty import UNCERTAINTY_MEASURES
 
-#: ``xal run --strategies`` names: ours, then the field's baselines (scikit-activeml).
-STRATEGY_NAMES = ("random", "entropy", "margin", "least_confident", "bald", "badge", "coreset",
-                  "typiclust", "probcover", "misalignment", "dual", "dual_kcenter",
-                  "dual_cluster")
-#: The MC dropout probability the ``bald`` arm trains with (the others train without dropout).
-BALD_DROPOUT = 0.25
 #: A strategy name ending in this trains with the ROI loss (the other arms without).
 ROI_SUFFIX = "+roi"
 DEFAULT_STRATEGIES = "random,entropy,dual,random+roi,dual+roi"
@@ -96,36 +91,17 @@ def _roi_settings(args):
 
 
 def _strategies(names, alphas, uncertainty, alignment, roi_params=None):
-    """name -> strategy spec for run_experiment; ``+roi`` arms carry ``roi_params``."""
-    from . import (badge_sampling, bald_sampling, coreset_sampling, dual_criterion_sampling,
-                   misalignment_sampling, probcover_sampling, random_sampling,
-                   typiclust_sampling, uncertainty_sampling)
-
-    baselines = {"bald": bald_sampling, "badge": badge_sampling, "coreset": coreset_sampling,
-                 "typiclust": typiclust_sampling, "probcover": probcover_sampling}
+    """name -> strategy spec for run_experiment, from the registry; ``+roi`` arms carry
+    ``roi_params``, and a dual name gives one arm per alpha."""
     out = {}
     for full in names:
         name, roi = full.removesuffix(ROI_SUFFIX), full.endswith(ROI_SUFFIX)
         suffix = ROI_SUFFIX if roi else ""
-        params = dict(roi_params) if roi else {}
-        if name == "bald":  # MC dropout needs dropout in front of the head
-            params["module__dropout"] = BALD_DROPOUT
-        if name.startswith("dual"):
-            diversity = {"dual": None, "dual_kcenter": "kcenter", "dual_cluster": "cluster"}[name]
-            for a in alphas:
-                kwargs = {"alpha": a, "uncertainty": uncertainty, "alignment": alignment}
-                if diversity:
-                    kwargs["diversity"] = diversity
-                out[f"{name} a={a:g}{suffix}"] = (dual_criterion_sampling, kwargs, params)
-        elif name == "misalignment":
-            out[name + suffix] = (misalignment_sampling, {"uncertainty": uncertainty,
-                                                          "alignment": alignment}, params)
-        elif name == "random":
-            out[name + suffix] = (random_sampling, {}, params)
-        elif name in baselines:
-            out[name + suffix] = (baselines[name], {}, params)
-        else:  # ranks as modAL's entropy / margin / uncertainty sampling
-            out[name + suffix] = (uncertainty_sampling, {"uncertainty": name}, params)
+        for a in (alphas if name.startswith("dual") else alphas[:1]):
+            func, kwargs, params = strategy_spec(name, a, uncertainty, alignment)
+            params = dict(params, **(roi_params if roi else {}))
+            label = f"{name} a={a:g}" if name.startswith("dual") else name
+            out[label + suffix] = (func, kwargs, params)
     return out
 
 
@@ -133,20 +109,15 @@ def _describe(name, arms=True):
     """A strategy's name in words, for the closing sentences; ``arms``: the run has
     ``+roi`` strategies, so a dual one without the suffix is the ablation."""
     roi, base = name.endswith(ROI_SUFFIX), name.removesuffix(ROI_SUFFIX)
-    words = {"random": "random selection", "entropy": "entropy selection",
-             "margin": "margin selection", "least_confident": "least-confidence selection",
-             "bald": "BALD (MC dropout)", "badge": "BADGE", "coreset": "core-set selection",
-             "typiclust": "TypiClust", "probcover": "ProbCover",
-             "misalignment": "misalignment selection"}.get(base)
-    if words is None and base.startswith("dual"):
-        kind, _, setting = base.partition(" ")
-        spread = {"dual_kcenter": " with k-center diversity",
-                  "dual_cluster": " with cluster diversity"}.get(kind, "")
-        words = f"dual-criterion selection{spread} ({setting})"
+    kind, _, setting = base.partition(" ")
+    if kind not in STRATEGY_NAMES:
+        words = f"`{base}`"
+    else:
+        words = strategy_words(kind, setting)
+    if kind.startswith("dual") and kind in STRATEGY_NAMES:
         if roi:
             return f"the full method ({words} + ROI loss)"
         return f"{words} without the ROI loss" if arms else words
-    words = words or f"`{base}`"
     return f"{words} with the ROI loss" if roi else words
 
 
@@ -270,6 +241,12 @@ def _parser():
                           "in +roi (default: cross-entropy only)")
     _roi_options(run)
     _context_option(run)
+    run.add_argument("--pool-rois", default="given", choices=("given", "predicted", "none"),
+                     help="where the strategies' ROIs of unlabelled pool images come from: "
+                          "given: the data set's expert masks (an oracle: in a real campaign "
+                          "nobody has drawn them); predicted: an ROI model (ROIPredictor) "
+                          "trained each round on the labelled images' ROIs only; none: no "
+                          "pool ROIs (dual falls back to uncertainty)")
     run.add_argument("--reference", default="random",
                      help="strategy the others are compared with in the report")
     run.add_argument("--pretrain", default=None, choices=PRETRAIN_METHODS,
@@ -339,6 +316,14 @@ def _parser():
                       help="train with an attention loss on the expert's ROIs (recommended: "
                            f"{DEFAULT_ROI_LOSS})")
     _roi_options(init)
+    init.add_argument("--strategy", default="dual", choices=STRATEGY_NAMES,
+                      help="query strategy, from the same registry as xal run --strategies; "
+                           "dual, dual_kcenter, dual_cluster and misalignment train an ROI "
+                           "model on the expert's ROIs and compare Grad-CAM with the ROIs it "
+                           "draws on the pool (before any ROI is drawn: uncertainty)")
+    init.add_argument("--roi-threshold", type=float, default=None,
+                      help="probability at which the ROI model marks a pixel as ROI "
+                           "(default: ROIPredictor's, 0.4)")
     init.add_argument("--alpha", type=float, default=0.3,
                       help="weight of uncertainty in dual-criterion sampling")
     init.add_argument("--epochs", type=int, default=20,
@@ -399,7 +384,8 @@ def _campaign(args):
                             module=args.module, module_weights=args.module_weights,
                             context_channels=(None if args.context_channels is None
                                               else _context_channels(args)),
-                            url_prefix=args.url_prefix, document_root=args.document_root)
+                            url_prefix=args.url_prefix, document_root=args.document_root,
+                            strategy=args.strategy, roi_threshold=args.roi_threshold)
         print(f"Campaign created in {args.folder}: {len(c.pool['images'])} pool images, "
               f"classes {', '.join(c.classes)}.")
     elif args.action == "query":
@@ -528,6 +514,9 @@ def _run(args):
           + (f", from a {args.pretrain} warm start ({args.pretrain_epochs} epochs per seed)"
              if args.pretrain else "")
           + (", each head started from a linear probe" if net.head_init == "probe" else "")
+          + {"given": "; pool ROIs: the data set's expert masks (an oracle)",
+             "predicted": "; pool ROIs: drawn by an ROI model trained on the labelled ROIs",
+             "none": "; pool ROIs: none"}[args.pool_rois]
           + f"; results in {out}", flush=True)
     if note:
         print(note, flush=True)
@@ -539,6 +528,7 @@ def _run(args):
             progress=False if args.no_progress else None, test_set=test_set,
             pretrain=({"method": args.pretrain, "epochs": args.pretrain_epochs}
                       if args.pretrain else None),
+            pool_rois=args.pool_rois,
             extra_config={"data": args.data, "description": description, "note": note,
                           "image_size": list(dataset.X.shape[2:]), "epochs": args.epochs,
                           "rgb": args.rgb, "shortcut": args.shortcut,

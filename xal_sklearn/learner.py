@@ -2,6 +2,7 @@
 
 import copy
 import json
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -11,10 +12,24 @@ from torch.utils.data import Dataset
 from ._persist import (atomic_folder, check_format, load_net, read_json, resolve_folder,
                        rng_from_json, rng_to_json, save_net)
 from ._pool import pool_length
-from ._validation import accepts_keyword, check_images, check_n_instances, check_roi_masks
+from ._validation import (accepts_keyword, check_images, check_n_instances, check_roi_masks,
+                          roi_annotated)
+from .roi_model import ROIPredictor, check_roi_callable_output, predict_pool_rois
 from .strategies import dual_criterion_sampling
 
-__all__ = ["ActiveLearner"]
+#: Where a pool image's ROI came from, as ``pool_roi_source_`` and ``query_scores_.roi_source``
+#: record it: the caller's masks, the ROI model's, or none (``missing_roi`` applies).
+ROI_SOURCES = ("given", "predicted", "none")
+
+
+class NoROIModelWarning(UserWarning):
+    """The learner has an ROI model but no labelled image with an ROI to fit it on yet."""
+
+
+class QueryWithoutROIWarning(UserWarning):
+    """Most of a queried batch had no ROI, so attention did not take part in choosing it."""
+
+__all__ = ["ActiveLearner", "NoROIModelWarning", "QueryWithoutROIWarning", "ROI_SOURCES"]
 
 
 def _take(X, idx):
@@ -77,6 +92,18 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         Passed (as a generator advanced query after query) to strategies that
         take a ``random_state`` and are not given one, so query sequences are
         reproducible.
+    roi_model : ROIPredictor, callable or None, default=None
+        Where the pool's ROIs come from when the caller passes none. An estimator
+        (:class:`~xal_sklearn.ROIPredictor`) is cloned and fitted at every
+        ``fit``/``teach`` on the labelled images that carry an ROI annotation
+        (annotated-empty ones included), and its predicted masks go to any
+        strategy that takes ``roi_masks`` when the query gives none; a plain
+        callable ``f(X) -> masks`` (organ masks from any segmentation program) is
+        used as it is. Masks the caller passes win; with a list, its ``None``
+        entries are filled in. A pool image whose predicted ROI is empty (no pixel
+        reaches the model's ``threshold``) follows the strategy's ``missing_roi``.
+        While no labelled image has an ROI the model is not fitted and the
+        strategy falls back likewise (one ``NoROIModelWarning`` says so).
 
     Attributes
     ----------
@@ -87,23 +114,33 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         Their ROI masks (all False where none was given).
     roi_available_ : ndarray of bool (n,)
         Whether a non-empty ROI was given for each labelled image.
+    roi_annotated_ : ndarray of bool (n,)
+        Whether an ROI annotation was given (an empty mask in an array counts:
+        annotated, no lesion; a ``None`` entry does not).
+    roi_model_ : fitted ROIPredictor, the callable, or None
+        None without ``roi_model``, or while no labelled image has an ROI.
+    pool_roi_source_ : ndarray of str (N,) or None
+        For the last query, where each pool image's ROI came from: "given",
+        "predicted" or "none" (None when the strategy takes no ``roi_masks``).
     n_queries_ : int
         Number of ``query`` calls so far.
     query_scores_ : Bunch or None
         The scores the strategy itself computed for the last queried samples
         (``uncertainty``, ``alignment``, ``misalignment``, ``combined``, in
         query order), for strategies that take ``return_scores``; None for
-        others (such as modAL's).
+        others (such as modAL's). With pool ROIs in play it also has
+        ``roi_source`` (see ``pool_roi_source_``).
     """
 
     def __init__(self, estimator, query_strategy=dual_criterion_sampling, X_training=None,
-                 y_training=None, roi_training=None, random_state=None):
+                 y_training=None, roi_training=None, random_state=None, roi_model=None):
         self.estimator = estimator
         self.query_strategy = query_strategy
         self.X_training = X_training
         self.y_training = y_training
         self.roi_training = roi_training
         self.random_state = random_state
+        self.roi_model = roi_model
 
     # --- repr: parameters as scikit-learn shows them, the data summarised by shape --------
     _DATA_PARAMS = ("X_training", "y_training", "roi_training")
@@ -131,7 +168,7 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         if y.ndim != 1 or len(y) != len(X):
             raise ValueError(f"y must be 1-D with one label per image ({len(X)}); got shape {y.shape}.")
         masks, available = check_roi_masks(roi_masks, len(X), X.shape[2:])
-        return X, y, masks, available
+        return X, y, masks, available, roi_annotated(roi_masks, len(X))
 
     def _fit_estimator(self, estimator, X, y, masks, only_new=False, bootstrap=False,
                        fit_kwargs=None):
@@ -164,18 +201,45 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         **fit_kwargs
             Passed to the estimator's ``fit`` (modAL's convention).
         """
-        X, y, masks, available = self._check_labelled(X, y, roi_masks)
-        return self._commit(self._fit_estimator(clone(self.estimator), X, y, masks,
-                                                bootstrap=bootstrap, fit_kwargs=fit_kwargs),
-                            X, y, masks, available)
+        X, y, masks, available, annotated = self._check_labelled(X, y, roi_masks)
+        estimator = self._fit_estimator(clone(self.estimator), X, y, masks,
+                                        bootstrap=bootstrap, fit_kwargs=fit_kwargs)
+        return self._commit(estimator, X, y, masks, available, annotated,
+                            self._fit_roi_model(X, masks, annotated))
 
-    def _commit(self, estimator, X, y, masks, available):
+    def _fit_roi_model(self, X, masks, annotated):
+        """A fitted copy of ``roi_model`` on the annotated labelled images (or None)."""
+        if self.roi_model is None:
+            return None
+        if not hasattr(self.roi_model, "fit"):
+            if not callable(self.roi_model):
+                raise TypeError("roi_model must be an ROIPredictor (an estimator with fit and "
+                                f"predict) or a callable f(X) -> masks; got {self.roi_model!r}.")
+            return self.roi_model  # a fixed program: nothing to learn
+        if not annotated.any():
+            warnings.warn("No labelled image has an ROI yet, so the ROI model is not fitted "
+                          "and the pool has no ROIs: strategies that compare attention with "
+                          "the ROI fall back as their missing_roi says (by default: "
+                          "uncertainty).", NoROIModelWarning, stacklevel=3)
+            return None
+        previous = getattr(self, "roi_model_", None)
+        if getattr(self.roi_model, "warm_start", False) and hasattr(previous, "module_"):
+            # continues from last round's weights, with the template's settings
+            model = copy.deepcopy(previous).set_params(**self.roi_model.get_params())
+        else:
+            model = clone(self.roi_model)
+        return model.fit(X[annotated], masks[annotated])
+
+    def _commit(self, estimator, X, y, masks, available, annotated, roi_model):
         # state changes only here, after fitting succeeded
         self.estimator_ = estimator
         self.X_training_, self.y_training_ = X, y
         self.roi_training_, self.roi_available_ = masks, available
+        self.roi_annotated_ = annotated
+        self.roi_model_ = roi_model
         self.classes_ = getattr(estimator, "classes_", np.unique(y))
         self.n_queries_ = getattr(self, "n_queries_", 0)
+        self.pool_roi_source_ = getattr(self, "pool_roi_source_", None)
         return self
 
     def _ensure_fitted(self):
@@ -208,20 +272,21 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         On error nothing changes: the labelled set and the fitted model stay
         as they were.
         """
-        X, y, masks, available = self._check_labelled(X, y, roi_masks)
+        X, y, masks, available, annotated = self._check_labelled(X, y, roi_masks)
         if hasattr(self, "estimator_"):
-            old = (self.X_training_, self.y_training_, self.roi_training_, self.roi_available_)
+            old = (self.X_training_, self.y_training_, self.roi_training_, self.roi_available_,
+                   self.roi_annotated_)
         elif self.X_training is not None:  # not fitted yet: fit once on old + new
             old = self._check_labelled(self.X_training, self.y_training, self.roi_training)
             only_new = False
         else:
-            return self.fit(X, y, masks, bootstrap=bootstrap, **fit_kwargs)
+            return self.fit(X, y, roi_masks, bootstrap=bootstrap, **fit_kwargs)
         if X.shape[1:] != old[0].shape[1:]:
             raise ValueError(
                 f"New images have shape {X.shape[1:]} but the labelled set has {old[0].shape[1:]}."
             )
-        X_all, y_all, masks_all, available_all = (
-            np.concatenate([a, b]) for a, b in zip(old, (X, y, masks, available))
+        X_all, y_all, masks_all, available_all, annotated_all = (
+            np.concatenate([a, b]) for a, b in zip(old, (X, y, masks, available, annotated))
         )
         if only_new:
             estimator = self._fit_estimator(copy.deepcopy(self.estimator_), X, y, masks,
@@ -230,7 +295,8 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         else:
             estimator = self._fit_estimator(clone(self.estimator), X_all, y_all, masks_all,
                                             bootstrap=bootstrap, fit_kwargs=fit_kwargs)
-        return self._commit(estimator, X_all, y_all, masks_all, available_all)
+        return self._commit(estimator, X_all, y_all, masks_all, available_all, annotated_all,
+                            self._fit_roi_model(X_all, masks_all, annotated_all))
 
     # --- querying ---------------------------------------------------------------
     def query(self, X_pool, n_instances=1, **query_kwargs):
@@ -252,6 +318,9 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         n_instances = check_n_instances(n_instances, pool_length(X_pool))
         self._ensure_fitted()
         kwargs = dict(query_kwargs)
+        sources = None
+        if accepts_keyword(self.query_strategy, "roi_masks"):
+            kwargs["roi_masks"], sources = self._pool_rois(X_pool, kwargs.get("roi_masks"))
         if "random_state" not in kwargs and accepts_keyword(self.query_strategy, "random_state"):
             kwargs["random_state"] = self._query_random_state()
         reports = accepts_keyword(self.query_strategy, "return_scores")
@@ -271,8 +340,49 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
                 f"got {result!r}."
             )
         self.n_queries_ += 1
+        if scores is not None and sources is not None:
+            scores["roi_source"] = sources[idx]
         self.query_scores_ = scores
+        self.pool_roi_source_ = sources
+        if sources is not None:
+            self._say_if_mostly_without_roi(kwargs["roi_masks"], idx)
         return idx, _take(X_pool, idx)
+
+    def _pool_rois(self, X_pool, given):
+        """The pool's ROI masks for the strategy, and where each came from."""
+        n = pool_length(X_pool)
+        partial = isinstance(given, (list, tuple)) and any(m is None for m in given)
+        if given is not None and not partial:  # the caller's masks win
+            return given, np.full(n, "given", dtype=object)
+        model = getattr(self, "roi_model_", None)
+        if given is None and model is None:  # nothing to pass on: as the caller asked
+            return None, np.full(n, "none", dtype=object)
+        sources = np.array(["given" if partial and m is not None else "none"
+                            for m in (given if partial else [None] * n)], dtype=object)
+        predicted = None if model is None else predict_pool_rois(model, X_pool)
+        shape = predicted.shape[1:] if predicted is not None else _spatial_shape(X_pool)
+        masks = np.zeros((n,) + tuple(shape), dtype=bool)
+        for i in range(n):
+            if sources[i] == "given":
+                masks[i] = check_roi_callable_output(np.asarray(given[i])[None], 1, shape,
+                                                     f"roi_masks[{i}]")[0]
+            elif predicted is not None and predicted[i].any():
+                masks[i], sources[i] = predicted[i], "predicted"
+        return masks, sources
+
+    @staticmethod
+    def _say_if_mostly_without_roi(masks, idx):
+        """One warning when most of a batch was chosen without an ROI to judge attention by,
+        though the pool has ROIs (without any, the strategy itself says so)."""
+        if masks is None:
+            return
+        has = np.array([masks[int(i)] is not None and np.asarray(masks[int(i)]).any()
+                            for i in idx])
+        if len(idx) >= 2 and (~has).sum() * 2 > len(idx):
+            warnings.warn(f"{int((~has).sum())} of the {len(idx)} queried images have no ROI "
+                          "(none given, none predicted), so their attention could not be "
+                          "judged: they were ranked as the strategy's missing_roi says.",
+                          QueryWithoutROIWarning, stacklevel=3)
 
     def _query_random_state(self):
         """The generator handed to strategies, created from ``random_state`` on first use."""
@@ -306,7 +416,9 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
 
         The folder holds ``learner.json`` (format version, query count, the query
         generator's state, the estimator's fitted attributes), ``estimator.pt``
-        (the network's weights through skorch's ``save_params``) and, with
+        (the network's weights through skorch's ``save_params``), ``roi_model.pt`` when
+        the learner has a fitted :class:`~xal_sklearn.ROIPredictor` (a callable
+        ``roi_model`` is code: it is given again to :meth:`load`) and, with
         ``include_data``, ``labelled.npz`` (images, labels, ROI masks; plain arrays).
         A crash leaves the previous save intact. Only skorch networks (such as
         :class:`~xal_sklearn.CNNClassifier`) can be saved.
@@ -328,6 +440,12 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
                             "numbers or strings.")
         with atomic_folder(path) as tmp:
             attrs = save_net(self.estimator_, tmp / "estimator.pt")
+            roi_kind = None
+            if self.roi_model_ is not None and hasattr(self.roi_model_, "save"):
+                self.roi_model_.save(tmp / "roi_model.pt")
+                roi_kind = "fitted"
+            elif self.roi_model is not None:
+                roi_kind = "callable" if not hasattr(self.roi_model, "fit") else "unfitted"
             meta = {"format": self._FORMAT, "version": self._VERSION,
                     "n_labelled": int(len(y)), "has_data": bool(include_data),
                     "n_queries": int(self.n_queries_),
@@ -336,16 +454,18 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
                                      if isinstance(self.random_state, (int, type(None)))
                                      else None),
                     "estimator_attrs": attrs,
-                    "query_strategy": getattr(self.query_strategy, "__qualname__", None)}
+                    "query_strategy": getattr(self.query_strategy, "__qualname__", None),
+                    "roi_model": roi_kind}
             if include_data:
                 np.savez(tmp / "labelled.npz", X=self.X_training_, y=y,
-                         roi_masks=self.roi_training_, roi_available=self.roi_available_)
+                         roi_masks=self.roi_training_, roi_available=self.roi_available_,
+                         roi_annotated=self.roi_annotated_)
             (tmp / "learner.json").write_text(json.dumps(meta, indent=1))
         return self
 
     @classmethod
     def load(cls, path, estimator, query_strategy=dual_criterion_sampling, X_training=None,
-             y_training=None, roi_training=None):
+             y_training=None, roi_training=None, roi_model=None):
         """Load a learner saved by :meth:`save`; runs no code from the folder.
 
         Parameters
@@ -358,22 +478,48 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
             Strategies are code, so they are given here rather than loaded.
         X_training, y_training, roi_training : array-like, optional
             The labelled set, needed when it was saved with ``include_data=False``.
+        roi_model : ROIPredictor or callable, optional
+            The saved learner's ``roi_model``: a callable must be given again; an
+            unfitted ROIPredictor is the template the saved one must match (its
+            ``n_filters``); left out, the saved ROI model's own parameters are used.
         """
         path, meta = cls._read_meta(path)
         if meta["has_data"]:
             with np.load(path / "labelled.npz", allow_pickle=False) as f:
                 X, y, masks, available = (f["X"], f["y"], f["roi_masks"], f["roi_available"])
+                annotated = f["roi_annotated"] if "roi_annotated" in f.files else available
         else:
             if X_training is None or y_training is None:
                 raise ValueError(f"{path} was saved without its labelled images; pass "
                                  "X_training and y_training.")
-            X, y, masks, available = cls._check_labelled(X_training, y_training, roi_training)
+            X, y, masks, available, annotated = cls._check_labelled(X_training, y_training,
+                                                                    roi_training)
         if len(y) != meta["n_labelled"]:
             raise ValueError(f"{path} was saved with {meta['n_labelled']} labelled samples; "
                              f"got {len(y)}.")
         net = cls.load_estimator(path, estimator)
-        learner = cls(estimator, query_strategy, random_state=meta["random_state"])
-        learner._commit(net, X, y, masks, available)
+        kind = meta.get("roi_model")
+        fitted_roi = None
+        if kind == "fitted":
+            if roi_model is not None and not isinstance(roi_model, ROIPredictor):
+                raise ValueError(f"{path} holds a fitted ROIPredictor; roi_model must be an "
+                                 f"ROIPredictor template or None, got {roi_model!r}.")
+            fitted_roi = ROIPredictor.load(path / "roi_model.pt", template=roi_model)
+            roi_model = roi_model if roi_model is not None else clone(fitted_roi)
+        elif kind == "callable":
+            if roi_model is None or hasattr(roi_model, "fit") or not callable(roi_model):
+                raise ValueError(f"{path} was saved with a callable roi_model, which is code "
+                                 "and not saved: pass it again as roi_model.")
+            fitted_roi = roi_model
+        elif kind == "unfitted" and roi_model is None:
+            raise ValueError(f"{path} was saved with an ROI model that no labelled ROI had "
+                             "fitted yet: pass its template as roi_model.")
+        elif roi_model is not None and kind is None:
+            raise ValueError(f"{path} was saved without an ROI model; roi_model cannot be "
+                             "added at load (fit or teach with it instead).")
+        learner = cls(estimator, query_strategy, random_state=meta["random_state"],
+                      roi_model=roi_model)
+        learner._commit(net, X, y, masks, available, annotated, fitted_roi)
         learner.n_queries_ = meta["n_queries"]
         rng_from_json(learner._query_random_state(), meta["query_rng"])
         return learner
@@ -390,6 +536,15 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         """Only the fitted network of a learner saved by :meth:`save` (a clone of ``estimator``)."""
         path, meta = cls._read_meta(path)
         return load_net(estimator, path / "estimator.pt", meta["estimator_attrs"])
+
+
+def _spatial_shape(X_pool):
+    """``(H, W)`` of a pool's images (arrays by their shape, Datasets by their first item)."""
+    if hasattr(X_pool, "shape"):
+        return tuple(X_pool.shape[2:])
+    item = X_pool[0]
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    return tuple(np.shape(image)[1:])
 
 
 def roi_fit_param(estimator, method="fit"):

@@ -15,7 +15,7 @@ from .uncertainty import _uncertainty_t, check_uncertainty_name
 
 __all__ = ["score_pool", "MISSING_ROI_POLICIES"]
 
-MISSING_ROI_POLICIES = ("uncertainty", "exclude")
+MISSING_ROI_POLICIES = ("typical", "uncertainty", "exclude")
 
 
 def _check_missing_roi(missing_roi):
@@ -31,7 +31,7 @@ def _check_missing_roi(missing_roi):
 
 
 def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.3, uncertainty="entropy",
-               alignment="soft_dice", threshold=0.5, tolerance=0, missing_roi="uncertainty",
+               alignment="soft_dice", threshold=0.5, tolerance=0, missing_roi="typical",
                layer=None, embeddings=False,
                batch_size=None, return_maps=False, num_workers=0, progress=None):
     """Score every pool sample for explainability-guided active learning.
@@ -65,11 +65,18 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.3, uncertainty="en
         :mod:`xal_sklearn.alignment` for each one's chance level).
         ``threshold`` binarises the map for "dice" and "iou"; ``tolerance``
         (pixels) grows the mask for "pointing_game".
-    missing_roi : "uncertainty", "exclude" or float in [0, 1], default="uncertainty"
-        Policy for samples without an ROI, whose alignment cannot be judged:
-        "uncertainty" scores them by uncertainty alone (on the same [0, 1]
-        scale); "exclude" ranks them after every sample with an ROI (among
-        themselves by uncertainty); a float is used as their misalignment.
+    missing_roi : "typical", "uncertainty", "exclude" or float in [0, 1], default="typical"
+        Policy for samples without an ROI (none given, an empty mask such as a
+        normal image's, or none predicted), whose alignment cannot be judged:
+        "typical" gives them the median misalignment of the pool samples that
+        have one, so ``combined`` weighs uncertainty by ``alpha`` for every
+        sample and the two kinds compete on the same scale (without any ROI in
+        the pool, the ranking is by uncertainty); "uncertainty" scores them by
+        uncertainty alone, which ranks them above nearly every sample with an ROI
+        once ``alpha`` is small (on breast ultrasound the normal images, whose
+        masks are empty, filled most batches); "exclude" ranks them after every
+        sample with an ROI (among themselves by uncertainty); a float is used as
+        their misalignment.
     layer : str or nn.Module, optional
         Grad-CAM layer; default the estimator's ``gradcam_layer`` or its last
         convolution.
@@ -150,7 +157,10 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.3, uncertainty="en
     res.misalignment = 1.0 - res.alignment
     u, mis, has_roi = res.uncertainty, res.misalignment, res.roi_available
     combined = alpha * u + (1 - alpha) * np.where(has_roi, mis, 0.0)
-    if missing_roi == "uncertainty":
+    if missing_roi == "typical":
+        typical = float(np.median(mis[has_roi])) if has_roi.any() else 0.0
+        combined = np.where(has_roi, combined, alpha * u + (1 - alpha) * typical)
+    elif missing_roi == "uncertainty":
         combined = np.where(has_roi, combined, u)
     elif missing_roi == "exclude":
         combined = np.where(has_roi, combined, u - 2.0)

@@ -162,6 +162,30 @@ def _fmt_diff(row, suffix):
     return f"{mean:+.3f}{ci}", "n/a" if np.isnan(p) else f"{p:.3f}", row[f"verdict_{suffix}"]
 
 
+def pool_rois_sentence(config, results):
+    """Where the strategies' ROIs of unlabelled images came from, in words (and, with an
+    ROI model, how well it drew the test split's at the final budget)."""
+    setting = config.get("pool_rois", "given")
+    if setting == "given":
+        return ("Pool ROIs: given. Strategies that compare attention with the ROI read the "
+                "data set's expert mask of every unlabelled pool image: the retrospective "
+                "setting of the reference paper, an oracle in a real campaign, where nobody "
+                "has drawn the pool's ROIs.")
+    if setting == "none":
+        return ("Pool ROIs: none. No strategy saw an ROI of an unlabelled image, so the dual "
+                "criterion ranked the pool as its missing_roi says (by default: uncertainty); "
+                "the labelled images' ROIs still trained the ROI loss.")
+    words = ("Pool ROIs: predicted. No strategy saw an expert ROI of an unlabelled image: an "
+             "ROI model trained at every round on the labelled images' ROIs drew them.")
+    if "roi_model_dice" in results:
+        final = results[results["n_labelled"] == results["n_labelled"].max()]
+        if final["roi_model_dice"].notna().any():
+            words += (f" At the final budget it drew the test split's ROIs with Dice "
+                      f"{final['roi_model_dice'].mean():.3f} and pixel roi_auc "
+                      f"{final['roi_model_roi_auc'].mean():.3f} (chance 0.5), mean over runs.")
+    return words
+
+
 def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"),
                  grid_strategies=None, reference="random", test_set=None, in_words=None):
     """Write ``report.md`` and PNGs (learning curves; Grad-CAM grid if ``dataset`` is given).
@@ -218,7 +242,7 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
         lines[-1] += (f" Every fit starts from a self-supervised warm start: "
                       f"{warm.get('method', 'simclr')}, {warm.get('epochs', 100)} epochs on each "
                       "seed's pool images (no labels, no test images; `pretrain/`).")
-    lines.append("")
+    lines += ["", pool_rois_sentence(config, results), ""]
     note = config.get("extra", {}).get("note")
     if note:
         lines += [note, ""]

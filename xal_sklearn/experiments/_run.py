@@ -26,11 +26,17 @@ from ..alignment import ALIGNMENT_METRICS, alignment_t, chance_alignment
 from ..datasets import group_train_test_split
 from ..learner import ActiveLearner
 from ..roi_loss import with_legacy_settings
+from ..roi_model import ROIPredictor, roi_model_quality
 from ..scoring import score_pool
 from ..strategies import SCORE_FIELDS
 
 __all__ = ["run_experiment", "load_results", "METRICS", "ATTENTION_METRICS",
-           "ResultsFolderError"]
+           "POOL_ROIS", "ResultsFolderError"]
+
+#: Where the strategies' pool ROIs come from in a simulation (``pool_rois``): the data
+#: set's expert masks of every pool image (an oracle outside retrospective studies),
+#: an ROI model's predictions trained on the labelled images' ROIs, or none at all.
+POOL_ROIS = ("given", "predicted", "none")
 
 
 class ResultsFolderError(ValueError):
@@ -192,6 +198,27 @@ def _masks(dataset, idx):
     return np.where(available[:, None, None], masks, False)
 
 
+def _annotations(dataset, idx):
+    """The ROI annotations of labelled images, as the learner takes them: an array when
+    every image is annotated (an empty mask: annotated, no lesion), else a list with
+    None for the images nobody drew on."""
+    masks = np.asarray(dataset["roi_masks"])[idx]
+    available = np.asarray(dataset["roi_available"])[idx]
+    if available.all():
+        return masks
+    return [m if a else None for m, a in zip(masks, available)]
+
+
+def _roi_model_row(learner, X_test, annotations_test):
+    """The ROI model's quality on the test split (NaN without a fitted model)."""
+    model = getattr(learner, "roi_model_", None)
+    row = {"n_labelled_rois": int(np.sum(getattr(learner, "roi_annotated_", 0)))}
+    if model is None:
+        return dict(row, roi_model_dice=np.nan, roi_model_roi_auc=np.nan)
+    q = roi_model_quality(model, X_test, annotations_test)
+    return dict(row, roi_model_dice=q.dice, roi_model_roi_auc=q.roi_auc)
+
+
 def _evaluate(learner, X_test, y_true, masks_test, n_classes):
     s = score_pool(learner, X_test, masks_test, return_maps=True, progress=False)
     y_pred = s.y_pred
@@ -242,9 +269,11 @@ def _split(dataset, test_set, cfg, seed):
     """Training indices and the test split ``(X, y, masks)`` of one seed."""
     if test_set is not None:  # the whole dataset is the pool
         return (np.arange(len(dataset["y"])),
-                (test_set["X"], np.asarray(test_set["y"]), _masks(test_set, slice(None))))
+                (test_set["X"], np.asarray(test_set["y"]), _masks(test_set, slice(None)),
+                 _annotations(test_set, slice(None))))
     train, test = group_train_test_split(dataset["groups"], cfg["test_size"], random_state=seed)
-    return train, (dataset["X"][test], np.asarray(dataset["y"])[test], _masks(dataset, test))
+    return train, (dataset["X"][test], np.asarray(dataset["y"])[test], _masks(dataset, test),
+                   _annotations(dataset, test))
 
 
 def _scores_logged(learner, n):
@@ -256,6 +285,9 @@ def _scores_logged(learner, n):
                   else np.asarray(scores[field], dtype=np.float64))
         out[f"queried_{field}"] = json.dumps([None if np.isnan(v) else round(float(v), 6)
                                               for v in values])
+    sources = None if scores is None else scores.get("roi_source")
+    out["queried_roi_source"] = json.dumps(None if sources is None else
+                                           [str(v) for v in sources])
     return out
 
 
@@ -277,22 +309,29 @@ def _thread_lock_for_progress_bars():
 
 
 def _run_one(estimator, dataset, test_set, name, func, kwargs, params, seed, cfg, out_dir,
-             threads, progress):
+             threads, progress, roi_model=None):
     from tqdm.auto import tqdm
 
     _thread_lock_for_progress_bars()
     start = time.monotonic()
     torch.set_num_threads(threads)
     X, y = dataset["X"], np.asarray(dataset["y"])
-    train, (X_test, y_test, masks_test) = _split(dataset, test_set, cfg, seed)
+    train, (X_test, y_test, masks_test, annotations_test) = _split(dataset, test_set, cfg, seed)
     rng = np.random.RandomState(seed)
     initial = np.sort(rng.choice(train, cfg["initial_size"], replace=False))
     ckpt = _checkpoint_path(out_dir, name, seed) if out_dir is not None else None
+    pool_rois = cfg.get("pool_rois", "given")
+    # only the predicted setting has an ROI model; the seed seeds it as it seeds the network
+    roi_template = None
+    if pool_rois == "predicted":
+        roi_template = (_set_random_state(clone(roi_model), seed)
+                        if hasattr(roi_model, "get_params") else roi_model)
     learner = ActiveLearner(_strategy_estimator(estimator, params, seed), query_strategy=func,
-                            random_state=seed)
+                            random_state=seed, roi_model=roi_template)
 
     def evaluate():
-        return _evaluate(learner, X_test, y_test, masks_test, cfg["n_classes"])
+        metrics, grid = _evaluate(learner, X_test, y_test, masks_test, cfg["n_classes"])
+        return dict(metrics, **_roi_model_row(learner, X_test, annotations_test)), grid
 
     saved = None
     if ckpt is not None and resolve_folder(ckpt).exists():
@@ -304,11 +343,12 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, params, seed, cfg
         learner = ActiveLearner.load(resolve_folder(ckpt) / "learner",
                                      _strategy_estimator(estimator, params, seed), func,
                                      X_training=X[labelled], y_training=y[labelled],
-                                     roi_training=_masks(dataset, labelled))
+                                     roi_training=_annotations(dataset, labelled),
+                                     roi_model=roi_template)
         chance = {k: v for k, v in rows[0].items() if k.startswith("chance_")}
     else:
         labelled = initial
-        learner.fit(X[labelled], y[labelled], _masks(dataset, labelled))
+        learner.fit(X[labelled], y[labelled], _annotations(dataset, labelled))
         metrics, grid_shape = evaluate()
         chance = _chance_levels(masks_test, grid_shape, seed)  # once per run
         rows = [dict(strategy=name, seed=seed, round=0, n_labelled=len(labelled), **metrics,
@@ -339,13 +379,14 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, params, seed, cfg
         pool = np.setdiff1d(train, labelled)
         n_query = min(cfg["query_size"], cfg["budget"] - len(labelled))
         query_kwargs = dict(kwargs)
-        if wants_masks:
+        if wants_masks and pool_rois == "given":  # the oracle: every pool image's expert ROI
             query_kwargs.setdefault("roi_masks", _masks(dataset, pool))
-        # the strategy sees images (and ROIs), never the pool's labels
+        # the strategy sees images (and, with "given", ROIs), never the pool's labels;
+        # with "predicted" the learner's ROI model draws the ROIs, with "none" nobody does
         idx, _ = learner.query(X[pool], n_instances=n_query, **query_kwargs)
         chosen = pool[idx]
         logged = _scores_logged(learner, len(chosen))
-        learner.teach(X[chosen], y[chosen], roi_masks=_masks(dataset, chosen))
+        learner.teach(X[chosen], y[chosen], roi_masks=_annotations(dataset, chosen))
         labelled = np.concatenate([labelled, chosen])
         metrics, _ = evaluate()
         rows.append(dict(strategy=name, seed=seed, round=len(rows), n_labelled=len(labelled),
@@ -424,7 +465,8 @@ def _prepare_out_dir(out_dir, cfg, force):
 
 def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=60, budget=570,
                    seeds=(0, 1, 2), test_size=0.2, out_dir=None, n_jobs=None, force=False,
-                   progress=None, extra_config=None, test_set=None, pretrain=None):
+                   progress=None, extra_config=None, test_set=None, pretrain=None,
+                   pool_rois="given", roi_model=None):
     """Simulate pool-based active learning and record learning curves.
 
     For each seed the data is split by ``groups`` (no subject in both train
@@ -494,6 +536,21 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         (``init_weights``). With ``out_dir`` the weights are kept in
         ``pretrain/seed<S>.pt`` (written atomically; a resumed experiment reuses
         them) and the settings in ``config.json``.
+    pool_rois : {"given", "predicted", "none"}, default="given"
+        Where the strategies' ROIs of the *unlabelled* pool come from. "given":
+        the data set's expert masks of every pool image, as in a retrospective
+        study (an oracle: in a real campaign nobody has drawn them). "predicted":
+        an ROI model (``roi_model``) trained at every round on the ROIs of the
+        labelled images only draws them. "none": strategies get no pool ROIs
+        (the dual criterion then falls back as its ``missing_roi`` says). With
+        "predicted" and "none" no strategy ever reads the ROI of an unlabelled
+        image. In every setting the labelled images' ROIs train the ROI loss
+        (and the ROI model), and the test split's only score attention and the
+        ROI model (``roi_model_dice``, ``roi_model_roi_auc`` per round).
+    roi_model : ROIPredictor or callable, optional
+        The ROI model of ``pool_rois="predicted"`` (cloned per run, its
+        ``random_state`` set to the seed); default ``ROIPredictor(warm_start=True)``:
+        each round continues the last round's model.
 
     Returns
     -------
@@ -518,6 +575,18 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
     so calling again resumes with results identical to an uninterrupted run.
     """
     strategies = _normalise_strategies(strategies)
+    if pool_rois not in POOL_ROIS:
+        raise ValueError(f"pool_rois must be one of {', '.join(POOL_ROIS)}; got {pool_rois!r}.")
+    if roi_model is not None and pool_rois != "predicted":
+        raise ValueError(f'roi_model is only used with pool_rois="predicted" (got '
+                         f'{pool_rois!r}).')
+    if pool_rois == "predicted":
+        # each round continues the last round's ROI model: a third of the cost of
+        # refitting, within 0.01-0.03 Dice of it (research/probe_roi_model.py --loop)
+        roi_model = ROIPredictor(warm_start=True) if roi_model is None else roi_model
+        if not (hasattr(roi_model, "fit") or callable(roi_model)):
+            raise TypeError(f"roi_model must be an ROIPredictor or a callable f(X) -> masks; "
+                            f"got {roi_model!r}.")
     for name, (_, _, params) in strategies.items():
         try:  # a wrong parameter name is refused now, not in the middle of the runs
             clone(estimator).set_params(**params)
@@ -579,7 +648,12 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
     }
     if pretrain is not None:  # only then: older folders keep their configuration hash
         cfg["pretrain"] = {k: _jsonable(v) for k, v in sorted(pretrain.items())}
+    if pool_rois != "given":  # likewise: every folder before this setting was "given"
+        cfg["pool_rois"] = pool_rois
+        if roi_model is not None:
+            cfg["roi_model"] = _stable_repr(roi_model)
     cfg["hash"] = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+    cfg.setdefault("pool_rois", pool_rois)  # named in config.json in every setting
 
     runs = [(name, seed) for seed in seeds for name in strategies]
     n_parallel = max(1, min(effective_n_jobs(n_jobs), len(runs)))
@@ -602,7 +676,7 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         with quiet_worker_restarts():
             results = Parallel(n_jobs=n_parallel)(
                 delayed(_run_one)(estimator, dataset, test_set, name, *params_of(name, seed),
-                                  seed, cfg, out_dir, threads, run_progress)
+                                  seed, cfg, out_dir, threads, run_progress, roi_model)
                 for name, seed in runs)
     except BaseException:
         undo()

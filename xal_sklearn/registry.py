@@ -1,0 +1,79 @@
+"""The one registry of query strategies by name, read by ``xal run`` and by campaigns.
+
+A name is turned into ``(function, kwargs, estimator_params)``: the strategy (a
+plain function with modAL's signature), its keyword arguments, and the parameters
+its network needs (BALD's MC dropout). ``xal run --strategies`` and ``xal campaign
+init --strategy`` accept exactly :data:`STRATEGY_NAMES`.
+"""
+
+from .baselines import (badge_sampling, bald_sampling, coreset_sampling, probcover_sampling,
+                        typiclust_sampling)
+from .strategies import (dual_criterion_sampling, misalignment_sampling, random_sampling,
+                         uncertainty_sampling)
+
+__all__ = ["BALD_DROPOUT", "DUAL_DIVERSITY", "STRATEGY_NAMES", "strategy_spec",
+           "strategy_words", "uses_pool_rois"]
+
+#: Ours, then the field's baselines (scikit-activeml's, on the network's features).
+STRATEGY_NAMES = ("random", "entropy", "margin", "least_confident", "bald", "badge", "coreset",
+                  "typiclust", "probcover", "misalignment", "dual", "dual_kcenter",
+                  "dual_cluster")
+
+#: The MC dropout probability the ``bald`` strategy trains with (the others train without).
+BALD_DROPOUT = 0.25
+
+#: How each ``dual*`` name spreads its batch (see :func:`~xal_sklearn.strategies.diverse_top_k`).
+DUAL_DIVERSITY = {"dual": None, "dual_kcenter": "kcenter", "dual_cluster": "cluster"}
+
+_BASELINES = {"bald": bald_sampling, "badge": badge_sampling, "coreset": coreset_sampling,
+              "typiclust": typiclust_sampling, "probcover": probcover_sampling}
+
+_WORDS = {"random": "random selection", "entropy": "entropy selection",
+          "margin": "margin selection", "least_confident": "least-confidence selection",
+          "bald": "BALD (MC dropout)", "badge": "BADGE", "coreset": "core-set selection",
+          "typiclust": "TypiClust", "probcover": "ProbCover",
+          "misalignment": "misalignment selection"}
+
+
+def _check_name(name):
+    if name not in STRATEGY_NAMES:
+        raise ValueError(f"Unknown strategy {name!r}; choose from {', '.join(STRATEGY_NAMES)}.")
+
+
+def strategy_spec(name, alpha=0.3, uncertainty="entropy", alignment="soft_dice"):
+    """``(function, kwargs, estimator_params)`` of the strategy called ``name``.
+
+    ``alpha`` is the dual criterion's weight of uncertainty; ``uncertainty`` and
+    ``alignment`` the measures the uncertainty and dual strategies use.
+    """
+    _check_name(name)
+    params = {"module__dropout": BALD_DROPOUT} if name == "bald" else {}
+    if name in DUAL_DIVERSITY:
+        kwargs = {"alpha": alpha, "uncertainty": uncertainty, "alignment": alignment}
+        if DUAL_DIVERSITY[name]:
+            kwargs["diversity"] = DUAL_DIVERSITY[name]
+        return dual_criterion_sampling, kwargs, params
+    if name == "misalignment":
+        return misalignment_sampling, {"uncertainty": uncertainty, "alignment": alignment}, params
+    if name == "random":
+        return random_sampling, {}, params
+    if name in _BASELINES:
+        return _BASELINES[name], {}, params
+    # entropy, margin, least_confident: rank as modAL's entropy / margin / uncertainty sampling
+    return uncertainty_sampling, {"uncertainty": name}, params
+
+
+def uses_pool_rois(name):
+    """Whether the strategy compares attention with the pool images' ROIs."""
+    _check_name(name)
+    return name in DUAL_DIVERSITY or name == "misalignment"
+
+
+def strategy_words(name, setting=""):
+    """The strategy in words (``setting``: e.g. "a=0.3" for a dual one)."""
+    _check_name(name)
+    if name in DUAL_DIVERSITY:
+        spread = {"kcenter": " with k-center diversity",
+                  "cluster": " with cluster diversity"}.get(DUAL_DIVERSITY[name], "")
+        return f"dual-criterion selection{spread}" + (f" ({setting})" if setting else "")
+    return _WORDS[name]
