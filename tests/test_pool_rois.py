@@ -104,5 +104,6 @@ def test_cli_runs_with_predicted_pool_rois_and_says_so(tmp_path, capsys):
     results = pd.read_csv(out / "results.csv")
     dual = results[results["strategy"] == "dual a=0.3+roi"]
     assert dual["roi_model_dice"].notna().all()
-    # entropy takes no ROIs: nothing recorded (JSON null, read back as missing)
-    assert results[results["strategy"] == "entropy"]["queried_roi_source"].isna().all()
+    # entropy takes no ROIs: nothing recorded
+    entropy = results[results["strategy"] == "entropy"]["queried_roi_source"]
+    assert json.loads(entropy.iloc[-1]) == [None] * 12

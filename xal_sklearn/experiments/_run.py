@@ -286,7 +286,7 @@ def _scores_logged(learner, n):
         out[f"queried_{field}"] = json.dumps([None if np.isnan(v) else round(float(v), 6)
                                               for v in values])
     sources = None if scores is None else scores.get("roi_source")
-    out["queried_roi_source"] = json.dumps(None if sources is None else
+    out["queried_roi_source"] = json.dumps([None] * n if sources is None else
                                            [str(v) for v in sources])
     return out
 
