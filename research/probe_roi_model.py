@@ -33,8 +33,8 @@ def main():
     p.add_argument("--loop", action="store_true",
                    help="instead: grow the labelled set by 60 a round from the first size "
                         "to the last and compare refitting from scratch (max_steps) with "
-                        "continuing last round's model (warm_start, warm_steps)")
-    p.add_argument("--warm-steps", type=int, default=100)
+                        "continuing last round's model (warm_start, warm_epochs)")
+    p.add_argument("--warm-epochs", type=int, default=2)
     args = p.parse_args()
     data, _, description = _load_data(args.data, args.image_size, 0, 0)
     train, _ = group_train_test_split(data.groups, 0.2, random_state=0)
@@ -79,7 +79,7 @@ def loop(args, data, fit_idx, val_idx, val_masks, avail):
           f"warm Dice @{threshold} | scratch roi_auc | warm roi_auc |")
     for seed in range(args.seeds):
         order = np.random.RandomState(seed).permutation(fit_idx)
-        warm = ROIPredictor(warm_start=True, warm_steps=args.warm_steps, threshold=threshold,
+        warm = ROIPredictor(warm_start=True, warm_epochs=args.warm_epochs, threshold=threshold,
                             random_state=seed)
         for n in range(sizes[0], sizes[-1] + 1, 60):
             chosen = order[:n]

@@ -82,9 +82,9 @@ def test_max_steps_caps_the_training(lesions, monkeypatch):
     assert len(steps) == 8  # 2 epochs of 4 batches
 
 
-def test_warm_start_continues_for_warm_steps(lesions, monkeypatch):
+def test_warm_start_continues_for_warm_epochs(lesions, monkeypatch):
     train, _ = lesions
-    model = ROIPredictor(max_epochs=10, max_steps=6, warm_start=True, warm_steps=2,
+    model = ROIPredictor(max_epochs=10, max_steps=6, warm_start=True, warm_epochs=1,
                          batch_size=16, random_state=0).fit(train.X[:64], train.roi_masks[:64])
     before = {k: v.detach().clone() for k, v in model.module_.named_parameters()}
     steps = []
@@ -92,15 +92,15 @@ def test_warm_start_continues_for_warm_steps(lesions, monkeypatch):
     monkeypatch.setattr(torch.optim.Adam, "step",
                         lambda self, *a, **k: (steps.append(1), original(self, *a, **k))[1])
     model.fit(train.X[:80], train.roi_masks[:80])
-    assert len(steps) == 2 and model.n_fits_ == 2 and model.n_train_ == 80
+    assert len(steps) == 5 and model.n_fits_ == 2 and model.n_train_ == 80  # 1 epoch of 80
     # it went on from the fitted weights: a fresh start would be far from them
     after = dict(model.module_.named_parameters())
     moved = max(float((after[k].detach() - v).abs().max()) for k, v in before.items())
-    assert 0 < moved < 0.05  # two Adam steps of lr 3e-3
+    assert 0 < moved < 0.05  # five Adam steps of lr 3e-3
     # the learner continues last round's model when the template asks for it
     learner = ActiveLearner(CNNClassifier(n_classes=3, max_epochs=1, random_state=0),
                             dual_criterion_sampling,
-                            roi_model=ROIPredictor(warm_start=True, max_steps=3, warm_steps=1),
+                            roi_model=ROIPredictor(warm_start=True, max_steps=3, warm_epochs=1),
                             random_state=0)
     learner.fit(train.X[:20], train.y[:20], train.roi_masks[:20])
     first = learner.roi_model_
@@ -185,13 +185,18 @@ def test_callable_output_check_accepts_a_channel_axis_and_soft_values():
     assert out.dtype == bool and out.shape == (2, 4, 4) and out.all()
 
 
+def _learner(train, n, net_epochs, roi_epochs):
+    """A learner on the first ``n`` training phantoms with their ROIs and an ROI model."""
+    net = CNNClassifier(n_classes=3, max_epochs=net_epochs, random_state=0)
+    return net, ActiveLearner(net, dual_criterion_sampling, X_training=train.X[:n],
+                              y_training=train.y[:n], roi_training=train.roi_masks[:n],
+                              roi_model=ROIPredictor(max_epochs=roi_epochs, random_state=0),
+                              random_state=0)
+
+
 def test_learner_hands_predicted_rois_to_the_strategy(lesions):
     train, test = lesions
-    net = CNNClassifier(n_classes=3, max_epochs=2, random_state=0)
-    learner = ActiveLearner(net, dual_criterion_sampling, X_training=train.X[:40],
-                            y_training=train.y[:40], roi_training=train.roi_masks[:40],
-                            roi_model=ROIPredictor(max_epochs=10, random_state=0),
-                            random_state=0)
+    _, learner = _learner(train, 40, net_epochs=2, roi_epochs=10)
     idx, _ = learner.query(test.X, n_instances=5)
     assert learner.roi_model_.n_train_ == 40
     assert set(learner.pool_roi_source_) <= {"predicted", "none"}
@@ -246,11 +251,7 @@ def test_a_batch_mostly_without_rois_is_said(lesions):
 
 def test_learner_saves_and_loads_its_roi_model(lesions, tmp_path):
     train, test = lesions
-    net = CNNClassifier(n_classes=3, max_epochs=1, random_state=0)
-    learner = ActiveLearner(net, dual_criterion_sampling, X_training=train.X[:20],
-                            y_training=train.y[:20], roi_training=train.roi_masks[:20],
-                            roi_model=ROIPredictor(max_epochs=2, random_state=0),
-                            random_state=0)
+    net, learner = _learner(train, 20, net_epochs=1, roi_epochs=2)
     learner.fit(train.X[:20], train.y[:20], train.roi_masks[:20])
     learner.save(tmp_path / "l")
     again = ActiveLearner.load(tmp_path / "l", net)

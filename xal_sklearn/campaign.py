@@ -186,12 +186,17 @@ class Campaign:
                                          random_state=int(random_state),
                                          **({} if roi_threshold is None else
                                             {"threshold": roi_threshold}))
-                roi_model._check_params()
+                roi_model.check_params()
             except ValueError as exc:
                 raise CampaignError(f"roi_threshold: {exc}") from None
         elif roi_threshold is not None:
             raise CampaignError(f"roi_threshold is a setting of the ROI model, which strategy "
                                 f"{strategy!r} does not use.")
+        if module is not None and strategy_params:
+            raise CampaignError(f"Strategy {strategy!r} trains the SmallCNN with "
+                                f"{', '.join(f'{k}={v}' for k, v in strategy_params.items())} "
+                                f"(MC dropout before the head), which a backbone ({module}) "
+                                "does not take; choose another strategy or the SmallCNN.")
         if module is not None:  # a torchvision backbone
             from .backbones import BACKBONES
 
@@ -232,7 +237,7 @@ class Campaign:
             "strategy": {"name": strategy, "alpha": float(alpha), "uncertainty": "entropy",
                          "alignment": "soft_dice"},
             "roi_model": (None if roi_model is None else
-                          {k: v for k, v in roi_model._params_json().items()
+                          {k: v for k, v in roi_model.json_params().items()
                            if k != "init_weights"}),
             "random_state": int(random_state), "url_prefix": url_prefix,
             "document_root": str(document_root)}

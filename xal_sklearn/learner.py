@@ -14,7 +14,7 @@ from ._persist import (atomic_folder, check_format, load_net, read_json, resolve
 from ._pool import pool_length
 from ._validation import (accepts_keyword, check_images, check_n_instances, check_roi_masks,
                           roi_annotated)
-from .roi_model import ROIPredictor, check_roi_callable_output, predict_pool_rois
+from .roi_model import ROIPredictor, predict_pool_rois
 from .strategies import dual_criterion_sampling
 
 #: Where a pool image's ROI came from, as ``pool_roi_source_`` and ``query_scores_.roi_source``
@@ -28,6 +28,7 @@ class NoROIModelWarning(UserWarning):
 
 class QueryWithoutROIWarning(UserWarning):
     """Most of a queried batch had no ROI, so attention did not take part in choosing it."""
+
 
 __all__ = ["ActiveLearner", "NoROIModelWarning", "QueryWithoutROIWarning", "ROI_SOURCES"]
 
@@ -357,17 +358,16 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         model = getattr(self, "roi_model_", None)
         if given is None and model is None:  # nothing to pass on: as the caller asked
             return None, np.full(n, "none", dtype=object)
-        sources = np.array(["given" if partial and m is not None else "none"
-                            for m in (given if partial else [None] * n)], dtype=object)
+        sources = np.full(n, "none", dtype=object)
         predicted = None if model is None else predict_pool_rois(model, X_pool)
-        shape = predicted.shape[1:] if predicted is not None else _spatial_shape(X_pool)
-        masks = np.zeros((n,) + tuple(shape), dtype=bool)
-        for i in range(n):
-            if sources[i] == "given":
-                masks[i] = check_roi_callable_output(np.asarray(given[i])[None], 1, shape,
-                                                     f"roi_masks[{i}]")[0]
-            elif predicted is not None and predicted[i].any():
-                masks[i], sources[i] = predicted[i], "predicted"
+        shape = tuple(predicted.shape[1:]) if predicted is not None else _spatial_shape(X_pool)
+        masks = np.zeros((n,) + shape, dtype=bool)
+        if partial:  # the caller's masks where it gave one
+            masks, _ = check_roi_masks(given, n, shape)
+            sources[roi_annotated(given, n)] = "given"
+        if predicted is not None:  # the model's where it drew one
+            fill = (sources == "none") & predicted.reshape(n, -1).any(axis=1)
+            masks[fill], sources[fill] = predicted[fill], "predicted"
         return masks, sources
 
     @staticmethod
@@ -377,7 +377,7 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
         if masks is None:
             return
         has = np.array([masks[int(i)] is not None and np.asarray(masks[int(i)]).any()
-                            for i in idx])
+                        for i in idx])
         if len(idx) >= 2 and (~has).sum() * 2 > len(idx):
             warnings.warn(f"{int((~has).sum())} of the {len(idx)} queried images have no ROI "
                           "(none given, none predicted), so their attention could not be "

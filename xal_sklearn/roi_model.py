@@ -32,6 +32,7 @@ from ._persist import atomic_path
 from ._validation import (check_device, check_images, check_roi_masks, resolve_device,
                           roi_annotated)
 from .alignment import dice, roi_auc
+from .modules import to_channels_last
 
 __all__ = ["ROIPredictor", "ROIModelError", "ROINet", "check_roi_callable_output",
            "predict_pool_rois", "roi_model_quality"]
@@ -115,12 +116,16 @@ class ROIPredictor(BaseEstimator):
         the time).
     warm_start : bool, default=False
         As in scikit-learn: ``fit`` on a fitted model continues from its weights,
-        for at most ``warm_steps`` steps. :class:`~xal_sklearn.ActiveLearner`
-        then refits each round's model from the last round's instead of from
-        scratch, which keeps the ROI model's cost per round small as the
-        labelled set grows (the experiments and campaigns use it).
-    warm_steps : int, default=100
-        Steps of a fit that continues (``warm_start``).
+        for ``warm_epochs`` passes over the images given (at most ``max_steps``
+        steps). :class:`~xal_sklearn.ActiveLearner` then refits each round's model
+        from the last round's instead of from scratch, so its cost per round is a
+        quarter of the classifier's 20 epochs while its steps add up over the
+        rounds (the experiments and campaigns use it). On validation groups of
+        brain MRI, 5 epochs a round came within 0.02-0.06 Dice of refitting from
+        scratch (0.360 against 0.380 at 570 labels, pixel roi_auc 0.950 against
+        0.946) at 1.7-6.4 s a round instead of 10-37 s; 2 epochs fell 0.1 behind.
+    warm_epochs : int, default=5
+        Epochs of a fit that continues (``warm_start``).
     batch_size : int, default=32
     lr : float, default=3e-3
         Adam's learning rate (cosine-annealed to 0).
@@ -154,7 +159,7 @@ class ROIPredictor(BaseEstimator):
 
     def __init__(self, threshold=0.4, max_epochs=30, max_steps=300, batch_size=32, lr=3e-3,
                  n_filters=(16, 32), dice_weight=1.0, flip=True, init_weights=None,
-                 warm_start=False, warm_steps=100, device="cpu", random_state=None):
+                 warm_start=False, warm_epochs=5, device="cpu", random_state=None):
         self.threshold = threshold
         self.max_epochs = max_epochs
         self.max_steps = max_steps
@@ -165,14 +170,16 @@ class ROIPredictor(BaseEstimator):
         self.flip = flip
         self.init_weights = init_weights
         self.warm_start = warm_start
-        self.warm_steps = warm_steps
+        self.warm_epochs = warm_epochs
         self.device = device
         self.random_state = random_state
 
     # --- training ---------------------------------------------------------------------
-    def _check_params(self):
+    def check_params(self):
+        """Raise ``ValueError`` naming the first parameter that is out of range (``fit``
+        calls it; so may a caller that records the parameters before fitting)."""
         _check_threshold(self.threshold)
-        for name in ("max_epochs", "batch_size", "warm_steps"):
+        for name in ("max_epochs", "batch_size", "warm_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -202,7 +209,7 @@ class ROIPredictor(BaseEstimator):
         ValueError
             When no image carries an annotation, or the shapes disagree.
         """
-        self._check_params()
+        self.check_params()
         X = check_images(X)
         if X.ndim != 4:
             raise ValueError("ROIPredictor takes 2-D images (n, C, H, W); got shape "
@@ -216,13 +223,14 @@ class ROIPredictor(BaseEstimator):
         device = resolve_device(self.device)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        steps = self.max_epochs * -(-len(X) // self.batch_size)
+        warm = self.warm_start and hasattr(self, "module_")
+        epochs = self.warm_epochs if warm else self.max_epochs
+        steps = epochs * -(-len(X) // self.batch_size)
         if self.max_steps is not None:
             steps = min(steps, self.max_steps)
-        if self.warm_start and hasattr(self, "module_"):  # continue from the fitted weights
+        if warm:  # continue from the fitted weights
             self._check_shape(X.shape[1:])
             module = self.module_
-            steps = min(steps, self.warm_steps)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -232,6 +240,9 @@ class ROIPredictor(BaseEstimator):
 
                 module.load_encoder(as_encoder_weights(self.init_weights))
         module.to(device).train()
+        channels_last = device == "cpu"
+        if channels_last:  # measured 1.8x faster on the CPU (research/roi_model.md)
+            to_channels_last(module)
         grid = _grid(X.shape[2:])
         # targets on the output grid: the share of each cell inside the ROI (soft)
         target = F.adaptive_avg_pool2d(torch.from_numpy(masks[:, None].astype(np.float32)),
@@ -253,6 +264,8 @@ class ROIPredictor(BaseEstimator):
                     xb = torch.where(flipped[:, None, None, None], xb.flip(-1), xb)
                     tb = torch.where(flipped[:, None, None], tb.flip(-1), tb)
                 xb, tb = xb.to(device), tb.to(device)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
                 loss = _loss(module(xb), tb, self.dice_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -289,7 +302,10 @@ class ROIPredictor(BaseEstimator):
         device = next(self.module_.parameters()).device
         for x, _, _, start in iter_pool(X, None, int(batch_size or 4 * self.batch_size)):
             self._check_shape(x.shape[1:])
-            p = torch.sigmoid(self.module_(x.to(device)))
+            x = x.to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            p = torch.sigmoid(self.module_(x))
             p = F.interpolate(p[:, None], size=tuple(x.shape[2:]), mode="bilinear",
                               align_corners=False)[:, 0].clamp_(0, 1)
             if out is None:
@@ -306,7 +322,8 @@ class ROIPredictor(BaseEstimator):
         return float(np.nanmean(roi_model_quality(self, X, roi_masks).dice_per_image))
 
     # --- saving without pickle ----------------------------------------------------------
-    def _params_json(self):
+    def json_params(self):
+        """The parameters as JSON-ready values (``init_weights`` as its path)."""
         params = self.get_params()
         params["init_weights"] = (None if params["init_weights"] is None
                                   else str(getattr(params["init_weights"], "info", {})
@@ -321,7 +338,7 @@ class ROIPredictor(BaseEstimator):
         """Write the fitted model to ``path`` (one torch file of tensors, strings and
         numbers, atomically; read back with ``weights_only=True``)."""
         self._check_fitted()
-        meta = {"params": self._params_json(), "image_shape": list(self.image_shape_),
+        meta = {"params": self.json_params(), "image_shape": list(self.image_shape_),
                 "n_train": self.n_train_, "n_empty": self.n_empty_, "n_fits": self.n_fits_}
         state = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
         with atomic_path(Path(path)) as tmp:
@@ -365,6 +382,8 @@ class ROIPredictor(BaseEstimator):
             raise ROIModelError(f"{path}: the weights do not fit the ROI network ({exc}).") \
                 from None
         model.module_ = module.to(resolve_device(model.device)).eval()
+        if resolve_device(model.device) == "cpu":
+            to_channels_last(model.module_)
         model.image_shape_ = tuple(meta["image_shape"])
         model.n_train_, model.n_empty_ = meta["n_train"], meta["n_empty"]
         model.n_fits_ = meta.get("n_fits", 1)
