@@ -28,7 +28,7 @@ from ..learner import ActiveLearner
 from ..roi_loss import with_legacy_settings
 from ..roi_model import ROIPredictor, roi_model_quality
 from ..scoring import score_pool
-from ..strategies import SCORE_FIELDS
+from ..strategies import SCORE_FIELDS, NoROIWarning
 
 __all__ = ["run_experiment", "load_results", "METRICS", "ATTENTION_METRICS",
            "POOL_ROIS", "ResultsFolderError"]
@@ -383,7 +383,10 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, params, seed, cfg
             query_kwargs.setdefault("roi_masks", _masks(dataset, pool))
         # the strategy sees images (and, with "given", ROIs), never the pool's labels;
         # with "predicted" the learner's ROI model draws the ROIs, with "none" nobody does
-        idx, _ = learner.query(X[pool], n_instances=n_query, **query_kwargs)
+        with warnings.catch_warnings():
+            if pool_rois == "none":  # the fallback is the setting, said once in the report
+                warnings.simplefilter("ignore", NoROIWarning)
+            idx, _ = learner.query(X[pool], n_instances=n_query, **query_kwargs)
         chosen = pool[idx]
         logged = _scores_logged(learner, len(chosen))
         learner.teach(X[chosen], y[chosen], roi_masks=_annotations(dataset, chosen))
