@@ -14,6 +14,7 @@ and small. Its first two blocks have the layout of :class:`~xal_sklearn.SmallCNN
 so a warm start from :func:`~xal_sklearn.pretrain_encoder` loads into them.
 """
 
+import copy
 import json
 import numbers
 import warnings
@@ -202,7 +203,7 @@ class ROIPredictor(BaseEstimator):
         roi_masks : array-like (n, H, W), or a list with ``None`` entries
             An array annotates every image (an empty mask: annotated, no lesion);
             a ``None`` entry leaves its image out (nobody drew on it). Boxes turn
-            into masks with :func:`~xal_sklearn.datasets.boxes_to_mask` first.
+            into masks with :func:`~xal_sklearn.datasets.boxes_to_masks` first.
 
         Raises
         ------
@@ -228,9 +229,9 @@ class ROIPredictor(BaseEstimator):
         steps = epochs * -(-len(X) // self.batch_size)
         if self.max_steps is not None:
             steps = min(steps, self.max_steps)
-        if warm:  # continue from the fitted weights
-            self._check_shape(X.shape[1:])
-            module = self.module_
+        if warm:  # continue from (a copy of) the fitted weights: an interrupted fit
+            self._check_shape(X.shape[1:])  # leaves the model as it was
+            module = copy.deepcopy(self.module_)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
