@@ -790,7 +790,8 @@ class Campaign:
         s = self.status()
         lines = [f"Campaign {self.folder}: {s['n_labelled']} of {s['n_pool']} images labelled "
                  f"({s['n_with_roi']} with an ROI) in {s['rounds']} round(s).",
-                 "Per class: " + ", ".join(f"{c} {k}" for c, k in s["per_class"].items()) + "."]
+                 "Per class: " + ", ".join(f"{c} {k}" for c, k in s["per_class"].items()) + ".",
+                 f"Query strategy: {self._strategy()[2]}."]
         warm = self.config.get("pretrain")
         if warm:
             lines.append(f"Warm start: {warm['method']}, {warm['epochs']} epochs on "
