@@ -154,6 +154,14 @@ def roi_annotated(masks, n_samples):
     return np.ones(n_samples, bool)
 
 
+def with_missing(masks, annotated):
+    """Masks as :func:`roi_annotated` reads them: the array itself when every image is
+    annotated, else a list with ``None`` for the images nobody drew on."""
+    if np.all(annotated):
+        return masks
+    return [m if a else None for m, a in zip(masks, annotated)]
+
+
 def _check_mask_shape(m, n_samples, spatial_shape, name):
     if m.ndim == len(spatial_shape) + 2 and m.shape[1] == 1:
         m = m[:, 0]

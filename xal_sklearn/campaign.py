@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from ._persist import (atomic_folder, atomic_write, check_format, read_json,
                        resolve_folder)
-from ._validation import accepts_keyword, check_device, list_problems
+from ._validation import accepts_keyword, check_device, list_problems, with_missing
 from .classifier import CNNClassifier, check_precision
 from .pretrain import DEFAULT_PRETRAIN_EPOCHS, pretrain_encoder
 from .datasets import (DataLoadError, read_image, read_mask, resize_image, resize_mask,
@@ -397,7 +397,7 @@ class Campaign:
     def _labelled_arrays(self):
         X = self._images([e["id"] for e in self.state["labelled"]])
         return (X, np.array([e["label"] for e in self.state["labelled"]]),
-                _annotations(self._roi_masks(), self._roi_annotated()))
+                with_missing(self._roi_masks(), self._roi_annotated()))
 
     def learner(self):
         """The campaign's trained :class:`~xal_sklearn.ActiveLearner` (None before labels)."""
@@ -496,7 +496,7 @@ class Campaign:
             if accepts_keyword(strategy, "roi_masks"):
                 # the pool's own ROIs (manifest masks) where it has them; the ROI model
                 # draws the others
-                given = [pool.mask(k) if pool.masks[k] else None for k in range(len(pool))]
+                given = [pool.mask(k) for k in range(len(pool))]  # None: no manifest mask
                 kwargs["roi_masks"] = given if any(m is not None for m in given) else None
             chosen, _ = learner.query(pool, n_instances=n, **kwargs)
             scores = learner.query_scores_
@@ -690,9 +690,9 @@ class Campaign:
             learner = ActiveLearner(self._template(), self._strategy()[0],
                                     random_state=self.config["random_state"],
                                     roi_model=self._roi_template())
-            learner.fit(X_new, y_new, roi_masks=_annotations(new_masks, new_annotated))
+            learner.fit(X_new, y_new, roi_masks=with_missing(new_masks, new_annotated))
         else:
-            learner.teach(X_new, y_new, roi_masks=_annotations(new_masks, new_annotated))
+            learner.teach(X_new, y_new, roi_masks=with_missing(new_masks, new_annotated))
         roi_cv = self._roi_cross_validated(learner)
         labelled_before = self.state["labelled"]
         entries = [{"id": a.xal_id, "label": a.label, "batch": expected[a.xal_id]["batch"],
@@ -825,13 +825,6 @@ class Campaign:
                          f"({s['agreement_all']:.0%} over all judged batches); those images "
                          "were unseen by the model when it predicted them.")
         return "\n".join(lines)
-
-
-def _annotations(masks, annotated):
-    """Masks as the learner takes them: None where nobody drew (see ActiveLearner.fit)."""
-    if np.all(annotated):
-        return masks
-    return [m if a else None for m, a in zip(masks, annotated)]
 
 
 def _attention_box(cam, size):

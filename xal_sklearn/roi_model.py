@@ -320,7 +320,7 @@ class ROIPredictor(BaseEstimator):
 
     def score(self, X, roi_masks):
         """Mean Dice of :meth:`predict` against ``roi_masks`` over images with a lesion."""
-        return float(np.nanmean(roi_model_quality(self, X, roi_masks).dice_per_image))
+        return roi_model_quality(self, X, roi_masks).dice
 
     # --- saving without pickle ----------------------------------------------------------
     def json_params(self):
@@ -424,7 +424,7 @@ def roi_model_quality(roi_model, X, roi_masks):
         proba = roi_model.predict_proba(X)
         pred = proba >= _check_threshold(roi_model.threshold)
     else:
-        pred = check_roi_callable_output(roi_model(X), len(X), X.shape[2:])
+        pred = predict_pool_rois(roi_model, X)
         proba = pred.astype(np.float32)
     d = np.full(len(X), np.nan)
     a = np.full(len(X), np.nan)
@@ -447,29 +447,14 @@ def roi_model_quality(roi_model, X, roi_masks):
 
 def check_roi_callable_output(masks, n, spatial_shape, name="roi_model"):
     """The masks an ROI callable returned, checked: ``(n, *spatial)`` bool, no NaN."""
-    if isinstance(masks, torch.Tensor):
-        masks = masks.detach().cpu().numpy()
-    try:
-        arr = np.asarray(masks)
-    except Exception as exc:
-        raise ROIModelError(f"{name} returned something that is not an array: {exc}") from None
-    if arr.dtype == object or not (arr.dtype == bool or np.issubdtype(arr.dtype, np.number)):
-        raise ROIModelError(f"{name} must return numeric or boolean masks; got dtype "
-                            f"{arr.dtype}.")
-    if arr.ndim == len(spatial_shape) + 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != len(spatial_shape) + 1 or len(arr) != n:
-        raise ROIModelError(f"{name} returned masks of shape {arr.shape} for {n} images; "
-                            f"expected ({n}, {', '.join(map(str, spatial_shape))}).")
-    if tuple(arr.shape[1:]) != tuple(spatial_shape):
-        raise ROIModelError(f"{name} returned masks of spatial shape {arr.shape[1:]}; the "
-                            f"images are {tuple(spatial_shape)}.")
-    if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
-        raise ROIModelError(f"{name} returned masks with NaN values "
-                            f"({int(np.isnan(arr).reshape(n, -1).any(1).sum())} image(s)).")
-    if arr.dtype != bool and arr.size and arr.min() < 0:
-        raise ROIModelError(f"{name} returned masks with negative values.")
-    return arr >= 0.5 if arr.dtype != bool else arr
+    if isinstance(masks, (list, tuple)) and any(m is None for m in masks):
+        raise ROIModelError(f"{name} returned a list with None entries; return one mask per "
+                            "image (an empty one where there is no ROI).")
+    try:  # the checks every mask of the package goes through
+        return check_roi_masks(masks, n, spatial_shape, name=name)[0]
+    except (TypeError, ValueError) as exc:
+        raise ROIModelError(f"{name} returned masks of shape {np.shape(masks)} for {n} images "
+                            f"of {tuple(spatial_shape)} that do not fit: {exc}") from None
 
 
 def predict_pool_rois(roi_model, X_pool, batch_size=None):

@@ -21,7 +21,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 
 from .._persist import (atomic_folder, atomic_write, check_format, read_json,
                         resolve_folder)
-from .._validation import accepts_keyword, check_images
+from .._validation import accepts_keyword, check_images, with_missing
 from ..alignment import ALIGNMENT_METRICS, alignment_t, chance_alignment
 from ..datasets import group_train_test_split
 from ..learner import ActiveLearner
@@ -202,11 +202,8 @@ def _annotations(dataset, idx):
     """The ROI annotations of labelled images, as the learner takes them: an array when
     every image is annotated (an empty mask: annotated, no lesion), else a list with
     None for the images nobody drew on."""
-    masks = np.asarray(dataset["roi_masks"])[idx]
-    available = np.asarray(dataset["roi_available"])[idx]
-    if available.all():
-        return masks
-    return [m if a else None for m, a in zip(masks, available)]
+    return with_missing(np.asarray(dataset["roi_masks"])[idx],
+                        np.asarray(dataset["roi_available"])[idx])
 
 
 def _roi_model_row(learner, X_test, annotations_test):
