@@ -11,20 +11,60 @@ import time
 #: When the package began to import (before torch): ``xal`` reports its run time from here.
 IMPORT_STARTED = time.monotonic()
 
-from .alignment import dice, iou, mass_in_roi, pointing_game, roi_auc, soft_dice
-from .baselines import (badge_sampling, bald_sampling, coreset_sampling, from_skactiveml,
-                        probcover_sampling, typiclust_sampling)
-from .classifier import CNNClassifier
-from .embedding import pool_embeddings
-from .gradcam import gradcam
-from .learner import ActiveLearner
-from .modules import SmallCNN
-from .pretrain import EncoderWeights, pretrain_encoder
-from .roi_model import ROIPredictor
-from .scoring import score_pool
-from .strategies import (dual_criterion_sampling, misalignment_sampling, random_sampling,
-                         uncertainty_sampling)
-from .uncertainty import normalized_uncertainty
+import sys
+import types
+from importlib import import_module
+
+#: Public name -> the module that defines it. Imported on first use (PEP 562), so that
+#: ``xal --help`` and the CLI's argument errors do not wait for torch.
+_LAZY = {
+    **dict.fromkeys(("dice", "iou", "mass_in_roi", "pointing_game", "roi_auc", "soft_dice"),
+                    "alignment"),
+    **dict.fromkeys(("badge_sampling", "bald_sampling", "coreset_sampling", "from_skactiveml",
+                     "probcover_sampling", "typiclust_sampling"), "baselines"),
+    "CNNClassifier": "classifier",
+    "pool_embeddings": "embedding",
+    "gradcam": "gradcam",
+    "ActiveLearner": "learner",
+    "SmallCNN": "modules",
+    "EncoderWeights": "pretrain",
+    "pretrain_encoder": "pretrain",
+    "ROIPredictor": "roi_model",
+    "score_pool": "scoring",
+    **dict.fromkeys(("dual_criterion_sampling", "misalignment_sampling", "random_sampling",
+                     "uncertainty_sampling"), "strategies"),
+    "normalized_uncertainty": "uncertainty",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``xal_sklearn.gradcam`` the function once its submodule is imported.
+
+    Importing ``xal_sklearn.gradcam`` (the module) sets the package's attribute of that
+    name to the module; the eager imports this package had before ``_LAZY`` then bound
+    it to the function again, and so does this.
+    """
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __version__ = "0.1.0"
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils import check_random_state
 
+from ._names import ALIGNMENT_NAMES
 from ._validation import binarize_masks, check_finite_nonnegative
 
 __all__ = ["ALIGNMENT_METRICS", "chance_alignment", "check_alignment_name", "dice", "iou",
@@ -125,7 +126,8 @@ def _mass_in_roi_t(maps, masks, **_):
 
 AlignmentMetric = namedtuple("AlignmentMetric", ["kernel", "chance", "description"])
 
-#: name -> (torch kernel, chance level in words, description). The one list of metrics.
+#: name -> (torch kernel, chance level in words, description). The one list of metrics
+#: (its names, in this order, are ``_names.ALIGNMENT_NAMES``, which the CLI reads).
 ALIGNMENT_METRICS = {
     "soft_dice": AlignmentMetric(
         soft_dice_t, "about 2ca/(c+a) (map mean c, mask fraction a)",
@@ -142,6 +144,8 @@ ALIGNMENT_METRICS = {
     "mass_in_roi": AlignmentMetric(
         _mass_in_roi_t, "the mask's area fraction", "share of the map's mass inside the mask"),
 }
+if tuple(ALIGNMENT_METRICS) != ALIGNMENT_NAMES:  # the CLI offers _names' copy
+    raise ImportError("ALIGNMENT_METRICS and _names.ALIGNMENT_NAMES list different metrics.")
 
 
 def check_alignment_name(name):

@@ -14,6 +14,7 @@ from skorch.dataset import unpack_data
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._dataset import ImageDataset
+from ._names import PRECISION_NAMES
 from ._validation import (binarize_masks, check_device, check_images, check_input_shape,
                           check_roi_masks, probe_forward, resolve_device, resolve_layer)
 from .backbones import build_backbone, copy_adapted
@@ -32,7 +33,7 @@ class _FitInterrupted(Exception):
 
 
 #: ``precision`` values: the dtype of the training forward pass under autocast
-PRECISIONS = {"float32": None, "bf16-mixed": torch.bfloat16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16)))
 
 
 def check_precision(precision):

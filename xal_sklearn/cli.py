@@ -7,16 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from ._validation import device_problem, resolve_device
-from .alignment import ALIGNMENT_METRICS
-from .classifier import PRECISIONS
-from .finetune import HEAD_INITS
-from .modules import DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS, context_split
-from .pretrain import DEFAULT_PRETRAIN_EPOCHS, PRETRAIN_METHODS
+# Only torch-free modules at the top: help and argument errors must not wait for torch
+# (benchmarks/bench_cli_startup.py); the rest is imported where it is used.
+from ._names import (ALIGNMENT_NAMES, DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS,
+                     DEFAULT_PRETRAIN_EPOCHS, DEFAULT_ROI_LOSS, HEAD_INITS, PRECISION_NAMES,
+                     PRETRAIN_METHODS, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS, ROI_LOSSES,
+                     UNCERTAINTY_MEASURES, context_split)
 from .registry import BALD_DROPOUT, STRATEGY_NAMES, strategy_spec, strategy_words
-from .roi_loss import (DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS, ROI_LOSSES,
-                       describe_roi_training, resolve_roi_settings)
-from .uncertainty import UNCERTAINTY_MEASURES
 
 #: A strategy name ending in this trains with the ROI loss (the other arms without).
 ROI_SUFFIX = "+roi"
@@ -78,7 +75,7 @@ def _context_channels(args):
     try:
         return context_split(value, last)
     except ValueError:
-        args.subparser.error(
+        args.subparser.refuse(
             f"--context-channels must be a number of channels from 0 to {last - 1} (the "
             f"network's last block has {last} and Grad-CAM reads at least one) or a share in "
             f"[0, 1); got {value}")
@@ -176,13 +173,22 @@ def _parse_shortcut(value, parser):
     try:
         agree = float(agree) if sep else 0.9
     except ValueError:
-        parser.error(f"--shortcut {value!r}: the agreement after ':' must be a number")
+        parser.refuse(f"--shortcut {value!r}: the agreement after ':' must be a number")
     if kind not in SHORTCUT_KINDS:
-        parser.error(f"--shortcut {value!r}: unknown kind {kind!r}; choose from "
+        parser.refuse(f"--shortcut {value!r}: unknown kind {kind!r}; choose from "
                      f"{', '.join(SHORTCUT_KINDS)}")
     if not 0 <= agree <= 1:
-        parser.error(f"--shortcut {value!r}: the agreement must lie in [0, 1]")
+        parser.refuse(f"--shortcut {value!r}: the agreement must lie in [0, 1]")
     return kind, agree
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with :meth:`refuse` for a wrong value or machine."""
+
+    def refuse(self, message):
+        """Exit as :meth:`error` does, but with the message alone: the usage helps with a
+        misspelt option, and only buries the line that matters when a value is wrong."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -204,8 +210,8 @@ def _subparser(sub, name, **kwargs):
 def _parser():
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="xal", description="Explainability-guided active learning.",
-                                allow_abbrev=False)
+    p = _Parser(prog="xal", description="Explainability-guided active learning.",
+                allow_abbrev=False)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = _subparser(sub, "run", help="simulate active learning; with no options a short demo "
@@ -233,7 +239,7 @@ def _parser():
                           "(dual+roi) with random, entropy and the two ablations")
     run.add_argument("--alpha", default="0.3", help="comma-separated alphas for dual")
     run.add_argument("--uncertainty", default="entropy", choices=UNCERTAINTY_MEASURES)
-    run.add_argument("--alignment", default="soft_dice", choices=tuple(ALIGNMENT_METRICS),
+    run.add_argument("--alignment", default="soft_dice", choices=ALIGNMENT_NAMES,
                      help="how dual/misalignment compare Grad-CAM with the ROI")
     run.add_argument("--roi-loss", default=None, choices=ROI_LOSSES,
                      help="the attention loss on the labelled ROIs: of the +roi strategies "
@@ -281,7 +287,7 @@ def _parser():
     run.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                      help="where the networks train and score; auto: the GPU when there is "
                           "one")
-    run.add_argument("--precision", default="float32", choices=tuple(PRECISIONS),
+    run.add_argument("--precision", default="float32", choices=PRECISION_NAMES,
                      help="training arithmetic; bf16-mixed trains about 1.2x faster than "
                           "float32 on CPUs with AVX512-BF16 or AMX (docs/benchmarks.md)")
     run.add_argument("--rgb", action="store_true",
@@ -330,7 +336,7 @@ def _parser():
                       help="training epochs each time the network is fitted")
     init.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                       help="where the network trains and scores")
-    init.add_argument("--precision", default="float32", choices=tuple(PRECISIONS),
+    init.add_argument("--precision", default="float32", choices=PRECISION_NAMES,
                       help="training arithmetic")
     init.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     init.add_argument("--module", default=None,
@@ -365,9 +371,11 @@ def _parser():
 
 
 def _check_device(args):
+    from ._validation import device_problem
+
     problem = device_problem(args.device)
     if problem is not None:
-        args.subparser.error(f"--device {args.device}: {problem}; use --device cpu, or "
+        args.subparser.refuse(f"--device {args.device}: {problem}; use --device cpu, or "
                              "--device auto (the GPU when there is one, else the CPU)")
 
 
@@ -399,7 +407,7 @@ def _campaign(args):
             print(f"Note: {note}")
     elif args.action == "pretrain":
         if args.epochs < 1 or args.batch_size < 2:
-            args.subparser.error("--epochs must be >= 1 and --batch-size >= 2")
+            args.subparser.refuse("--epochs must be >= 1 and --batch-size >= 2")
         r = Campaign.open(args.folder).pretrain(args.method, args.epochs, args.batch_size)
         info = r["info"]
         print(f"Pretrained ({info['method']}, {info['epochs']} epochs on {info['n_images']} pool "
@@ -421,59 +429,64 @@ def _campaign(args):
 
 
 def _check_run_args(args):
-    """Every argument is checked before anything is loaded or written."""
+    """Every argument is checked before anything is loaded or written (those that need
+    torch last, so that a mistyped number is said at once)."""
     parser = args.subparser
-    _check_device(args)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [n for n in names if n.removesuffix(ROI_SUFFIX) not in STRATEGY_NAMES]
     if unknown or not names:
-        parser.error(f"unknown strategy {', '.join(unknown) or '(none)'}; "
+        parser.refuse(f"unknown strategy {', '.join(unknown) or '(none)'}; "
                      f"choose from {', '.join(STRATEGY_NAMES)} (each may end in {ROI_SUFFIX})")
     try:
         alphas = [float(a) for a in args.alpha.split(",")]
     except ValueError:
-        parser.error(f"--alpha must be comma-separated numbers, got {args.alpha!r}")
+        parser.refuse(f"--alpha must be comma-separated numbers, got {args.alpha!r}")
     if any(not 0 <= a <= 1 for a in alphas):
-        parser.error("--alpha values must lie in [0, 1]")
+        parser.refuse("--alpha values must lie in [0, 1]")
     if args.shortcut is not None:
         args.shortcut = _parse_shortcut(args.shortcut, parser)
     for flag in ("initial", "query_size", "budget", "seeds", "epochs", "n_samples",
                  "batch_size", "pretrain_epochs"):
         if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+            parser.refuse(f"--{flag.replace('_', '-')} must be >= 1")
     if args.image_size is not None and args.image_size < 8:
-        parser.error("--image-size must be >= 8")
+        parser.refuse("--image-size must be >= 8")
     args.context_channels = _context_channels(args)
     if not (math.isfinite(args.lr) and args.lr > 0):
-        parser.error(f"--lr must be a positive number, got {args.lr}")
+        parser.refuse(f"--lr must be a positive number, got {args.lr}")
+    if args.n_jobs is not None and (args.n_jobs == 0 or args.n_jobs < -1):
+        parser.refuse("--n-jobs must be >= 1, or -1 for all cores")
+    if not 0 < args.test_size < 1:
+        parser.refuse("--test-size must lie in (0, 1)")
+    if args.budget < args.initial:
+        parser.refuse(f"--budget ({args.budget}) is smaller than --initial ({args.initial})")
+    out = Path(args.out or Path("xal_results") / args.data.partition(":")[0])
+    if out.exists() and not out.is_dir():
+        parser.refuse(f"--out {out} is a file, not a folder")
+    from ._validation import resolve_device
+    from .roi_loss import resolve_roi_settings
+
     try:  # the classifier's own checks, in the CLI's words
         resolve_roi_settings(args.roi_loss, **_roi_settings(args))
     except ValueError as e:
         words = str(e).replace("max_epochs", "--epochs")
         for name in ROI_DEFAULTS:
             words = words.replace(name, "--" + name.replace("_", "-"))
-        parser.error(words)
+        parser.refuse(words)
+    _check_device(args)
     if args.n_jobs is None:
         args.n_jobs = -1 if resolve_device(args.device) == "cpu" else 1
-    if args.n_jobs == 0 or args.n_jobs < -1:
-        parser.error("--n-jobs must be >= 1, or -1 for all cores")
-    if not 0 < args.test_size < 1:
-        parser.error("--test-size must lie in (0, 1)")
-    if args.budget < args.initial:
-        parser.error(f"--budget ({args.budget}) is smaller than --initial ({args.initial})")
-    out = Path(args.out or Path("xal_results") / args.data.partition(":")[0])
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out {out} is a file, not a folder")
     return names, alphas, out
 
 
 def _run(args):
+    parser = args.subparser
+    names, alphas, out = _check_run_args(args)
     from . import CNNClassifier
     from .experiments import (ResultsFolderError, comparison_sentences, degenerate_runs,
                               run_experiment, summary_table, write_report)
+    from .roi_loss import describe_roi_training
 
-    parser = args.subparser
-    names, alphas, out = _check_run_args(args)
     dataset, test_set, description = _load_data(args.data, args.image_size, args.n_samples, 0,
                                                 rgb=args.rgb, on_error=args.on_error,
                                                 shortcut=args.shortcut,
@@ -484,7 +497,7 @@ def _run(args):
     strategies = _strategies(names, alphas, args.uncertainty, args.alignment, roi_params)
     reference = args.reference if args.reference in strategies else None
     if args.reference != "random" and reference is None:
-        parser.error(f"--reference {args.reference!r} is not among the strategies run: "
+        parser.refuse(f"--reference {args.reference!r} is not among the strategies run: "
                      f"{', '.join(strategies)}")
     net = CNNClassifier(n_classes=len(dataset.target_names), max_epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr,
@@ -534,7 +547,7 @@ def _run(args):
                           "rgb": args.rgb, "shortcut": args.shortcut,
                           "test_size": args.test_size})
     except ResultsFolderError as exc:
-        parser.error(f"--out {exc.out_dir} holds results of another configuration; choose "
+        parser.refuse(f"--out {exc.out_dir} holds results of another configuration; choose "
                      "another --out, or add --force to discard them and start over")
     sentences = []
     if len(strategies) > 1:
@@ -598,7 +611,7 @@ def main(argv=None):
             from .experiments import write_report
 
             if not (Path(args.results_dir) / "config.json").is_file():
-                args.subparser.error(f"{args.results_dir} is not a results folder "
+                args.subparser.refuse(f"{args.results_dir} is not a results folder "
                                      "(no config.json)")
             dataset, test_set = _data_for_report(args)
             print(f"Report: {write_report(args.results_dir, dataset, test_set=test_set)}")

@@ -24,15 +24,13 @@ from sklearn.linear_model import LogisticRegression
 from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
 
+from ._names import HEAD_INITS
 from ._validation import check_finite_nonnegative, epochs_from_setting
 from .embedding import find_head
 from .pretrain import encoder_features
 
 __all__ = ["FreezeEncoder", "HEAD_INITS", "ProbeHead", "check_head_init",
            "freeze_epoch_count", "probe_scale"]
-
-#: How ``CNNClassifier`` starts the last linear layer of each fit.
-HEAD_INITS = ("random", "probe")
 
 
 def check_head_init(head_init):

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
+from ._names import DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS, context_split
+
 __all__ = ["CPU_CHUNK_SIZE", "DEFAULT_CONTEXT_CHANNELS", "DEFAULT_N_FILTERS", "GlobalAvgPool2d",
            "SmallCNN", "channels_last_weights", "context_split", "to_channels_last"]
 
@@ -13,34 +15,6 @@ __all__ = ["CPU_CHUNK_SIZE", "DEFAULT_CONTEXT_CHANNELS", "DEFAULT_N_FILTERS", "G
 #: with 2-D conv weights in channels-last layout: activations then stay in cache, which
 #: measured 2-3x faster than NCHW batches of 64 (docs/benchmarks.md).
 CPU_CHUNK_SIZE = 16
-
-#: :class:`SmallCNN`'s default ``context_channels``: a quarter of the last block (16 of
-#: 64). It was 0 before the branch existed; records of results folders and campaigns name
-#: it, so a record without it is the old network.
-DEFAULT_CONTEXT_CHANNELS = 0.25
-
-#: :class:`SmallCNN`'s default ``n_filters`` (the widths of its blocks); the CLI and
-#: campaigns, which build it with these, check ``context_channels`` against the last.
-DEFAULT_N_FILTERS = (16, 32, 64)
-
-
-def context_split(context_channels, last_width):
-    """``context_channels`` (channels, or a share of ``last_width`` as a float in [0, 1))
-    -> the number of channels of the context branch; the taught block keeps at least one.
-    """
-    if isinstance(context_channels, bool) or not isinstance(context_channels, (int, float)):
-        n = None
-    elif isinstance(context_channels, float):
-        n = (min(int(round(context_channels * last_width)), last_width - 1)
-             if 0 <= context_channels < 1 else None)
-    else:
-        n = context_channels if 0 <= context_channels < last_width else None
-    if n is None:
-        raise ValueError(
-            f"context_channels must be a whole number of channels from 0 to n_filters[-1] - 1 "
-            f"= {last_width - 1} (the taught block keeps at least one) or a share of the last "
-            f"block in [0, 1); got {context_channels!r}.")
-    return n
 
 
 def to_channels_last(module):

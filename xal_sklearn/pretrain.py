@@ -44,6 +44,7 @@ from sklearn.utils import check_random_state
 from torch import nn
 
 from ._memory import reuse_freed_memory
+from ._names import DEFAULT_PRETRAIN_EPOCHS, PRETRAIN_METHODS
 from ._persist import FormatError, atomic_path
 from ._pool import iter_pool, pool_length, progress_bar
 from ._validation import check_device, check_finite_batch, check_numeric, resolve_device
@@ -55,9 +56,6 @@ __all__ = ["DEFAULT_PRETRAIN_EPOCHS", "EncoderWeights", "EncoderMismatchError",
            "PRETRAIN_METHODS", "augment_views", "byol_loss", "encoder_features", "nt_xent_loss",
            "pretrain_encoder"]
 
-PRETRAIN_METHODS = ("simclr", "byol")
-#: Enough on our brain-MRI pool (docs/results.md), and under 10 minutes at 64 px on 2 cores.
-DEFAULT_PRETRAIN_EPOCHS = 50
 _FORMAT, _VERSION = "xal-encoder-weights", 1
 
 

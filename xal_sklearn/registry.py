@@ -3,13 +3,11 @@
 A name is turned into ``(function, kwargs, estimator_params)``: the strategy (a
 plain function with modAL's signature), its keyword arguments, and the parameters
 its network needs (BALD's MC dropout). ``xal run --strategies`` and ``xal campaign
-init --strategy`` accept exactly :data:`STRATEGY_NAMES`.
+init --strategy`` accept exactly :data:`STRATEGY_NAMES`. The names import without torch
+(``xal --help`` lists them); the functions are imported when a spec is asked for.
 """
 
-from .baselines import (badge_sampling, bald_sampling, coreset_sampling, probcover_sampling,
-                        typiclust_sampling)
-from .strategies import (dual_criterion_sampling, misalignment_sampling, random_sampling,
-                         uncertainty_sampling)
+from importlib import import_module
 
 __all__ = ["BALD_DROPOUT", "DUAL_DIVERSITY", "STRATEGY_NAMES", "strategy_spec",
            "strategy_words", "uses_pool_rois"]
@@ -25,8 +23,15 @@ BALD_DROPOUT = 0.25
 #: How each ``dual*`` name spreads its batch (see :func:`~xal_sklearn.strategies.diverse_top_k`).
 DUAL_DIVERSITY = {"dual": None, "dual_kcenter": "kcenter", "dual_cluster": "cluster"}
 
-_BASELINES = {"bald": bald_sampling, "badge": badge_sampling, "coreset": coreset_sampling,
-              "typiclust": typiclust_sampling, "probcover": probcover_sampling}
+#: name -> (module, function) of each strategy; ``entropy``, ``margin`` and
+#: ``least_confident`` are ``uncertainty_sampling`` with that measure.
+_FUNCTIONS = {"random": ("strategies", "random_sampling"),
+              "misalignment": ("strategies", "misalignment_sampling"),
+              **{name: ("strategies", "dual_criterion_sampling") for name in DUAL_DIVERSITY},
+              **{name: ("strategies", "uncertainty_sampling")
+                 for name in ("entropy", "margin", "least_confident")},
+              **{name: ("baselines", f"{name}_sampling")
+                 for name in ("bald", "badge", "coreset", "typiclust", "probcover")}}
 
 _WORDS = {"random": "random selection", "entropy": "entropy selection",
           "margin": "margin selection", "least_confident": "least-confidence selection",
@@ -47,20 +52,21 @@ def strategy_spec(name, alpha=0.3, uncertainty="entropy", alignment="soft_dice")
     ``alignment`` the measures the uncertainty and dual strategies use.
     """
     _check_name(name)
+    module, function = _FUNCTIONS[name]
+    function = getattr(import_module(f"{__package__}.{module}"), function)
     params = {"module__dropout": BALD_DROPOUT} if name == "bald" else {}
     if name in DUAL_DIVERSITY:
         kwargs = {"alpha": alpha, "uncertainty": uncertainty, "alignment": alignment}
         if DUAL_DIVERSITY[name]:
             kwargs["diversity"] = DUAL_DIVERSITY[name]
-        return dual_criterion_sampling, kwargs, params
-    if name == "misalignment":
-        return misalignment_sampling, {"uncertainty": uncertainty, "alignment": alignment}, params
-    if name == "random":
-        return random_sampling, {}, params
-    if name in _BASELINES:
-        return _BASELINES[name], {}, params
-    # entropy, margin, least_confident: rank as modAL's entropy / margin / uncertainty sampling
-    return uncertainty_sampling, {"uncertainty": name}, params
+    elif name == "misalignment":
+        kwargs = {"uncertainty": uncertainty, "alignment": alignment}
+    elif name in ("entropy", "margin", "least_confident"):
+        # rank as modAL's entropy / margin / uncertainty sampling
+        kwargs = {"uncertainty": name}
+    else:
+        kwargs = {}
+    return function, kwargs, params
 
 
 def uses_pool_rois(name):

@@ -62,6 +62,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from ._names import DEFAULT_ROI_LOSS, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS, ROI_LOSSES
 from ._validation import check_finite_nonnegative, epochs_from_setting
 
 __all__ = ["DEFAULT_ROI_LOSS", "GRADCAM_LOSSES", "ROI_BALANCES", "ROI_CONFLICTS", "ROI_LOSSES",
@@ -73,12 +74,6 @@ __all__ = ["DEFAULT_ROI_LOSS", "GRADCAM_LOSSES", "ROI_BALANCES", "ROI_CONFLICTS"
            "gradcam_from_activations",
            "masks_to_grid", "roi_loss_term", "warmup_epochs"]
 
-ROI_LOSSES = ("dice", "outside", "rank", "counterexample", "rrr")
-
-#: The loss to use when none is named (the ``+roi`` arms of ``xal run``, the demo); chosen
-#: on validation groups of the brain-MRI training split (docs/results.md).
-DEFAULT_ROI_LOSS = "rank"
-
 #: Losses read from the Grad-CAM layer's activations in the training forward pass.
 GRADCAM_LOSSES = ("dice", "outside", "rank")
 
@@ -87,12 +82,11 @@ GRADCAM_LOSSES = ("dice", "outside", "rank")
 RANK_MAX_CELLS = 1024
 
 
-#: How ``roi_weight`` weighs the attention term against the cross-entropy:
-#: ``"ce"`` rescales the term at every step so that its value is ``roi_weight`` x the
-#: batch's cross-entropy (the factor is a constant of the step, not differentiated), so
-#: one weight means the same share for every loss and data set, and the attention
-#: gradient shrinks as the fit improves; ``"fixed"`` is ``roi_weight`` x the term.
-ROI_BALANCES = ("ce", "fixed")
+# ROI_BALANCES, how ``roi_weight`` weighs the attention term against the cross-entropy:
+# ``"ce"`` rescales the term at every step so that its value is ``roi_weight`` x the
+# batch's cross-entropy (the factor is a constant of the step, not differentiated), so
+# one weight means the same share for every loss and data set, and the attention
+# gradient shrinks as the fit improves; ``"fixed"`` is ``roi_weight`` x the term.
 
 #: With ``"ce"``, a term smaller than this is rescaled as if it were this large.
 BALANCE_FLOOR = 1e-3
@@ -109,17 +103,16 @@ def check_roi_balance(roi_balance):
     _check_choice(roi_balance, "roi_balance", ROI_BALANCES)
 
 
-#: How the attention term's gradient meets the cross-entropy's at each step:
-#: ``"project"`` removes from the attention gradient its component along the
-#: cross-entropy gradient when the two point against each other (negative dot product
-#: over all trainable parameters; the one-sided projection of PCGrad, Yu et al. 2020), so
-#: the term can move the map but never, to first order, raise the cross-entropy;
-#: ``"separate"`` projects as ``"project"`` does and also keeps the term's gradient out of
-#: the optimizer: the optimizer steps on the cross-entropy's gradient alone and the term is
-#: applied after that step (:func:`step_term_apart`), so it does not inflate Adam's
-#: second-moment estimate and slow the cross-entropy's own steps;
-#: ``"sum"`` adds the two gradients as they are (plain backpropagation of the sum).
-ROI_CONFLICTS = ("separate", "project", "sum")
+# ROI_CONFLICTS, how the attention term's gradient meets the cross-entropy's at each step:
+# ``"project"`` removes from the attention gradient its component along the
+# cross-entropy gradient when the two point against each other (negative dot product
+# over all trainable parameters; the one-sided projection of PCGrad, Yu et al. 2020), so
+# the term can move the map but never, to first order, raise the cross-entropy;
+# ``"separate"`` projects as ``"project"`` does and also keeps the term's gradient out of
+# the optimizer: the optimizer steps on the cross-entropy's gradient alone and the term is
+# applied after that step (:func:`step_term_apart`), so it does not inflate Adam's
+# second-moment estimate and slow the cross-entropy's own steps;
+# ``"sum"`` adds the two gradients as they are (plain backpropagation of the sum).
 
 
 def check_roi_conflict(roi_conflict):
@@ -215,12 +208,6 @@ def step_term_apart(optimizer, term_grads):
                     -TERM_STEP_BOUND, TERM_STEP_BOUND)
             p.sub_(grad, alpha=float(group["lr"]))
 
-
-#: :class:`~xal_sklearn.CNNClassifier`'s defaults for the attention-loss settings, chosen
-#: with ``"rank"`` on validation groups of the brain-MRI training split (docs/results.md);
-#: the CLI and campaigns fill the settings a user leaves out from here.
-ROI_DEFAULTS = {"roi_weight": 1.0, "roi_balance": "ce", "roi_dilation": 2, "roi_warmup": 0.4,
-                "roi_conflict": "separate"}
 
 #: What a model of an earlier version, whose records lack these settings, trained with
 #: (before ``roi_balance``, ``roi_dilation``, ``roi_warmup`` and ``roi_conflict`` had their

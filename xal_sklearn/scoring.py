@@ -4,6 +4,7 @@ import numbers
 from contextlib import nullcontext
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.utils import Bunch
 
 from ._pool import iter_pool, pool_length, progress_bar
@@ -15,7 +16,7 @@ from .uncertainty import _uncertainty_t, check_uncertainty_name
 
 __all__ = ["score_pool", "MISSING_ROI_POLICIES"]
 
-MISSING_ROI_POLICIES = ("typical", "uncertainty", "exclude")
+MISSING_ROI_POLICIES = ("typical", "matched", "uncertainty", "exclude")
 
 
 def _check_missing_roi(missing_roi):
@@ -65,13 +66,18 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.3, uncertainty="en
         :mod:`xal_sklearn.alignment` for each one's chance level).
         ``threshold`` binarises the map for "dice" and "iou"; ``tolerance``
         (pixels) grows the mask for "pointing_game".
-    missing_roi : "typical", "uncertainty", "exclude" or float in [0, 1], default="typical"
+    missing_roi : "typical", "matched", "uncertainty", "exclude" or float in [0, 1], \
+default="typical"
         Policy for samples without an ROI (none given, an empty mask such as a
         normal image's, or none predicted), whose alignment cannot be judged:
         "typical" gives them the median misalignment of the pool samples that
         have one, so ``combined`` weighs uncertainty by ``alpha`` for every
         sample and the two kinds compete on the same scale (without any ROI in
-        the pool, the ranking is by uncertainty); "uncertainty" scores them by
+        the pool, the ranking is by uncertainty); "matched" ranks them among
+        themselves by uncertainty and gives the one at quantile q the q-quantile
+        of the ``combined`` scores of the samples with an ROI, so both kinds have
+        the same distribution of scores and fill a batch in proportion to their
+        share of the pool; "uncertainty" scores them by
         uncertainty alone, which ranks them above nearly every sample with an ROI
         once ``alpha`` is small (on breast ultrasound the normal images, whose
         masks are empty, filled most batches); "exclude" ranks them after every
@@ -160,6 +166,11 @@ def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.3, uncertainty="en
     if missing_roi == "typical":
         typical = float(np.median(mis[has_roi])) if has_roi.any() else 0.0
         combined = np.where(has_roi, combined, alpha * u + (1 - alpha) * typical)
+    elif missing_roi == "matched":
+        combined = np.where(has_roi, combined, u)  # the ranking without any ROI
+        if has_roi.any() and not has_roi.all():
+            q = (rankdata(u[~has_roi]) - 0.5) / (~has_roi).sum()
+            combined[~has_roi] = np.quantile(combined[has_roi], q)
     elif missing_roi == "uncertainty":
         combined = np.where(has_roi, combined, u)
     elif missing_roi == "exclude":

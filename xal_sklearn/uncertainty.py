@@ -15,9 +15,9 @@ and ``uncertainty_sampling``; only the scale differs.
 import numpy as np
 import torch
 
-__all__ = ["normalized_uncertainty", "UNCERTAINTY_MEASURES"]
+from ._names import UNCERTAINTY_MEASURES
 
-UNCERTAINTY_MEASURES = ("entropy", "margin", "least_confident")
+__all__ = ["normalized_uncertainty", "UNCERTAINTY_MEASURES"]
 
 
 def _uncertainty_t(proba, method):
