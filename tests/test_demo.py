@@ -116,12 +116,17 @@ def test_demo_output_ends_in_sentences(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "strategies random, entropy, dual a=0.3, random+roi, dual a=0.3+roi" in out
     assert "for the +roi strategies" in out
-    words = out[out.index("In words"):]
-    assert words.count("At 40 labels the full method") == 4
+    words = out[out.index("In words"):].splitlines()[1:]
+    assert words[0].startswith("  Bottom line: ")
+    # the full method against each other arm (or: neither learnt anything at 2 epochs)
+    assert sum("the full method" in w and "40 labels" in w for w in words[1:5]) == 4
     assert "WARNING" not in out
     report = (tmp_path / "d" / "report.md").read_text()
-    assert "## In words" in report
-    assert "`dual a=0.3+roi`: cross-entropy + the `rank` attention loss" in report
+    assert "## In words" in report and "- Bottom line: " in report
+    # which arms train how, in one sentence
+    assert ("Training: `random`, `entropy` and `dual a=0.3` with cross-entropy only; "
+            "`random+roi` and `dual a=0.3+roi` with cross-entropy + the `rank` attention "
+            "loss") in report
     assert np.isfinite(load_results(tmp_path / "d")["accuracy"]).all()
 
 
@@ -204,7 +209,7 @@ def test_xal_run_runs_one_strategy_seed_pair_per_core_by_default(monkeypatch):
         return args.n_jobs
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr("xal_sklearn.cli.device_problem", lambda device: None)
+    monkeypatch.setattr("xal_sklearn._validation.device_problem", lambda device: None)
     assert n_jobs() == -1  # the CPU: one run per core
     assert n_jobs("--device", "cuda") == 1  # one GPU: one CUDA context at a time
     assert n_jobs("--device", "auto") == 1

@@ -229,8 +229,15 @@ def test_degenerate_runs_are_flagged():
     notes = degenerate_runs(table)
     assert "At 10 labels 1 of the 2 models (`a` seed 0) still predicts one class for every " \
         "test image" in notes[0] and "not learning" in notes[0]
-    assert notes[1].startswith("At 10 labels 1 of the 2 models (`b` seed 0) gives blank")
+    assert notes[1].startswith("Blank (all-zero) Grad-CAM maps for 10% or more of the test")
+    assert notes[1].endswith("maps: 10 labels: 1 of 2, up to 100%.")
     assert len(notes) == 2
+    # blank maps are said at every budget where a tenth or more of the maps are blank,
+    # the final one included, with the models named there
+    late = table.assign(n_labelled=[10, 20, 20], blank_map_fraction=[0.0, 0.28, 0.05])
+    note, = [n for n in degenerate_runs(late) if n.startswith("Blank")]
+    assert note.endswith("maps: at the final budget, 20 labels: 1 of the 2 models (`a` seed 0)"
+                         ", up to 28%.")
     both = table.assign(n_predicted_classes=[1, 3, 1])
     assert "2 of the 2 models (all of them)" in degenerate_runs(both)[0]
     some = pd.concat([table, table.assign(seed=1)]).assign(n_predicted_classes=[1, 3, 3, 3, 3, 1],

@@ -158,6 +158,15 @@ def test_missing_roi_policies(fitted_net, pool):
     np.testing.assert_allclose(score_pool(fitted_net, X, empty, alpha=0.4).combined, s.combined)
     excl = score_pool(fitted_net, X, masks, alpha=0.4, missing_roi="exclude")
     assert excl.combined[missing].max() < excl.combined[~missing].min()
+    # "matched": ranked by uncertainty among themselves, on the quantiles of the others' scores
+    matched = score_pool(fitted_net, X, masks, alpha=0.4, missing_roi="matched")
+    np.testing.assert_allclose(matched.combined[~missing], s.combined[~missing])
+    u, c = s.uncertainty[missing], matched.combined[missing]
+    order = np.argsort(u, kind="stable")
+    assert np.all(np.diff(c[order]) >= -1e-12)  # same order as their uncertainty
+    k = int(missing.sum())
+    np.testing.assert_allclose(np.sort(c), np.quantile(s.combined[~missing],
+                                                        (np.arange(k) + 0.5) / k))
     fixed = score_pool(fitted_net, X, masks, alpha=0.4, missing_roi=1.0)
     np.testing.assert_allclose(fixed.combined[missing], 0.4 * s.uncertainty[missing] + 0.6)
     no_masks = dual_criterion_sampling(fitted_net, X, 8, alpha=0.2)

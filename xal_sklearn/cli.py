@@ -1,6 +1,7 @@
 """The ``xal`` command: run active-learning experiments and report them."""
 
 import argparse
+import json
 import math
 import signal
 import sys
@@ -176,7 +177,7 @@ def _parse_shortcut(value, parser):
         parser.refuse(f"--shortcut {value!r}: the agreement after ':' must be a number")
     if kind not in SHORTCUT_KINDS:
         parser.refuse(f"--shortcut {value!r}: unknown kind {kind!r}; choose from "
-                     f"{', '.join(SHORTCUT_KINDS)}")
+                      f"{', '.join(SHORTCUT_KINDS)}")
     if not 0 <= agree <= 1:
         parser.refuse(f"--shortcut {value!r}: the agreement must lie in [0, 1]")
     return kind, agree
@@ -376,7 +377,7 @@ def _check_device(args):
     problem = device_problem(args.device)
     if problem is not None:
         args.subparser.refuse(f"--device {args.device}: {problem}; use --device cpu, or "
-                             "--device auto (the GPU when there is one, else the CPU)")
+                              "--device auto (the GPU when there is one, else the CPU)")
 
 
 def _campaign(args):
@@ -436,7 +437,7 @@ def _check_run_args(args):
     unknown = [n for n in names if n.removesuffix(ROI_SUFFIX) not in STRATEGY_NAMES]
     if unknown or not names:
         parser.refuse(f"unknown strategy {', '.join(unknown) or '(none)'}; "
-                     f"choose from {', '.join(STRATEGY_NAMES)} (each may end in {ROI_SUFFIX})")
+                      f"choose from {', '.join(STRATEGY_NAMES)} (each may end in {ROI_SUFFIX})")
     try:
         alphas = [float(a) for a in args.alpha.split(",")]
     except ValueError:
@@ -484,7 +485,7 @@ def _run(args):
     names, alphas, out = _check_run_args(args)
     from . import CNNClassifier
     from .experiments import (ResultsFolderError, comparison_sentences, degenerate_runs,
-                              run_experiment, summary_table, write_report)
+                              plain_sentences, run_experiment, summary_table, write_report)
     from .roi_loss import describe_roi_training
 
     dataset, test_set, description = _load_data(args.data, args.image_size, args.n_samples, 0,
@@ -498,7 +499,7 @@ def _run(args):
     reference = args.reference if args.reference in strategies else None
     if args.reference != "random" and reference is None:
         parser.refuse(f"--reference {args.reference!r} is not among the strategies run: "
-                     f"{', '.join(strategies)}")
+                      f"{', '.join(strategies)}")
     net = CNNClassifier(n_classes=len(dataset.target_names), max_epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr,
                         roi_loss=None if arms else args.roi_loss, **settings,
@@ -548,8 +549,8 @@ def _run(args):
                           "test_size": args.test_size})
     except ResultsFolderError as exc:
         parser.refuse(f"--out {exc.out_dir} holds results of another configuration; choose "
-                     "another --out, or add --force to discard them and start over")
-    sentences = []
+                      "another --out, or add --force to discard them and start over")
+    comparisons, names = [], {n: _describe(n, arms) for n in strategies}
     if len(strategies) > 1:
         full = next((n for n in strategies if n.startswith("dual") and n.endswith(ROI_SUFFIX)),
                     None)
@@ -558,8 +559,9 @@ def _run(args):
         else:
             ref = reference or next(iter(strategies))
             pairs = [(n, ref) for n in strategies if n != ref]
-        sentences = comparison_sentences(results, pairs,
-                                         names={n: _describe(n, arms) for n in strategies})
+        comparisons = comparison_sentences(results, pairs, names=names)
+    config = json.loads((out / "config.json").read_text())
+    sentences = plain_sentences(results, config, comparisons, names)
     report = write_report(out, dataset, reference=reference or "random", test_set=test_set,
                           in_words=sentences)
     for metric in ("accuracy", "attention_roi_auc"):
@@ -567,13 +569,12 @@ def _run(args):
         print(summary_table(results, metric).to_string())
     print(f"\nChance level of attention_roi_auc: 0.5 (random maps: "
           f"{results['chance_roi_auc'].mean():.3f}).")
+    print("\nIn words (test accuracy at the final budget, paired by seed):")
+    for sentence in sentences:
+        print(f"  {sentence}")
     if len(strategies) == 1:
         print(f"\nOnly one strategy ran ({next(iter(strategies))}), so there is nothing to "
               "compare it with; add others with --strategies (for example random,entropy,dual).")
-    else:
-        print("\nIn words (test accuracy at the final budget, paired by seed):")
-        for sentence in sentences:
-            print(f"  {sentence}")
     notes = degenerate_runs(results)
     if notes:
         print("\nWhat to keep in mind when reading these numbers:")
@@ -612,7 +613,7 @@ def main(argv=None):
 
             if not (Path(args.results_dir) / "config.json").is_file():
                 args.subparser.refuse(f"{args.results_dir} is not a results folder "
-                                     "(no config.json)")
+                                      "(no config.json)")
             dataset, test_set = _data_for_report(args)
             print(f"Report: {write_report(args.results_dir, dataset, test_set=test_set)}")
     except (ValueError, FileNotFoundError) as exc:
@@ -631,8 +632,6 @@ def main(argv=None):
 def _data_for_report(args):
     """The experiment's data and explicit test set (or None) for the Grad-CAM grid, when the
     CLI recorded where they came from; else (None, None)."""
-    import json
-
     cfg = json.loads((Path(args.results_dir) / "config.json").read_text())
     extra = cfg.get("extra", {})
     if "data" not in extra:

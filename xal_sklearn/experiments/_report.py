@@ -11,8 +11,9 @@ from ._plots import METRIC_LABELS, plot_gradcam_grid, plot_learning_curves
 from ._run import ATTENTION_METRICS, load_results
 from ._stats import learning_curve_area, paired_comparison
 
-__all__ = ["comparison_sentences", "degenerate_runs", "summary_table", "verdict_table",
-           "write_report"]
+__all__ = ["attention_sentences", "balance_sentence", "bottom_line", "comparison_sentences",
+           "degenerate_runs", "plain_sentences", "summary_table", "verdict_table",
+           "without_roi_sentence", "write_report"]
 
 
 def summary_table(results, metric="accuracy", fmt="{:.3f}"):
@@ -32,41 +33,81 @@ def _markdown(table, index_name):
     return "\n".join([header, rule, *body])
 
 
-def degenerate_runs(results):
-    """Plain-words notes on rounds whose models are degenerate, one per number of labels.
+#: A model with blank (all-zero) Grad-CAM maps for at least this share of the test images
+#: is pointed out at every budget where it happens.
+BLANK_MAP_NOTE = 0.1
 
-    A model that predicts one class for the whole test split, or whose Grad-CAM
-    maps are all zero for most test images, produces numbers that look like
-    results but mean little. Each note says at how many labels it happened, to
-    how many of the models trained there, and which (every strategy, or the
-    strategies and seeds).
+
+def _who(part, results, n):
+    """'3 of the 10 models (`random` seeds 0, 2; ...)' for the runs of ``part`` at ``n``."""
+    strategies = list(dict.fromkeys(results["strategy"]))
+    total = int((results["n_labelled"] == n).sum())
+    runs = part[["strategy", "seed"]].drop_duplicates()
+    seeds = runs.groupby("strategy", sort=False)["seed"].apply(sorted)
+    count = len(runs)
+    if count == total:
+        who = "all of them"
+    elif len(seeds) == len(strategies) > 1:
+        who = "some of every strategy"
+    else:
+        who = "; ".join(f"`{name}` seed{'s' * (len(s) > 1)} {', '.join(map(str, s))}"
+                        for name, s in seeds.items())
+    return count, f"{count} of the {total} models ({who})"
+
+
+def _batch_shares(results):
+    """Per queried round: the share of its queries without an expert ROI (NaN where the
+    results predate the column)."""
+    if "queried_without_roi" not in results:
+        return None
+    results = results.sort_values(["strategy", "seed", "n_labelled"])
+    batch = results.groupby(["strategy", "seed"], sort=False)["n_labelled"].diff()
+    return results.assign(batch=batch, share=results["queried_without_roi"] / batch)
+
+
+def degenerate_runs(results):
+    """Plain-words notes on rounds whose numbers mean less than they seem.
+
+    A model that predicts one class for the whole test split gives an accuracy
+    that is that class's share (a note per number of labels, naming the models).
+    Blank (all-zero) Grad-CAM maps for a tenth or more of the test images make
+    attention numbers describe blank maps: one note lists every budget where a
+    model had them, the final one included, with the largest share. A batch of
+    which more than half had no expert ROI (an empty or missing mask), though
+    such images are a minority of the pool, was chosen without the attention
+    half of the dual criterion: a note per number of labels.
     """
     notes = []
-    checks = [("n_predicted_classes", lambda v: v <= 1,
-               "still predict{s} one class for every test image, so accuracy there is that "
-               "class's share of the test set, not learning"),
-              ("blank_map_fraction", lambda v: v > 0.5,
-               "give{s} blank (all-zero) Grad-CAM maps for most test images, so attention "
-               "numbers there describe blank maps")]
-    strategies = list(dict.fromkeys(results["strategy"]))
-    for column, is_bad, what in checks:
-        if column not in results:
-            continue
-        bad = results[is_bad(results[column])]
+    if "n_predicted_classes" in results:
+        for n, part in results[results["n_predicted_classes"] <= 1].groupby("n_labelled"):
+            count, who = _who(part, results, n)
+            notes.append(f"At {n} labels {who} still predict{'s' * (count == 1)} one class "
+                         "for every test image, so accuracy there is that class's share of "
+                         "the test set, not learning.")
+    if "blank_map_fraction" in results:
+        bad = results[results["blank_map_fraction"] >= BLANK_MAP_NOTE]
+        last = results["n_labelled"].max()
+        where = []
         for n, part in bad.groupby("n_labelled"):
-            total = int((results["n_labelled"] == n).sum())
-            runs = part[["strategy", "seed"]].drop_duplicates()
-            seeds = runs.groupby("strategy", sort=False)["seed"].apply(sorted)
-            count = len(runs)
-            if count == total:
-                who = "all of them"
-            elif len(seeds) == len(strategies) > 1:
-                who = "some of every strategy"
-            else:
-                who = "; ".join(f"`{name}` seed{'s' * (len(s) > 1)} {', '.join(map(str, s))}"
-                                for name, s in seeds.items())
-            notes.append(f"At {n} labels {count} of the {total} models ({who}) "
-                         + what.format(s="s" if count == 1 else "") + ".")
+            count, who = _who(part, results, n)
+            if n != last:  # the models are named at the final budget only
+                who = f"{count} of {int((results['n_labelled'] == n).sum())}"
+            where.append(f"{'at the final budget, ' * bool(n == last)}{n} labels: {who}, up to "
+                         f"{part['blank_map_fraction'].max():.0%}")
+        if where:
+            notes.append(f"Blank (all-zero) Grad-CAM maps for {BLANK_MAP_NOTE:.0%} or more of "
+                         "the test images, so attention numbers there partly describe blank "
+                         "maps: " + "; ".join(where) + ".")
+    shares = _batch_shares(results)
+    if shares is not None:
+        minority = shares["pool_without_roi"] < 0.5
+        bad = shares[minority & (shares["share"] > 0.5)]
+        for n, part in bad.groupby("n_labelled"):
+            _, who = _who(part, results, n)
+            notes.append(f"At {n} labels {who} chose more than half of the round's batch "
+                         "among images without an ROI (an empty or missing mask, like a "
+                         "normal image's), whose attention cannot be judged, though they are "
+                         f"{part['pool_without_roi'].mean():.0%} of the pool.")
     return notes
 
 
@@ -102,12 +143,19 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
     names = names or {}
     budget = int(results["n_labelled"].max())
     unit = "accuracy points" if metric == "accuracy" else f"points of {metric}"
+    learnt = _learnt(results)
     out = []
     for strategy, reference in pairs:
+        who, other = names.get(strategy, f"`{strategy}`"), names.get(reference, f"`{reference}`")
+        if not (learnt.get(strategy, True) or learnt.get(reference, True)):
+            sentence = (f"at {budget} labels neither {who} nor {other} learnt anything: each "
+                        "of their models predicted one class for every test image, so their "
+                        "accuracies are that class's share, not a tie.")
+            out.append(sentence[0].upper() + sentence[1:])
+            continue
         table = paired_comparison(results, metric, reference, summary="final",
                                   min_seeds=min_seeds).set_index("strategy")
         row = table.loc[strategy]
-        who, other = names.get(strategy, f"`{strategy}`"), names.get(reference, f"`{reference}`")
         diff, lo, hi, n = (row["mean_difference"], row["ci_low"], row["ci_high"],
                            int(row["n_seeds"]))
         points = round(100 * diff, 1)  # as printed: "by 0.0 points" is a tie
@@ -129,6 +177,169 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
         sentence = f"At {budget} labels {who} {verb}{interval}: {verdict}."
         out.append(sentence[0].upper() + sentence[1:])
     return out
+
+
+def _learnt(results):
+    """Strategy -> whether any of its models predicts more than one class at the final
+    budget (True where the results do not say)."""
+    final = results[results["n_labelled"] == results["n_labelled"].max()]
+    if "n_predicted_classes" not in final:
+        return {}
+    return (final.groupby("strategy", sort=False)["n_predicted_classes"].max() > 1).to_dict()
+
+
+def _name(names, strategy):
+    return (names or {}).get(strategy, f"`{strategy}`")
+
+
+def _listing(words):
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def bottom_line(results, metric="accuracy", names=None, min_seeds=5):
+    """The run's answer in one sentence: which arm did best at the final budget, and
+    whether that is a verdict (the 95 % interval of its paired difference from each
+    other arm excludes 0), or that nothing was learnt.
+
+    Returns
+    -------
+    str
+    """
+    budget = int(results["n_labelled"].max())
+    final = results[results["n_labelled"] == budget]
+    label = METRIC_LABELS.get(metric, metric).lower()
+    learnt = _learnt(results)
+    if learnt and not any(learnt.values()):
+        return (f"Bottom line: nothing was learnt. At {budget} labels every model of every arm "
+                "predicted one class for every test image, so the accuracies are that class's "
+                "share of the test split, not a comparison of strategies.")
+    means = final.groupby("strategy", sort=False)[metric].mean()
+    candidates = means[[learnt.get(s, True) for s in means.index]]
+    best = candidates.idxmax()
+    n_seeds = int(final[final["strategy"] == best]["seed"].nunique())
+    head = (f"Bottom line: at {budget} labels {_name(names, best)} had the highest mean "
+            f"{label} ({means[best]:.3f} over {n_seeds} seed{'s' * (n_seeds > 1)})")
+    if len(means) == 1:
+        return head + "; it ran alone, so there is nothing to compare it with."
+    table = paired_comparison(results, metric, best, summary="final", min_seeds=min_seeds)
+    beaten = table[table["verdict"] == "worse"]["strategy"]
+    seeds = int(table["n_seeds"].min())
+    if seeds < min_seeds:
+        verdict = f"not a verdict: {seeds} seed(s) are too few (it takes {min_seeds})"
+    elif len(beaten) == len(table):
+        verdict = ("a verdict against every other arm (each 95 % interval of the paired "
+                   "difference excludes 0)")
+    elif len(beaten):
+        verdict = (f"a verdict against {_listing(_name(names, s) for s in beaten)} only; "
+                   "against the others the 95 % interval of the paired difference includes "
+                   "0, so the order among them may be chance")
+    else:
+        verdict = ("not a verdict: against every other arm the 95 % interval of the paired "
+                   "difference includes 0, so the order may be chance")
+    return f"{head}; {verdict}."
+
+
+def _arm_trains_with_roi(config, name):
+    """Whether arm ``name`` of a results folder trained with the ROI loss."""
+    own = config["strategies"].get(name, {}).get("estimator_params") or {}
+    params = {k: _literal(v) for k, v in dict(config.get("estimator_params", {}), **own).items()}
+    return params.get("roi_loss") is not None
+
+
+def attention_sentences(results, config, names=None, metric="attention_roi_auc"):
+    """Per arm trained with the ROI loss: its attention at the final budget against the
+    arms trained without it, beside the chance level.
+
+    Returns
+    -------
+    list of str
+    """
+    if metric not in results or results[metric].isna().all():
+        return []
+    budget = int(results["n_labelled"].max())
+    final = results[results["n_labelled"] == budget]
+    means = final.groupby("strategy", sort=False)[metric].mean()
+    chance_column = metric.replace("attention_", "chance_")
+    chance = (f" (chance {results[chance_column].mean():.3f})" if chance_column in results
+              else "")
+    short = metric.replace("attention_", "")
+    roi = [s for s in means.index if _arm_trains_with_roi(config, s)]
+    plain = means.drop(roi)
+    if not roi:
+        return []
+    if plain.empty:
+        return [f"Every arm trained with the ROI loss: attention (test {short} of the "
+                f"Grad-CAM against the ROI) at {budget} labels from {means.min():.3f} to "
+                f"{means.max():.3f}{chance}."]
+    others = (f"{plain.iloc[0]:.3f} for {_name(names, plain.index[0])}" if len(plain) == 1
+              else f"{plain.min():.3f}-{plain.max():.3f} for the arms trained without it")
+    out = []
+    for s in roi:
+        if means[s] > plain.max():
+            how = "attended to the ROI more than any arm trained without the ROI loss"
+        elif means[s] < plain.min():
+            how = "attended to the ROI less than every arm trained without the ROI loss"
+        else:
+            how = "attended to the ROI no better than the arms trained without the ROI loss"
+        sentence = (f"{_name(names, s)} {how}: test {short} of its Grad-CAM {means[s]:.3f} at "
+                    f"{budget} labels against {others}{chance}.")
+        out.append(sentence[0].upper() + sentence[1:])
+    return out
+
+
+def balance_sentence(results, names=None, gap=0.05):
+    """A sentence when balanced accuracy lies ``gap`` or more below accuracy for some arms
+    at the final budget (their models favour the larger classes); else None."""
+    if "balanced_accuracy" not in results:
+        return None
+    final = results[results["n_labelled"] == results["n_labelled"].max()]
+    means = final.groupby("strategy", sort=False)[["accuracy", "balanced_accuracy"]].mean()
+    low = means[means["accuracy"] - means["balanced_accuracy"] >= gap]
+    if low.empty:
+        return None
+    which = _listing(f"{_name(names, s)} ({r['balanced_accuracy']:.3f} against "
+                     f"{r['accuracy']:.3f})" for s, r in low.iterrows())
+    return (f"Balanced accuracy (the mean of the per-class recalls) lies well below accuracy "
+            f"for {which}: these models got the larger classes right and many images of the "
+            "smaller ones wrong, so accuracy flatters them.")
+
+
+def without_roi_sentence(results, names=None):
+    """How often each arm queried images without an expert ROI (an empty or missing mask,
+    like a normal image's), against their share of the pool; None when every pool image
+    has an ROI (or none has, or the results predate the count)."""
+    shares = _batch_shares(results)
+    if shares is None or shares["share"].isna().all():
+        return None
+    pool = shares["pool_without_roi"].mean()
+    if not 0 < pool < 1:
+        return None
+    queried = shares.dropna(subset=["share"]).groupby("strategy", sort=False)[
+        ["queried_without_roi", "batch"]].sum()
+    queried = queried.reindex([s for s in dict.fromkeys(results["strategy"]) if s in queried.index])
+    parts = _listing(f"{q['queried_without_roi'] / q['batch']:.0%} of {_name(names, s)}'s"
+                     for s, q in queried.iterrows())
+    return (f"Images without an ROI (an empty or missing mask, like a normal image's) are "
+            f"{pool:.0%} of the pool; they were {parts} queries after the initial set.")
+
+
+def plain_sentences(results, config, comparisons=(), names=None, min_seeds=5):
+    """The report's "In words": the bottom line, then ``comparisons`` (sentences of
+    :func:`comparison_sentences`), attention of the arms trained with the ROI loss,
+    balanced accuracy where it lags accuracy, and how often images without an ROI were
+    queried.
+
+    Returns
+    -------
+    list of str
+    """
+    sentences = [bottom_line(results, "accuracy", names, min_seeds), *comparisons,
+                 *attention_sentences(results, config, names)]
+    for extra in (balance_sentence(results, names), without_roi_sentence(results, names)):
+        if extra:
+            sentences.append(extra)
+    return sentences
 
 
 def _literal(value):
@@ -173,8 +384,9 @@ def pool_rois_sentence(config, results):
                 "has drawn the pool's ROIs.")
     if setting == "none":
         return ("Pool ROIs: none. No strategy saw an ROI of an unlabelled image, so the dual "
-                "criterion ranked the pool as its missing_roi says (by default: uncertainty); "
-                "the labelled images' ROIs still trained the ROI loss.")
+                "criterion ranked the pool as its missing_roi says (by default, with no ROI "
+                "anywhere in the pool: by uncertainty alone); the labelled images' ROIs still "
+                "trained the ROI loss.")
     words = ("Pool ROIs: predicted. No strategy saw an expert ROI of an unlabelled image: an "
              "ROI model trained at every round on the labelled images' ROIs drew them.")
     if "roi_model_dice" in results:
@@ -197,8 +409,9 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
     difference, from the 95 % bootstrap interval of the per-seed difference)
     at the final budget and by area under the learning curve.
 
-    ``in_words``: sentences (see :func:`comparison_sentences`) put at the top of
-    the report, under "In words".
+    ``in_words``: the sentences put at the top of the report, under "In words"
+    (default: :func:`plain_sentences` without pairwise comparisons; the ``xal``
+    command passes them with its comparisons).
 
     ``test_set`` is the experiment's explicit test set, if it had one: the
     Grad-CAM grid then shows test images from it (without it, such a grid
@@ -232,11 +445,15 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
         "",
     ]
     params = config.get("estimator_params", {})
-    lines += ["Training: " + _training(params) + "."]
+    groups = {}  # the arms that train alike, in one clause
     for name, spec in config["strategies"].items():
-        own = spec.get("estimator_params")
-        if own:
-            lines[-1] += f" `{name}`: {_training(params, own)}."
+        groups.setdefault(_training(params, spec.get("estimator_params")), []).append(name)
+    if len(groups) == 1:
+        lines += [f"Training: every arm with {next(iter(groups))}."]
+    else:
+        lines += ["Training: " + "; ".join(
+            f"{_listing(f'`{n}`' for n in arms)} with {words}"
+            for words, arms in groups.items()) + "."]
     warm = config.get("pretrain")
     if warm:
         lines[-1] += (f" Every fit starts from a self-supervised warm start: "
@@ -246,6 +463,8 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
     note = config.get("extra", {}).get("note")
     if note:
         lines += [note, ""]
+    if in_words is None:
+        in_words = plain_sentences(results, config)
     if in_words:
         lines += ["## In words", ""] + [f"- {w}" for w in in_words] + [""]
     warnings = degenerate_runs(results)

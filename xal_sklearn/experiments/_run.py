@@ -198,6 +198,12 @@ def _masks(dataset, idx):
     return np.where(available[:, None, None], masks, False)
 
 
+def _without_roi(dataset, idx):
+    """How many of the images ``idx`` have no expert ROI (a missing or empty mask, like a
+    normal image's): for the report, never for selection."""
+    return int((~_masks(dataset, idx).reshape(len(idx), -1).any(axis=1)).sum())
+
+
 def _annotations(dataset, idx):
     """The ROI annotations of labelled images, as the learner takes them: an array when
     every image is annotated (an empty mask: annotated, no lesion), else a list with
@@ -316,6 +322,7 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, params, seed, cfg
     train, (X_test, y_test, masks_test, annotations_test) = _split(dataset, test_set, cfg, seed)
     rng = np.random.RandomState(seed)
     initial = np.sort(rng.choice(train, cfg["initial_size"], replace=False))
+    pool_share = {"pool_without_roi": _without_roi(dataset, train) / len(train)}
     ckpt = _checkpoint_path(out_dir, name, seed) if out_dir is not None else None
     pool_rois = cfg.get("pool_rois", "given")
     # only the predicted setting has an ROI model; the seed seeds it as it seeds the network
@@ -349,7 +356,8 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, params, seed, cfg
         metrics, grid_shape = evaluate()
         chance = _chance_levels(masks_test, grid_shape, seed)  # once per run
         rows = [dict(strategy=name, seed=seed, round=0, n_labelled=len(labelled), **metrics,
-                     **chance, queried="[]", **_scores_logged(None, 0))]
+                     **chance, queried="[]", **_scores_logged(None, 0),
+                     queried_without_roi=0, **pool_share)]
     n_rounds = -(-(cfg["budget"] - cfg["initial_size"]) // cfg["query_size"])
     wants_masks = accepts_keyword(func, "roi_masks")
     lines = progress == "lines"  # one of several runs at once: lines, not bars
@@ -390,7 +398,8 @@ def _run_one(estimator, dataset, test_set, name, func, kwargs, params, seed, cfg
         labelled = np.concatenate([labelled, chosen])
         metrics, _ = evaluate()
         rows.append(dict(strategy=name, seed=seed, round=len(rows), n_labelled=len(labelled),
-                         **metrics, **chance, queried=json.dumps(chosen.tolist()), **logged))
+                         **metrics, **chance, queried=json.dumps(chosen.tolist()), **logged,
+                         queried_without_roi=_without_roi(dataset, chosen), **pool_share))
         bar.update(1)
     bar.close()
     return rows
@@ -565,7 +574,11 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         degenerate model), and the queried dataset indices with the scores the
         strategy itself computed for them (``queried_uncertainty``,
         ``queried_alignment``, ``queried_misalignment``, ``queried_combined``;
-        null where it computed none, e.g. random sampling).
+        null where it computed none, e.g. random sampling);
+        ``queried_without_roi`` (how many of the round's queried images have no
+        expert ROI: a missing or empty mask, like a normal image's) and
+        ``pool_without_roi`` (that share of the seed's pool), read from the data
+        set for the report only.
 
     Notes
     -----
