@@ -230,3 +230,18 @@ def test_bad_pool_values(fitted_net, pool):
         score_pool(CNNClassifier(n_classes=3), X)
     with pytest.raises(TypeError, match="fixes alpha=0"):
         misalignment_sampling(fitted_net, X, 2, alpha=0.5)
+
+
+@pytest.mark.parametrize("size", [48, 64, 96])
+def test_embeddings_of_images_of_another_size_than_training(fitted_net, size):
+    """A shape check runs one zero image through the net at a new size; its features are
+    not the batch's (issue 39, item 13: 'ran on 33 rows for a batch of 32')."""
+    from xal_sklearn import pool_embeddings
+    from xal_sklearn.datasets import make_lesion_phantoms
+
+    X = make_lesion_phantoms(40, size, random_state=1).X
+    s = score_pool(fitted_net, X, embeddings="gradient", progress=False)
+    e = pool_embeddings(fitted_net, X, progress=False)
+    assert s.embeddings.shape == (40, e.embeddings.shape[1])
+    np.testing.assert_allclose(s.embeddings, e.embeddings, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s.proba, fitted_net.predict_proba(X), rtol=1e-4, atol=1e-5)

@@ -4,6 +4,7 @@ Every check raises ``ValueError``/``TypeError`` that names the argument, and
 none of them modifies its input.
 """
 
+import contextvars
 import inspect
 import math
 import numbers
@@ -304,12 +305,30 @@ def check_input_shape(net, shape, name="X_pool"):
         raise ValueError(f"{what}; the module cannot take that spatial size ({exc}).") from None
 
 
+_PROBING = contextvars.ContextVar("xal_probing", default=False)
+
+
+def probing():
+    """True while :func:`probe_forward` runs: hooks that collect a batch's activations
+    (embeddings) skip its one zero image."""
+    return _PROBING.get()
+
+
 def probe_forward(module, shape, layer=None):
     """Run ``module`` on one zero image of ``shape`` (eval mode, no gradients).
 
     Returns the output of ``layer`` (a submodule) if given, else the module's output.
-    The module's train/eval mode is restored; torch errors propagate.
+    The module's train/eval mode is restored; torch errors propagate. While it runs,
+    :func:`probing` is True.
     """
+    token = _PROBING.set(True)
+    try:
+        return _probe_forward(module, shape, layer)
+    finally:
+        _PROBING.reset(token)
+
+
+def _probe_forward(module, shape, layer):
     param = next(module.parameters(), None)
     probe = torch.zeros((1,) + tuple(shape), device=param.device if param is not None else "cpu")
     seen = {}

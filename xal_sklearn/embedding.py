@@ -27,7 +27,7 @@ from sklearn.utils import Bunch, check_random_state
 from torch import nn
 
 from ._pool import iter_pool, pool_length, progress_bar
-from ._validation import resolve_estimator
+from ._validation import probing, resolve_estimator
 from .modules import CPU_CHUNK_SIZE, channels_last_weights
 
 __all__ = ["EmbeddingCapture", "EmbeddingError", "find_head", "gradient_embeddings", "head_dropout",
@@ -104,6 +104,8 @@ class EmbeddingCapture:
         return False
 
     def _hook(self, _module, inputs):
+        if probing():  # a shape check's zero image (a new input size), not the batch
+            return
         self.parts.append(inputs[0].detach().reshape(len(inputs[0]), -1))
 
     def take(self, logits):

@@ -73,9 +73,11 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
     ``bootstrap_init``, ``on_transformed`` and ``**fit_kwargs`` are not taken
     (scikit-learn's contract forbids ``**kwargs`` in ``__init__``).
 
-    Following scikit-learn, the constructor only stores its arguments: the
-    estimator is cloned and fitted on ``X_training, y_training`` at the first
-    call that needs it (``query``, ``predict``, ``teach`` ...), or by ``fit``.
+    Following scikit-learn, the constructor only stores its arguments (modAL's
+    trains at once): the estimator is cloned and fitted on ``X_training,
+    y_training`` at the first call that needs it (``query``, ``predict``,
+    ``teach`` ...), so the first ``query`` also takes one training; call
+    ``fit(X0, y0, roi_masks)`` to train at a moment of your choosing.
 
     Parameters
     ----------
