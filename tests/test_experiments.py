@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -267,3 +268,33 @@ def test_the_configuration_hash_does_not_depend_on_the_process(tmp_path):
             for seed in range(6)}
     assert seen == {"{'iterator_train__shuffle', 'module__context_channels', "
                     "'module__dropout'}\n"}
+
+
+def test_a_class_of_one_image_is_named_in_a_warning(data, tmp_path, capsys):
+    """A mistyped label makes a class of one image: said before anything runs, with the
+    class and its count (issue 39, item 11)."""
+    from sklearn.utils import Bunch
+
+    from xal_sklearn.cli import _show_warning
+    from xal_sklearn.experiments import RareClassWarning
+
+    typo = Bunch(**{k: (v.copy() if hasattr(v, "copy") else v) for k, v in data.items()})
+    typo.target_names = [*data.target_names, "benigm"]
+    typo.y = np.asarray(data.y).copy()
+    typo.y[5] = 3
+    with pytest.warns(RareClassWarning, match=r"Class\(es\) 'benigm' \(1\) have fewer than 4 "
+                      r"images, too few for a test split of 25% of the groups and the pool"):
+        try:  # at these seeds the image lands in the pool, or the split refuses the run
+            run_experiment(CNNClassifier(n_classes=4, max_epochs=1), typo, {"random":
+                           random_sampling}, initial_size=12, query_size=8, budget=20,
+                           seeds=(0,), test_size=0.25, progress=False)
+        except ValueError as exc:
+            assert "absent from the training split" in str(exc)
+    # the command prints it as a line of its own, not as a source location
+    _show_warning(RareClassWarning("Class(es) 'benigm' (1) ..."), RareClassWarning, "f", 1)
+    assert capsys.readouterr().err == "xal: warning: Class(es) 'benigm' (1) ...\n"
+    with warnings.catch_warnings():  # a well-balanced set says nothing
+        warnings.simplefilter("error", RareClassWarning)
+        run_experiment(net(), data, {"random": random_sampling}, initial_size=12, query_size=8,
+                       budget=20, seeds=(0,), test_size=0.25, progress=False)
+

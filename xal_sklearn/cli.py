@@ -6,6 +6,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 # Only torch-free modules at the top: help and argument errors must not wait for torch
@@ -596,6 +597,11 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as a line of the command's output, not a source location."""
+    print(f"xal: warning: {message}", file=sys.stderr if file is None else file, flush=True)
+
+
 def main(argv=None):
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
@@ -603,6 +609,7 @@ def main(argv=None):
         getattr(args, "subparser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     # SIGTERM (kill, a scheduler's time limit) stops a run as safely as Ctrl-C
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         if args.command == "run":
             _run(args)
@@ -626,6 +633,7 @@ def main(argv=None):
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = shown
     return 0
 
 

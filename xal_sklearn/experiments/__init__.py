@@ -3,10 +3,11 @@
 from ._plots import plot_gradcam_grid, plot_learning_curves
 from ._report import (bottom_line, comparison_sentences, degenerate_runs, plain_sentences,
                       summary_table, verdict_table, write_report)
-from ._run import ATTENTION_METRICS, METRICS, ResultsFolderError, load_results, run_experiment
+from ._run import (ATTENTION_METRICS, METRICS, RareClassWarning, ResultsFolderError, load_results,
+                   run_experiment)
 from ._stats import learning_curve_area, paired_comparison
 
-__all__ = ["ATTENTION_METRICS", "METRICS", "ResultsFolderError", "bottom_line",
+__all__ = ["ATTENTION_METRICS", "METRICS", "RareClassWarning", "ResultsFolderError", "bottom_line",
            "comparison_sentences", "degenerate_runs", "plain_sentences", "learning_curve_area", "load_results", "paired_comparison",
            "plot_gradcam_grid", "plot_learning_curves", "run_experiment", "summary_table",
            "verdict_table", "write_report"]

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -182,6 +183,28 @@ def estimator_template(config, strategy=None):
     template = {"module__context_channels": 0, **template}  # before SmallCNN had the branch
     return CNNClassifier(**dict(template, optimizer=_OPTIMIZERS[template["optimizer"]],
                                 **params))
+
+
+class RareClassWarning(UserWarning):
+    """A class has too few images for the split and the initial set to both see it."""
+
+
+def _warn_rare_classes(dataset, y, n_classes, test_size):
+    """One warning naming each class with fewer images than a test split of ``test_size``
+    (None: an explicit test set) and the pool need to hold one each; often a mistyped
+    label that made a class of its own."""
+    need = 2 if test_size is None else max(2, math.ceil(1 / test_size))
+    names = [str(v) for v in np.asarray(dataset.get("target_names", np.arange(n_classes)))]
+    counts = np.bincount(y.astype(np.intp), minlength=n_classes)
+    rare = [f"{names[c]!r} ({counts[c]})" for c in range(n_classes) if counts[c] < need]
+    if rare:
+        where = ("the pool" if test_size is None else
+                 f"a test split of {test_size:.0%} of the groups and the pool")
+        warnings.warn(f"Class(es) {', '.join(rare)} have fewer than {need} images, too few for "
+                      f"{where} to hold one each (a mistyped label makes such a class). "
+                      "Images per class: " + ", ".join(f"{n} {k}" for n, k in
+                                                       zip(names, counts.tolist())) + ".",
+                      RareClassWarning, stacklevel=3)
 
 
 def _set_random_state(estimator, seed):
@@ -620,6 +643,7 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
                          f"{n_classes} class name(s); active learning of a classifier needs "
                          "at least 2.")
     test_set = _check_test_set(test_set, dataset, n_classes)
+    _warn_rare_classes(dataset, y, n_classes, None if test_set is not None else test_size)
     pretrain = _check_pretrain(pretrain, estimator)
     if test_set is None and not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1), got {test_size!r}.")
