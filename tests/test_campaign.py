@@ -175,12 +175,17 @@ def test_json_export_with_a_brush_a_box_and_no_region(tmp_path, scans):
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
     result = c.import_labels(export)
-    assert result["n_imported"] == 3 and result["n_with_roi"] == 2
+    # the task without a region takes the manifest's mask of its image
+    assert result["n_imported"] == 3 and result["n_with_roi"] == 3
+    assert result["n_roi_from_manifest"] == 1
     state = json.loads((c.folder / "state" / "state.json").read_text())
-    assert [e["roi"] for e in state["labelled"]] == [True, True, False]
+    assert [e["roi"] for e in state["labelled"]] == [True, True, True]
+    assert [e.get("roi_from") for e in state["labelled"]] == [None, None, "manifest"]
     assert state["labelled"][0]["annotator"] == "rad@example.org"
+    third = c._dataset([state["labelled"][2]["id"]]).mask(0)
     with np.load(c.folder / "state" / "rois.npz") as f:
         np.testing.assert_array_equal(f["masks"][0], brush > 0)
+        np.testing.assert_array_equal(f["masks"][2], third)
 
 
 def test_refusals(tmp_path, scans):
@@ -321,7 +326,9 @@ def test_a_round_through_a_real_label_studio(tmp_path, scans, label_studio):
     (tmp_path / "export.json").write_text(json.dumps(export))
     reopened = Campaign.open(c.folder)
     result = reopened.import_labels(tmp_path / "export.json")
-    assert result["n_imported"] == 4 and result["n_with_roi"] == 2
+    # two drawn in Label Studio, two carried from the manifest (no region drawn there)
+    assert result["n_imported"] == 4 and result["n_with_roi"] == 4
+    assert result["n_roi_from_manifest"] == 2
     status = Campaign.open(c.folder).status()
     assert status["n_labelled"] == 10 and status["rounds"] == 2 and status["pending"] == {}
     with np.load(c.folder / "state" / "rois.npz") as f:
@@ -658,3 +665,46 @@ def test_the_strategy_is_chosen_by_name_from_the_one_registry(tmp_path, scans):
     del config["strategy"]["name"]
     path.write_text(json.dumps(config))
     assert Campaign.open(c.folder)._strategy()[0].__name__ == "dual_criterion_sampling"
+
+
+def test_a_manifest_as_a_user_writes_it(tmp_path, scans):
+    """Paths relative to the manifest's folder get a hint; label/group columns are said to be
+    unread; the manifest's masks reach the labelled set and the overlays (issue 39, item 9)."""
+    from xal_sklearn.campaign import ManifestColumnsWarning
+
+    root, truth = scans
+    with pytest.raises(CampaignError) as info:  # --images img/ with paths img/00.png
+        Campaign.create(tmp_path / "s0", root / "img", CLASSES, manifest=root / "manifest.csv")
+    message = str(info.value)
+    assert "relative to the image folder" in message
+    assert f"They are all files under {root}: pass that as the image folder." in message
+    assert not (tmp_path / "s0").exists()
+    labelled = tmp_path / "labels.csv"
+    with open(labelled, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "mask", "label", "group"])
+        for i, name in enumerate(sorted(truth)):
+            mask = "" if i % 4 == 0 else name.replace("img/", "roi/")
+            w.writerow([name, mask, truth[name][0], i // 2])
+    with pytest.warns(ManifestColumnsWarning, match="column\\(s\\) 'label', 'group' are not "
+                      "read; a campaign reads image, mask, id"):
+        c = Campaign.create(tmp_path / "study", root, CLASSES, manifest=labelled, image_size=32,
+                            epochs=2, document_root=tmp_path, roi_loss="rank")
+    first = c.query(8)
+    meta = _fill_csv(c, first["batch"], truth, tmp_path / "a.csv", boxes=False)
+    r = c.import_labels(tmp_path / "a.csv")
+    with_mask = [img for img in meta["images"] if c.pool["masks"][img["id"]]]
+    assert r["n_with_roi"] == r["n_roi_from_manifest"] == len(with_mask) > 0
+    again = Campaign.open(c.folder)
+    assert again.status()["n_with_roi"] == len(with_mask)
+    assert "(%d with an ROI)" % len(with_mask) in again.summary()
+    learner = again.learner()
+    assert learner.roi_annotated_.sum() == len(with_mask)
+    assert sum(e.get("roi_from") == "manifest" for e in again.state["labelled"]) == len(with_mask)
+    second = again.query(6)
+    meta = json.loads((again.folder / "batches" / f"{second['batch']:03d}" / "batch.json")
+                      .read_text())
+    for img in meta["images"]:  # the overlay outlines the ROI the query compared with
+        expected = "manifest_roi" if again.pool["masks"][img["id"]] else {"predicted_roi",
+                                                                           "attention"}
+        assert img["box"] in ({expected} if isinstance(expected, str) else expected)

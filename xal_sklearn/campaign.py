@@ -21,6 +21,7 @@ through skorch's ``load_params`` (``torch.load(weights_only=True)``).
 import csv
 import datetime
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from .labelstudio import label_config, make_task, parse_export, read_label_csv, 
 from .learner import ActiveLearner
 from .modules import DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS, context_split
 from .registry import STRATEGY_NAMES, strategy_spec, strategy_words, uses_pool_rois
-from .roi_loss import resolve_roi_settings, with_legacy_settings
+from .roi_loss import DEFAULT_ROI_LOSS, resolve_roi_settings, with_legacy_settings
 from .roi_model import ROIPredictor, roi_model_quality
 from .scoring import score_pool
 from .strategies import dual_criterion_sampling, uncertainty_sampling
@@ -59,6 +60,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".ni
 
 class CampaignError(ValueError):
     """A campaign operation that cannot be carried out; the message says why."""
+
+
+class ManifestColumnsWarning(UserWarning):
+    """A campaign's manifest has columns that the campaign does not read."""
+
+
+#: The columns a campaign reads from a manifest.
+MANIFEST_COLUMNS = ("image", "mask", "id")
 
 
 def _now():
@@ -109,7 +118,7 @@ class Campaign:
     # --- creating and opening --------------------------------------------------------
     @classmethod
     def create(cls, folder, images, classes, manifest=None, image_size=128, rgb=False,
-               roi_loss=None, roi_weight=None, roi_balance=None, roi_dilation=None,
+               roi_loss=DEFAULT_ROI_LOSS, roi_weight=None, roi_balance=None, roi_dilation=None,
                roi_warmup=None, roi_conflict=None, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
                device="cpu", precision="float32", random_state=0, module=None,
                module_weights=None, context_channels=None, url_prefix="/data/local-files/?d=",
@@ -134,10 +143,16 @@ class Campaign:
         image_size : int, default=128
             Images are resized to ``image_size`` x ``image_size`` for the model.
         rgb : bool, default=False
-        roi_loss, roi_weight, roi_balance, roi_dilation, roi_warmup, roi_conflict : optional
+        roi_loss : str or None, default="rank"
+            The attention loss on the expert's ROIs that training adds to the
+            cross-entropy (see :class:`~xal_sklearn.CNNClassifier`); it taught
+            attention on brain MRI without costing accuracy (docs/results.md).
+            None trains with the cross-entropy only.
+        roi_weight, roi_balance, roi_dilation, roi_warmup, roi_conflict : optional
             As in :class:`~xal_sklearn.CNNClassifier`; those left out take its
-            defaults, and all are written into the campaign's configuration, so
-            later versions with other defaults train the campaign the same way.
+            defaults, and all (``roi_loss`` too) are written into the campaign's
+            configuration, so later versions with other defaults train the
+            campaign the same way.
         alpha : float, default=0.3
             Weight of uncertainty in :func:`~xal_sklearn.dual_criterion_sampling`.
         strategy : str, default="dual"
@@ -282,7 +297,15 @@ class Campaign:
                     if not name or not path.is_relative_to(root) or not path.is_file():
                         problems.append(f"line {line}: {name!r} is not a file inside {root}")
             if problems:
-                raise CampaignError(list_problems(f"Manifest {manifest}", problems))
+                raise CampaignError(list_problems(f"Manifest {manifest}", problems)
+                                    + _manifest_root_hint(root, manifest, images, masks))
+            unread = [c for c in rows[0] if c and c not in MANIFEST_COLUMNS]
+            if unread:
+                warnings.warn(
+                    f"Manifest {manifest}: column(s) {', '.join(map(repr, unread))} are not "
+                    f"read; a campaign reads {', '.join(MANIFEST_COLUMNS)}. Its labels come "
+                    "from the expert (import), never from the manifest, and batches are not "
+                    "spread by group.", ManifestColumnsWarning, stacklevel=3)
         if not images:
             raise CampaignError(f"No image files under {root}.")
         return images, masks, ids
@@ -558,6 +581,7 @@ class Campaign:
         learner = self.learner()
         data = self._dataset(ids)
         scores = rois = None
+        given = [data.mask(k) for k in range(len(ids))]  # the manifest's, where it has one
         if learner is not None:
             scores = score_pool(learner, data, return_maps=True, progress=progress)
             model = learner.roi_model_
@@ -578,7 +602,12 @@ class Campaign:
                 final = folder / "images" / f"{xal_id:06d}.png"
                 overlay_final = folder / "overlays" / f"{xal_id:06d}.png"
                 predicted, probability, box = None, None, None
-                roi = None if rois is None or not rois[k].any() else rois[k]
+                # the pool ROI the query compared attention with: the manifest's mask,
+                # else the one the ROI model drew
+                roi = (given[k] if given[k] is not None and given[k].any() else
+                       None if rois is None or not rois[k].any() else rois[k])
+                roi_kind = ("manifest_roi" if given[k] is not None and given[k].any() else
+                            "predicted_roi")
                 if scores is not None:
                     col = int(np.argmax(scores.proba[k]))
                     predicted, probability = self.classes[col], float(scores.proba[k, col])
@@ -587,7 +616,8 @@ class Campaign:
                     box = (_attention_box(scores.maps[k], (height, width)) if roi is None
                            else _mask_box(roi, (height, width)))
                     _save_overlay(tmp / "overlays" / f"{xal_id:06d}.png", picture,
-                                  scores.maps[k], predicted, probability, box, roi)
+                                  scores.maps[k], predicted, probability, box, roi,
+                                  roi_kind.replace("_roi", " ROI"))
                 else:
                     _save_overlay(tmp / "overlays" / f"{xal_id:06d}.png", picture, None,
                                   None, None, None)
@@ -611,7 +641,7 @@ class Campaign:
                              "probability": probability, "acquisition_score": score,
                              **_logged_scores(query_scores, k),
                              "box": None if box is None else
-                             ("predicted_roi" if roi is not None else "attention")})
+                             (roi_kind if roi is not None else "attention")})
             (tmp / "tasks.json").write_text(json.dumps(tasks, indent=1))
             (tmp / "label_config.xml").write_text(label_config(self.classes))
             with open(tmp / "to_label.csv", "w", newline="") as f:
@@ -681,8 +711,15 @@ class Campaign:
         h, w = self.config["image_size"]
         new_masks = np.stack([resize_mask(a.mask, (h, w)) if a.mask is not None
                               else np.zeros((h, w), bool) for a in answers])
-        # an answer without a drawn region is not an ROI annotation (nobody drew)
+        # an answer without a drawn region is not an ROI annotation (nobody drew) unless
+        # the manifest gave the image a mask: that one is carried into the labelled set
         new_annotated = np.array([a.mask is not None for a in answers], bool)
+        roi_source = np.where(new_annotated, "expert", "").astype(object)
+        data = self._dataset([a.xal_id for a in answers])
+        for k in np.flatnonzero(~new_annotated):
+            given = data.mask(int(k))
+            if given is not None:
+                new_masks[k], new_annotated[k], roi_source[k] = given, True, "manifest"
         X_new = self._images([a.xal_id for a in answers])
         y_new = np.array([a.label for a in answers])
         learner = self.learner()
@@ -697,7 +734,8 @@ class Campaign:
         labelled_before = self.state["labelled"]
         entries = [{"id": a.xal_id, "label": a.label, "batch": expected[a.xal_id]["batch"],
                     "time": a.time or _now(), "annotator": a.annotator,
-                    "roi": bool(new_masks[k].any()), "source": source.name}
+                    "roi": bool(new_masks[k].any()), "source": source.name,
+                    **({"roi_from": "manifest"} if roi_source[k] == "manifest" else {})}
                    for k, a in enumerate(answers)]
         predicted = [expected[a.xal_id]["predicted"] for a in answers]
         judged = [(p, a.label) for p, a in zip(predicted, answers) if p is not None]
@@ -717,8 +755,10 @@ class Campaign:
                          "roi_model": roi_cv}])
         self._save_state(state, masks_all, learner, annotated_all)
         self._learner = learner
-        return {"n_imported": len(entries), "n_with_roi": int(new_masks.reshape(
-            len(new_masks), -1).any(1).sum()), "released": released, "agreement": agreement,
+        with_roi = new_masks.reshape(len(new_masks), -1).any(1)
+        return {"n_imported": len(entries), "n_with_roi": int(with_roi.sum()),
+                "n_roi_from_manifest": int((with_roi & (roi_source == "manifest")).sum()),
+                "released": released, "agreement": agreement,
             "n_skipped": len(in_file & set(imported)), "batches": sorted(done_batches)}
 
     def _roi_cross_validated(self, learner):
@@ -867,9 +907,24 @@ def _mask_box(mask, size):
     return (cols.min() * sx, rows.min() * sy, (cols.max() + 1) * sx, (rows.max() + 1) * sy)
 
 
-def _save_overlay(path, picture, cam, predicted, probability, box, roi=None):
+def _manifest_root_hint(root, manifest, images, masks):
+    """Where a manifest's paths would resolve, said after its problems: they are read
+    relative to the image folder, and are often written relative to the manifest's own."""
+    names = [n for image, mask in zip(images, masks) for n in [image, *split_mask_field(mask)]]
+    hint = (f"\nThe manifest's paths are read relative to the image folder ({root}), not to "
+            "the manifest's folder.")
+    candidates = [Path(manifest).resolve().parent, *list(root.parents)[:3]]
+    for folder in dict.fromkeys(candidates):
+        if names and all(n and (folder / n).is_file() for n in names):
+            return hint + f" They are all files under {folder}: pass that as the image folder."
+    return hint
+
+
+def _save_overlay(path, picture, cam, predicted, probability, box, roi=None,
+                  roi_words="predicted ROI"):
     """The image with the Grad-CAM over it, the predicted class and probability in the
-    title, and the outline of the ROI the ROI model draws (``roi``), if any."""
+    title, and the outline of the pool ROI the query compared it with (``roi``: the
+    manifest's or the ROI model's, named by ``roi_words``), if any."""
     # a Figure without pyplot: no GUI backend needed, and the caller's backend stays as it is
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -888,7 +943,7 @@ def _save_overlay(path, picture, cam, predicted, probability, box, roi=None):
             ax.contour(roi.astype(float), levels=[0.5], colors="lime", linewidths=1.5,
                        extent=(0, width, 0, height), origin="upper")
         ax.set_title(f"predicted {predicted} (p={probability:.2f})"
-                     + ("; green: predicted ROI" if roi is not None else ""), fontsize=10)
+                     + (f"; green: {roi_words}" if roi is not None else ""), fontsize=10)
     else:
         ax.set_title("no model yet (first batch)", fontsize=10)
     ax.axis("off")
