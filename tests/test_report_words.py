@@ -90,8 +90,8 @@ def test_queries_without_an_roi_are_counted_and_a_dominated_batch_is_noted():
                  pool_without_roi={"random": 0.17, "dual+roi": 0.17})
     assert without_roi_sentence(r) == (
         "Images without an ROI (an empty or missing mask, like a normal image's) are 17% of "
-        "the pool; they were 18% of `random`'s and 74% of `dual+roi`'s queries after the "
-        "initial set.")
+        "the pool; after the initial set they made up 18% of the queries of `random` and 74% "
+        "of those of `dual+roi`.")
     note, = degenerate_runs(r)
     assert note.startswith("At 100 labels 5 of the 10 models (`dual+roi` seeds 0, 1, 2, 3, 4)"
                            " chose more than half of the round's batch among images without")

@@ -489,8 +489,8 @@ def _run(args):
     parser = args.subparser
     names, alphas, out = _check_run_args(args)
     from . import CNNClassifier
-    from .experiments import (ResultsFolderError, comparison_sentences, degenerate_runs,
-                              plain_sentences, run_experiment, summary_table, write_report)
+    from .experiments import (ResultsFolderError, degenerate_runs, run_experiment,
+                              summary_table, write_report)
     from .roi_loss import describe_roi_training
 
     dataset, test_set, description = _load_data(args.data, args.image_size, args.n_samples, 0,
@@ -555,18 +555,7 @@ def _run(args):
     except ResultsFolderError as exc:
         parser.refuse(f"--out {exc.out_dir} holds results of another configuration; choose "
                       "another --out, or add --force to discard them and start over")
-    comparisons, names = [], {n: _describe(n, arms) for n in strategies}
-    if len(strategies) > 1:
-        full = next((n for n in strategies if n.startswith("dual") and n.endswith(ROI_SUFFIX)),
-                    None)
-        if full is not None:  # the full method against every other arm
-            pairs = [(full, n) for n in strategies if n != full]
-        else:
-            ref = reference or next(iter(strategies))
-            pairs = [(n, ref) for n in strategies if n != ref]
-        comparisons = comparison_sentences(results, pairs, names=names)
-    config = json.loads((out / "config.json").read_text())
-    sentences = plain_sentences(results, config, comparisons, names)
+    sentences = _in_words(results, json.loads((out / "config.json").read_text()), reference)
     report = write_report(out, dataset, reference=reference or "random", test_set=test_set,
                           in_words=sentences)
     for metric in ("accuracy", "attention_roi_auc"):
@@ -589,6 +578,26 @@ def _run(args):
     from . import IMPORT_STARTED
 
     print(f"Finished in {_duration(time.monotonic() - IMPORT_STARTED)} (start-up included).")
+
+
+def _in_words(results, config, reference=None):
+    """The report's sentences: the bottom line, the full method against every other arm
+    (else each arm against ``reference`` or the first), attention, balance, no-ROI."""
+    from .experiments import comparison_sentences, plain_sentences
+
+    strategies = list(config["strategies"])
+    arms = any(n.endswith(ROI_SUFFIX) for n in strategies)
+    comparisons, names = [], {n: _describe(n, arms) for n in strategies}
+    if len(strategies) > 1:
+        full = next((n for n in strategies if n.startswith("dual") and n.endswith(ROI_SUFFIX)),
+                    None)
+        if full is not None:  # the full method against every other arm
+            pairs = [(full, n) for n in strategies if n != full]
+        else:
+            ref = reference if reference in strategies else strategies[0]
+            pairs = [(n, ref) for n in strategies if n != ref]
+        comparisons = comparison_sentences(results, pairs, names=names)
+    return plain_sentences(results, config, comparisons, names)
 
 
 def _duration(seconds):
@@ -620,13 +629,16 @@ def main(argv=None):
         elif args.command == "campaign":
             _campaign(args)
         else:
-            from .experiments import write_report
+            from .experiments import load_results, write_report
 
             if not (Path(args.results_dir) / "config.json").is_file():
                 args.subparser.refuse(f"{args.results_dir} is not a results folder "
                                       "(no config.json)")
             dataset, test_set = _data_for_report(args)
-            print(f"Report: {write_report(args.results_dir, dataset, test_set=test_set)}")
+            config = json.loads((Path(args.results_dir) / "config.json").read_text())
+            words = _in_words(load_results(args.results_dir), config)
+            report = write_report(args.results_dir, dataset, test_set=test_set, in_words=words)
+            print(f"Report: {report}")
     except (ValueError, FileNotFoundError) as exc:
         print(f"xal: error: {exc}", file=sys.stderr)
         return 2

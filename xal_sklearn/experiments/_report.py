@@ -318,10 +318,11 @@ def without_roi_sentence(results, names=None):
     queried = shares.dropna(subset=["share"]).groupby("strategy", sort=False)[
         ["queried_without_roi", "batch"]].sum()
     queried = queried.reindex([s for s in dict.fromkeys(results["strategy"]) if s in queried.index])
-    parts = _listing(f"{q['queried_without_roi'] / q['batch']:.0%} of {_name(names, s)}'s"
-                     for s, q in queried.iterrows())
+    shares = [f"{q['queried_without_roi'] / q['batch']:.0%} of "
+              f"{'the queries' if k == 0 else 'those'} of {_name(names, s)}"
+              for k, (s, q) in enumerate(queried.iterrows())]
     return (f"Images without an ROI (an empty or missing mask, like a normal image's) are "
-            f"{pool:.0%} of the pool; they were {parts} queries after the initial set.")
+            f"{pool:.0%} of the pool; after the initial set they made up {_listing(shares)}.")
 
 
 def plain_sentences(results, config, comparisons=(), names=None, min_seeds=5):
