@@ -1,5 +1,7 @@
 """One labelling round on the brain-tumour MRI set through a real Label Studio, timed.
 
+Quoted by docs/campaign.rst (a round's timings).
+
     python benchmarks/bench_campaign.py --data ../shared/data/brain-tumor-figshare \
         --label-studio .ls-venv/bin/label-studio
 

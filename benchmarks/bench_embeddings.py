@@ -1,5 +1,7 @@
 """Benchmark what embeddings cost: score_pool with and without them, and the baselines.
 
+Quoted by docs/benchmarks.md ("Embeddings and the baselines").
+
 Prints, for one model and one pool (same batch size everywhere), the median time over
 ``--repeats`` (methods interleaved, so drift hits all alike) of
 

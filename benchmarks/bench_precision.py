@@ -1,5 +1,7 @@
 """Do the fast CPU training paths give the same test accuracy as skorch's plain one?
 
+Quoted by docs/benchmarks.md (training precision and layout).
+
     python benchmarks/bench_precision.py --mri ../shared/data/brain-tumor-figshare
     python benchmarks/bench_precision.py            # shortcut-free lesion phantoms
 

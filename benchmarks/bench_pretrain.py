@@ -1,5 +1,7 @@
 """What self-supervised pretraining costs, and whether its features are real.
 
+Quoted by docs/benchmarks.md ("Self-supervised pretraining").
+
 On one seed's split (groups, 20 % test) of the brain-MRI set (or phantoms), pretrains
 SmallCNN on the training split's images (no labels) and prints
 

@@ -1,5 +1,7 @@
 """ROI-guided training: accuracy, attention and cost of each ``roi_loss`` against none.
 
+Quoted by docs/results.md and docs/lab/ (the ROI losses on a fixed labelled set).
+
 Fits ``CNNClassifier`` on a fixed labelled set with every ROI loss and reports,
 per seed and as paired differences against ``roi_loss=None``: test accuracy,
 test attention (``roi_auc``, ``mass_in_roi`` of the predicted class's Grad-CAM,

@@ -1,5 +1,7 @@
 """Benchmark pool scoring: fused score_pool against its baselines and peers.
 
+Quoted by docs/benchmarks.md ("Pool scoring speed and memory") and README.md.
+
 Prints, for one model and one pool (same batch size everywhere):
 
 * (a) ``predict_proba``                         -- the floor: one forward pass

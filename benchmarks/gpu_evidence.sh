@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Quoted by docs/results.md and docs/benchmarks.md (the runs on a lent GPU).
 # Issue 17 part 5 at 128 px on a lent GPU: the brain-MRI protocol (90 initial labels,
 # 60 a round, 570 in all, 20 epochs, 5 seeds, paired by seed) with random, entropy and
 # the full method, from scratch and from a SimCLR warm start (50 epochs on each seed's

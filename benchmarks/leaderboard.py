@@ -1,6 +1,6 @@
 """A leaderboard of active-learning strategies from one or more ``xal run`` results folders.
 
-Usage (the command of docs/results.md, "The leaderboard", then)::
+Usage (the command of docs/results.md, section 1; the lab log's "The leaderboard")::
 
     python benchmarks/leaderboard.py RESULTS_FOLDER [MORE_FOLDERS ...] [--markdown OUT.md]
 

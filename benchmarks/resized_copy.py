@@ -1,5 +1,7 @@
 """A resized copy of a manifest folder, to carry real data to a machine with a GPU.
 
+Quoted by docs/benchmarks.md (the GPU runs).
+
 The brain-MRI folder (256 px PNGs, 108 MB) is larger than what can travel to a lent
 GPU machine. This writes what ``load_image_folder(root, image_size=SIZE)`` returns
 back out as a manifest folder of the same layout (``images/``, ``masks/``,

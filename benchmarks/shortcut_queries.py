@@ -1,5 +1,7 @@
 """Which images each strategy asked for on shortcut data: the share whose feature lies.
 
+Quoted by docs/results.md and docs/lab/ (the shortcut benchmark).
+
 On a pool built by ``xal run --shortcut KIND:AGREE`` the injected feature disagrees with
 the label on about ``1 - AGREE`` of the images. A strategy that asks for those images
 more often than that is choosing the cases the shortcut gets wrong. This reads the

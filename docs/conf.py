@@ -24,4 +24,5 @@ numpydoc_class_members_toctree = False
 intersphinx_mapping = {}  # no network at build time
 html_theme = "alabaster"
 suppress_warnings = ["myst.header"]
+myst_heading_anchors = 2  # results.md links to its own sections
 nitpicky = False

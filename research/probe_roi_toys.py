@@ -12,7 +12,7 @@ The settings are :class:`~xal_sklearn.CNNClassifier` parameters (``SETTINGS``); 
 tests ``test_counterexamples_beat_a_shortcut_that_decides_the_label`` and
 ``test_roi_loss_moves_attention_off_a_decoy_marker`` check a few of these numbers.
 
-    python benchmarks/probe_roi_toys.py [--seeds 3] [--settings none,rank,...]
+    python research/probe_roi_toys.py [--seeds 3] [--settings none,rank,...]
 
 prints one table per toy (means over seeds, per-seed values beside); about 30 s for
 the default settings and 3 seeds on 2 cores. Seed ``s`` trains on phantoms of

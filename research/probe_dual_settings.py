@@ -9,7 +9,7 @@ labels, 60 a round, 570 in all, 20 epochs) is scored on the validation groups. T
 test split is never read. ``--shortcut KIND`` injects ``add_shortcut(KIND, 0.9)`` into
 the pool, independent of the label on the validation groups.
 
-    python benchmarks/probe_dual_settings.py --mri ../shared/data/brain-tumor-figshare \
+    python research/probe_dual_settings.py --mri ../shared/data/brain-tumor-figshare \
         [--shortcut intensity] [--alphas 0.1,0.3,0.5,0.7,1] \
         [--alignments soft_dice,roi_auc] [--seeds 3] [--out FOLDER]
 

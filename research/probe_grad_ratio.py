@@ -1,17 +1,17 @@
 """How large the attention term's gradient is against the cross-entropy's, per tensor.
 
-A diagnosis for issue 16, part 1 (docs/results.md, "Third defaults"): under Adam a
-term whose gradient is larger than the cross-entropy's inflates the second-moment
-estimate and so shrinks the cross-entropy's own steps, which would show as a lower
-*training* accuracy at the end of a fit. For one seed's 570 random images of the
-validation-group split (as ``probe_roi_settings.py``), it fits ``CNNClassifier`` with
-the given ROI settings and records, at every step with the term on, each parameter
+A diagnosis for issue 16, part 1 (docs/lab/results-log-2026-12.md, "Third defaults"): under Adam a term
+whose gradient is larger than the cross-entropy's inflates the second-moment estimate and
+so shrinks the cross-entropy's own steps, which would show as a lower *training* accuracy
+at the end of a fit. For one seed's 570 random images of the validation-group split (as
+the deleted ``probe_roi_settings.py``, see research/README.md), it fits ``CNNClassifier``
+with the given ROI settings and records, at every step with the term on, each parameter
 tensor's ``|g_term| / |g_ce|`` (the term's gradient from ``split_gradients``, as
 ``roi_conflict="project"`` and ``"separate"`` use it), then prints per epoch the median
-over tensors of that ratio (mean over the epoch's steps), and the training and
-validation accuracy against a cross-entropy-only fit.
+over tensors of that ratio (mean over the epoch's steps), and the training and validation
+accuracy against a cross-entropy-only fit.
 
-    python benchmarks/probe_grad_ratio.py --mri ../shared/data/brain-tumor-figshare \
+    python research/probe_grad_ratio.py --mri ../shared/data/brain-tumor-figshare \
         [--seed 0] [--roi-weight 3] [--roi-conflict project]
 
 The gradients are taken in ``get_loss`` (skorch's hook) with ``torch.autograd.grad``,

@@ -1,15 +1,15 @@
 """Active-learning settings judged inside the loop, on validation groups.
 
-A fixed labelled set (``probe_roi_settings.py``) shows what a training setting does to
-one set; in active learning each round's model also decides which images are labelled
-next, and that can matter more (docs/results.md: the fourth ROI defaults lost the ROI
-half's gain on the border shortcut on every seed of the test runs, while fixed sets
-with as many counterexamples showed the third and fourth defaults equal). This probe
-runs the loop itself without touching the test split: for each split seed, the group
-split of ``xal run`` (test_size 0.2), then validation groups split off its training part
-(seed + 100); the rest is the pool, the validation groups are ``run_experiment``'s
-``test_set``, and the shortcut (if any) is injected into the pool at 0.9 and
-independently of the label on the validation groups. Every arm of one seed starts
+A fixed labelled set (the deleted ``probe_roi_settings.py``, see research/README.md) shows
+what a training setting does to one set; in active learning each round's model also
+decides which images are labelled next, and that can matter more (docs/results.md: the
+fourth ROI defaults lost the ROI half's gain on the border shortcut on every seed of the
+test runs, while fixed sets with as many counterexamples showed the third and fourth
+defaults equal). This probe runs the loop itself without touching the test split: for each
+split seed, the group split of ``xal run`` (test_size 0.2), then validation groups split
+off its training part (seed + 100); the rest is the pool, the validation groups are
+``run_experiment``'s ``test_set``, and the shortcut (if any) is injected into the pool at
+0.9 and independently of the label on the validation groups. Every arm of one seed starts
 from the same initial labelled set, so the arms pair by seed.
 
 Arms (``--arms``, comma-separated; each is a strategy of ``xal run`` and the network's
@@ -23,7 +23,7 @@ training settings):
 * ``full-ctxN``: the fourth defaults with an N-channel context branch (``full-ctx8``);
 * ``random-ce``, ``random-full``: random selection, cross-entropy / the fourth defaults.
 
-    python benchmarks/probe_loop_validation.py --mri ../shared/data/brain-tumor-figshare \
+    python research/probe_loop_validation.py --mri ../shared/data/brain-tumor-figshare \
         --shortcut border --arms dual-ce,full,full-third --seeds 3 --out loop_border
 
 prints the accuracy and ``roi_auc`` of every arm at the final budget and the paired

@@ -43,7 +43,7 @@ through skorch's own parameters and callbacks:
 * ``logreg``: not a network fit: logistic regression on the standardised frozen
   features (the linear probe of ``bench_pretrain.py``).
 
-    python benchmarks/probe_warm_start.py --mri ../shared/data/brain-tumor-figshare \
+    python research/probe_warm_start.py --mri ../shared/data/brain-tumor-figshare \
         [--pretrain simclr50,byol50] [--recipes scratch,ft,frozen,lp-ft] \
         [--seeds 2] [--draws 2] [--out probe_warm]
 
@@ -53,13 +53,16 @@ row is appended to ``--out/results.jsonl``.
 import argparse
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_pretrain import features, probe  # the same linear probe as the benchmark's
 from skorch.callbacks import Freezer, Unfreezer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_pretrain import features, probe  # noqa: E402  (the benchmark's linear probe)
 
 from xal_sklearn import CNNClassifier, pretrain_encoder, score_pool
 from xal_sklearn.alignment import roi_auc

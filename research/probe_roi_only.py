@@ -1,16 +1,16 @@
 """Is the class in the tumour? Cross-entropy on images blacked out outside the ROI.
 
-For seeds 0-2, as ``probe_roi_settings.py``: the seed's group split, validation groups
-split off its training part (the test split is never read), 570 random training images;
-train and validate a ``CNNClassifier`` (20 epochs, 64 px) on images whose pixels outside
-the ROI grown by ``--dilations`` pixels are set to 0. The masked images also show the
-ROI's outline, which the full images do not, so read the accuracy as an upper bound on
-what the ROI's content alone carries. ``--outside`` does the opposite: the ROI grown by
-``--dilations`` pixels is set to 0 and the rest kept, so the accuracy says how much of the
-class the context carries (the hole shows the tumour's place, size and outline: an upper
-bound again).
+For seeds 0-2, as the deleted ``probe_roi_settings.py`` (research/README.md): the seed's
+group split, validation groups split off its training part (the test split is never read),
+570 random training images; train and validate a ``CNNClassifier`` (20 epochs, 64 px) on
+images whose pixels outside the ROI grown by ``--dilations`` pixels are set to 0. The
+masked images also show the ROI's outline, which the full images do not, so read the
+accuracy as an upper bound on what the ROI's content alone carries. ``--outside`` does the
+opposite: the ROI grown by ``--dilations`` pixels is set to 0 and the rest kept, so the
+accuracy says how much of the class the context carries (the hole shows the tumour's
+place, size and outline: an upper bound again).
 
-    python benchmarks/probe_roi_only.py --mri ../shared/data/brain-tumor-figshare [--outside]
+    python research/probe_roi_only.py --mri ../shared/data/brain-tumor-figshare [--outside]
 """
 import argparse
 import json
