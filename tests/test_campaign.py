@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -708,3 +709,37 @@ def test_a_manifest_as_a_user_writes_it(tmp_path, scans):
         expected = "manifest_roi" if again.pool["masks"][img["id"]] else {"predicted_roi",
                                                                            "attention"}
         assert img["box"] in ({expected} if isinstance(expected, str) else expected)
+
+
+def test_a_folder_written_before_the_campaign_package_opens_and_goes_on(tmp_path):
+    """tests/data/campaign_01b402b was written by the single-module campaign (commit
+    01b402b, before issue 40 split it into a package): one imported round, a batch
+    pending. It opens, its learner and ROI model load, and the round goes on."""
+    source = ROOT / "tests" / "data" / "campaign_01b402b"
+    shutil.copytree(source, tmp_path / "old")
+    folder = tmp_path / "old" / "study"
+    config = json.loads((folder / "campaign.json").read_text())
+    config["pool_root"] = str(tmp_path / "old" / "scans")  # absolute where it was written
+    config["document_root"] = str(tmp_path / "old")
+    (folder / "campaign.json").write_text(json.dumps(config))
+    expected = json.loads((source / "expected.json").read_text())
+    c = Campaign.open(folder)
+    assert [e["id"] for e in c.state["labelled"]] == expected["labelled"]
+    assert c.status()["pending"] == {2: 3}
+    learner = c.learner()
+    assert learner.roi_model_ is not None and learner.roi_model_.n_train_ == 6
+    assert learner.predict(c._images([0, 1])).shape == (2,)
+    # label the pending batch, as the expert would, and go on
+    meta = json.loads((folder / "batches" / "002" / "batch.json").read_text())
+    assert [img["id"] for img in meta["images"]] == expected["pending"]
+    with open(tmp_path / "b.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["xal_id", "image", "label", "x_min", "y_min", "x_max", "y_max"])
+        for img in meta["images"]:
+            w.writerow([img["id"], img["image"], expected["truth"][img["image"]], "", "", "",
+                        ""])
+    r = Campaign.open(folder).import_labels(tmp_path / "b.csv")
+    assert r["n_imported"] == 3 and r["batches"] == [2]
+    again = Campaign.open(folder)
+    assert again.status()["n_labelled"] == 9 and again.status()["rounds"] == 2
+    assert len(again.query(2)["ids"]) == 2
