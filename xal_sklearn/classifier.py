@@ -1,7 +1,6 @@
 """A skorch classifier with defaults for active learning on small image sets."""
 
 import inspect
-import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 
@@ -10,20 +9,17 @@ import torch
 from sklearn.utils import check_random_state
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer, LRScheduler, PassthroughScoring, PrintLog
-from skorch.dataset import unpack_data
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._dataset import ImageDataset
 from ._names import PRECISION_NAMES
-from ._validation import (binarize_masks, check_device, check_images, check_input_shape,
-                          check_roi_masks, probe_forward, resolve_device, resolve_layer)
+from ._validation import check_device, check_images, check_input_shape, resolve_device
 from .backbones import build_backbone, copy_adapted
 from .finetune import FreezeEncoder, ProbeHead, check_head_init, freeze_epoch_count
 from .modules import SmallCNN, channels_last_weights, to_channels_last
 from .pretrain import as_encoder_weights
-from .roi_loss import (GRADCAM_LOSSES, ROI_DEFAULTS, ROI_LOSSES, balanced_term,
-                       check_roi_loss, check_roi_settings, roi_loss_term, split_gradients,
-                       step_term_apart, warmup_epochs, with_legacy_settings)
+from .roi_loss import ROI_DEFAULTS, check_roi_loss, check_roi_settings, with_legacy_settings
+from .roi_training import ROITrainingMixin
 
 __all__ = ["CNNClassifier"]
 
@@ -55,7 +51,7 @@ def _encoded_accuracy(net, X, y):
     return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
 
 
-class CNNClassifier(NeuralNetClassifier):
+class CNNClassifier(ROITrainingMixin, NeuralNetClassifier):
     """Image classifier: a skorch ``NeuralNetClassifier`` tuned for active learning.
 
     Differences from skorch's defaults, each chosen for small labelled sets:
@@ -454,48 +450,6 @@ class CNNClassifier(NeuralNetClassifier):
                                 masks), None
         return X, y
 
-    def _check_fit_masks(self, roi_masks, X):
-        if roi_masks is None:
-            return None
-        if self.roi_loss is None:
-            warnings.warn("roi_masks are ignored because roi_loss=None; set roi_loss "
-                          f"(one of {', '.join(ROI_LOSSES)}) to train with them.", UserWarning,
-                          stacklevel=4)
-            return None
-        if isinstance(X, torch.utils.data.Dataset):
-            raise TypeError("roi_masks cannot be combined with a torch Dataset X; pass arrays.")
-        spatial = X.shape[2:]
-        if isinstance(roi_masks, (list, tuple)) and any(m is None for m in roi_masks):
-            return check_roi_masks(roi_masks, len(X), spatial)[0]
-        if isinstance(roi_masks, torch.Tensor):
-            roi_masks = roi_masks.detach().cpu().numpy()
-        m = binarize_masks(np.asarray(roi_masks))
-        if m.ndim == len(spatial) + 2 and m.shape[1] == 1:
-            m = m[:, 0]
-        if m.ndim >= 1 and len(m) != len(X):
-            raise ValueError(f"roi_masks has {len(m)} masks but X has {len(X)} images.")
-        ratios = {round(a / b, 6) for a, b in zip(m.shape[1:], spatial)}
-        if m.ndim != len(spatial) + 1 or len(ratios) != 1:
-            raise ValueError(
-                f"roi_masks must have shape (n_samples, *mask_spatial) with the images' aspect "
-                f"ratio (images: {tuple(spatial)}); got {m.shape}.")
-        return m
-
-    def _check_attention_layer(self):
-        """Refuse a Grad-CAM layer without spatial output before any training step."""
-        if self.roi_loss not in GRADCAM_LOSSES:
-            return
-        layer = resolve_layer(self.module_, self.gradcam_layer)
-        shape = getattr(self, "image_shape_", None)
-        if shape is None:
-            return
-        y = probe_forward(self.module_, shape, layer)
-        if not isinstance(y, torch.Tensor) or y.dim() != len(shape) + 1:
-            raise ValueError(
-                f"roi_loss={self.roi_loss!r} needs a convolutional Grad-CAM layer whose output "
-                f"has {len(shape) - 1} spatial axes; {self.gradcam_layer!r} gives "
-                f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}.")
-
     # --- training with ROIs, through skorch's hooks
     def infer(self, x, **fit_params):
         if isinstance(x, Mapping) and "roi" in x:  # an ImageDataset batch with masks
@@ -508,87 +462,6 @@ class CNNClassifier(NeuralNetClassifier):
         with torch.autocast(device_type, dtype=PRECISIONS[self.precision]):
             y_pred = super().infer(x, **fit_params)
         return _as_float32(y_pred)  # the loss is computed in float32
-
-    def _roi_active(self):
-        return (self.roi_loss is not None
-                and len(self.history) > warmup_epochs(self.roi_warmup, self.max_epochs))
-
-    def train_step_single(self, batch, **fit_params):
-        Xi, yi = unpack_data(batch)
-        if not (isinstance(Xi, Mapping) and "roi" in Xi and self._roi_active()):
-            return super().train_step_single(batch, **fit_params)
-        self._set_training(True)
-        x = Xi["x"].to(self.device)
-        if self.roi_loss == "rrr":
-            x = x.detach().requires_grad_(True)
-        captured = {}
-        handle = None
-        if self.roi_loss in GRADCAM_LOSSES:
-            layer = resolve_layer(self.module_, self.gradcam_layer)
-            def keep(module, inputs, output):
-                captured["A"] = output
-                return output.clone()  # an in-place op after the layer must not alter A
-
-            handle = layer.register_forward_hook(keep)
-        try:
-            y_pred = self.infer(x, **fit_params)
-        finally:
-            if handle is not None:
-                handle.remove()
-        loss = self.get_loss(y_pred, yi, X=dict(Xi, x=x, activations=captured.get("A")),
-                             training=True)
-        if self.roi_conflict == "sum":
-            loss.backward()
-        else:
-            # the criterion alone (skorch's get_loss); the rest of the loss is the term
-            self._backward_projected(super().get_loss(y_pred, yi, training=True), loss)
-        return {"loss": loss, "y_pred": y_pred}
-
-    def _backward_projected(self, ce, loss):
-        """Accumulate the gradient of ``loss`` (cross-entropy ``ce`` plus the attention
-        term) into the trainable parameters' ``.grad``, the term's part projected
-        (``roi_conflict="project"``); with ``"separate"`` only the cross-entropy's, the
-        term's kept for :meth:`train_step` to apply after the optimizer's step."""
-        params = [p for p in self.module_.parameters() if p.requires_grad]
-        g_ce, g_term = split_gradients(params, ce, loss)
-        if self.roi_conflict == "separate":
-            # a closure the optimizer calls again replaces, never adds to, what is kept
-            self._term_grads = list(zip(params, g_term))
-            steps = g_ce
-        else:
-            steps = [a + b for a, b in zip(g_ce, g_term)]
-        for p, g in zip(params, steps):
-            p.grad = g if p.grad is None else p.grad + g
-
-    def train_step(self, batch, **fit_params):
-        """skorch's optimizer step; with ``roi_conflict="separate"`` the attention
-        term's gradient is then applied apart (``roi_loss.step_term_apart``)."""
-        self._term_grads = None
-        try:
-            step = super().train_step(batch, **fit_params)
-            if self._term_grads:
-                step_term_apart(self.optimizer_, self._term_grads)
-        finally:
-            self._term_grads = None  # an interrupted step leaves nothing to apply later
-        return step
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Cross-entropy, plus the attention loss weighed by ``roi_weight`` and
-        ``roi_balance`` while training with ROIs."""
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
-        if not (training and isinstance(X, Mapping) and "activations" in X):
-            return loss
-        logits = y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
-        term = roi_loss_term(
-            self.roi_loss, x=X["x"], logits=logits, activations=X["activations"],
-            target=y_true.to(logits.device).long(), masks=X["roi"].to(logits.device),
-            has_roi=X["has_roi"].to(logits.device), dilation=self.roi_dilation,
-            forward=self._counterexample_logits)
-        return loss + balanced_term(term, loss, float(self.roi_weight), self.roi_balance)
-
-    def _counterexample_logits(self, x):
-        y_pred = self.infer(x)
-        return y_pred[0] if isinstance(y_pred, (tuple, list)) else y_pred
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         try:

@@ -122,7 +122,7 @@ class ProbeHead(Callback):
     unit variance and fold into a weight of thousands; once fine-tuning revives
     the channel, its logit jumps by as much and training collapses. With the
     floor such a channel is shrunk by the L2 penalty like any near-constant
-    feature. Brain MRI, validation groups (``benchmarks/probe_warm_start.py``):
+    feature. Brain MRI, validation groups (``research/probe_warm_start.py``):
     after one epoch of SimCLR, 100 labels, exact standardisation gave 0.455
     accuracy (three label draws, the worst 0.316) against 0.619 from scratch,
     and the default floor 0.657; after 50 epochs, 570 labels, the floor changes

@@ -12,24 +12,17 @@ from .._validation import accepts_keyword, check_device, with_missing
 from ..classifier import CNNClassifier, check_precision
 from ..datasets import DataLoadError
 from ..learner import ActiveLearner
-from ..modules import DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS, context_split
 from ..pretrain import DEFAULT_PRETRAIN_EPOCHS, pretrain_encoder
-from ..registry import STRATEGY_NAMES, strategy_spec, strategy_words, uses_pool_rois
+from ..registry import strategy_spec, strategy_words
 from ..roi_loss import DEFAULT_ROI_LOSS, resolve_roi_settings, with_legacy_settings
 from ..roi_model import ROIPredictor
 from ..strategies import dual_criterion_sampling, uncertainty_sampling
 from . import _imports
 from ._batch import query_notes, roi_words, write_batch
-from ._common import (
-    DEFAULT_STRATEGY,
-    FORMAT,
-    ROI_CV_FOLDS,
-    STATE_FORMAT,
-    VERSION,
-    CampaignError,
-    now,
-)
+from ._common import DEFAULT_STRATEGY, FORMAT, STATE_FORMAT, VERSION, CampaignError, now
+from ._config import network_settings, strategy_settings
 from ._pool import PoolImages, list_pool
+from ._status import summary_words
 
 
 class Campaign:
@@ -119,52 +112,9 @@ class Campaign:
         if len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes):
             raise CampaignError(f"classes must be 2 or more distinct names, got {classes}.")
         check_device(device)
-        if strategy not in STRATEGY_NAMES:
-            raise CampaignError(f"Unknown strategy {strategy!r}; choose from "
-                                f"{', '.join(STRATEGY_NAMES)}.")
-        _, _, strategy_params = strategy_spec(strategy)
-        roi_model = None
-        if uses_pool_rois(strategy):
-            try:
-                roi_model = ROIPredictor(warm_start=True, device=device,
-                                         random_state=int(random_state),
-                                         **({} if roi_threshold is None else
-                                            {"threshold": roi_threshold}))
-                roi_model.check_params()
-            except ValueError as exc:
-                raise CampaignError(f"roi_threshold: {exc}") from None
-        elif roi_threshold is not None:
-            raise CampaignError(f"roi_threshold is a setting of the ROI model, which strategy "
-                                f"{strategy!r} does not use.")
-        if module is not None and strategy_params:
-            raise CampaignError(f"Strategy {strategy!r} trains the SmallCNN with "
-                                f"{', '.join(f'{k}={v}' for k, v in strategy_params.items())} "
-                                f"(MC dropout before the head), which a backbone ({module}) "
-                                "does not take; choose another strategy or the SmallCNN.")
-        if module is not None:  # a torchvision backbone
-            from ..backbones import BACKBONES
-
-            if module not in BACKBONES:
-                raise CampaignError(f"Unknown backbone {module!r}; choose one of "
-                                    f"{', '.join(BACKBONES)}.")
-            if context_channels is not None:
-                raise CampaignError("context_channels is a setting of the SmallCNN; a "
-                                    f"backbone ({module}) has no context branch.")
-            network = {"module": module}
-            if module_weights is not None:
-                if not Path(module_weights).is_file():
-                    raise CampaignError(f"module_weights: no file at {module_weights}.")
-                network["module__weights"] = str(Path(module_weights).resolve())
-        else:  # the SmallCNN
-            if module_weights is not None:
-                raise CampaignError("module_weights needs module (a backbone name).")
-            if context_channels is None:
-                context_channels = DEFAULT_CONTEXT_CHANNELS
-            try:
-                context_split(context_channels, DEFAULT_N_FILTERS[-1])
-            except ValueError as exc:
-                raise CampaignError(str(exc)) from None
-            network = {"module__context_channels": context_channels}
+        strategy_params, roi_model = strategy_settings(strategy, roi_threshold, module, device,
+                                                       random_state)
+        network = network_settings(module, module_weights, context_channels)
         images_, masks, manifest_ids = list_pool(root, manifest, folder)
         given = {"roi_weight": roi_weight, "roi_balance": roi_balance,
                  "roi_dilation": roi_dilation, "roi_warmup": roi_warmup,
@@ -180,9 +130,7 @@ class Campaign:
                            **network, **strategy_params},
             "strategy": {"name": strategy, "alpha": float(alpha), "uncertainty": "entropy",
                          "alignment": "soft_dice"},
-            "roi_model": (None if roi_model is None else
-                          {k: v for k, v in roi_model.json_params().items()
-                           if k != "init_weights"}),
+            "roi_model": roi_model,
             "random_state": int(random_state), "url_prefix": url_prefix,
             "document_root": str(document_root)}
         check_precision(precision)
@@ -485,41 +433,4 @@ class Campaign:
 
     def summary(self):
         """:meth:`status` in plain words."""
-        s = self.status()
-        lines = [f"Campaign {self.folder}: {s['n_labelled']} of {s['n_pool']} images labelled "
-                 f"({s['n_with_roi']} with an ROI) in {s['rounds']} round(s).",
-                 "Per class: " + ", ".join(f"{c} {k}" for c, k in s["per_class"].items()) + ".",
-                 f"Query strategy: {self._strategy()[2]}."]
-        warm = self.config.get("pretrain")
-        if warm:
-            lines.append(f"Warm start: {warm['method']}, {warm['epochs']} epochs on "
-                         f"{warm['n_images']} pool images ({warm['when']}); every training "
-                         "since starts from it.")
-        if self.config.get("roi_model"):
-            q = s["roi_model"]
-            if q is None:
-                lines.append("ROI model: not trained yet (it needs at least "
-                             f"{2 * ROI_CV_FOLDS} labelled images with an ROI); until then "
-                             "pool images without an ROI of their own rank by uncertainty.")
-            elif q["dice"] is None:
-                lines.append(f"ROI model: trained on {q['n']} annotated images, none with a "
-                             "lesion, so its quality cannot be judged yet.")
-            else:
-                lines.append(f"ROI model: {q['folds']}-fold cross-validated on the {q['n']} "
-                             f"labelled images with an ROI annotation ({q['n_lesion']} with a "
-                             f"lesion), it draws the expert's ROI with Dice {q['dice']:.2f} "
-                             f"and pixel roi_auc {q['roi_auc']:.2f} (chance 0.5).")
-        if s["pending"]:
-            lines.append("Waiting for labels: " + ", ".join(
-                f"batch {b:03d} ({k} images)" for b, k in sorted(s["pending"].items())) + ".")
-        else:
-            lines.append("No batch is waiting for labels.")
-        if s["agreement_last"] is None:
-            lines.append("Model estimate: none yet (it needs a round of labels to train on "
-                         "and a next batch to be judged on).")
-        else:
-            lines.append(f"Model estimate: the expert agreed with the model's pre-annotated "
-                         f"class on {s['agreement_last']:.0%} of the last imported batch "
-                         f"({s['agreement_all']:.0%} over all judged batches); those images "
-                         "were unseen by the model when it predicted them.")
-        return "\n".join(lines)
+        return summary_words(self)

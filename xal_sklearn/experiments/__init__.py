@@ -8,6 +8,6 @@ from ._run import (ATTENTION_METRICS, METRICS, RareClassWarning, ResultsFolderEr
 from ._stats import learning_curve_area, paired_comparison
 
 __all__ = ["ATTENTION_METRICS", "METRICS", "RareClassWarning", "ResultsFolderError", "bottom_line",
-           "comparison_sentences", "degenerate_runs", "plain_sentences", "learning_curve_area", "load_results", "paired_comparison",
-           "plot_gradcam_grid", "plot_learning_curves", "run_experiment", "summary_table",
-           "verdict_table", "write_report"]
+           "comparison_sentences", "degenerate_runs", "learning_curve_area", "load_results",
+           "paired_comparison", "plain_sentences", "plot_gradcam_grid", "plot_learning_curves",
+           "run_experiment", "summary_table", "verdict_table", "write_report"]
