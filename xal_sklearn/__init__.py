@@ -6,14 +6,15 @@ measured by the Dice between its Grad-CAM map and the expert's region of
 interest.
 """
 
+import sys
 import time
+import types
+from importlib import import_module
+
+from ._version import __version__ as __version__
 
 #: When the package began to import (before torch): ``xal`` reports its run time from here.
 IMPORT_STARTED = time.monotonic()
-
-import sys
-import types
-from importlib import import_module
 
 #: Public name -> the module that defines it. Imported on first use (PEP 562), so that
 #: ``xal --help`` and the CLI's argument errors do not wait for torch.
@@ -64,9 +65,6 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
-
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ActiveLearner",

@@ -210,7 +210,7 @@ def _subparser(sub, name, **kwargs):
 
 
 def _parser():
-    from . import __version__
+    from ._version import __version__
 
     p = _Parser(prog="xal", description="Explainability-guided active learning.",
                 allow_abbrev=False)

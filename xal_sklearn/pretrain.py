@@ -46,6 +46,7 @@ from torch import nn
 from ._memory import reuse_freed_memory
 from ._names import DEFAULT_PRETRAIN_EPOCHS, PRETRAIN_METHODS
 from ._persist import FormatError, atomic_path
+from ._version import __version__
 from ._pool import iter_pool, pool_length, progress_bar
 from ._validation import check_device, check_finite_batch, check_numeric, resolve_device
 from .backbones import build_backbone
@@ -466,7 +467,7 @@ def pretrain_encoder(X, module=None, method="simclr", epochs=DEFAULT_PRETRAIN_EP
             "crop_scale": list(crop_scale), "random_state": seed,
             "seconds": round(time.monotonic() - start, 1), "device": str(device),
             "torch": torch.__version__, "python": platform.python_version(),
-            "xal_sklearn": _version()}
+            "xal_sklearn": __version__}
     return EncoderWeights(state, info)
 
 
@@ -486,8 +487,3 @@ def encoder_features(module, x):
         handle.remove()
     return seen[0]
 
-
-def _version():
-    from . import __version__
-
-    return __version__

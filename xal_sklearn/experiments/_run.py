@@ -23,6 +23,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 from .._persist import (atomic_folder, atomic_write, check_format, read_json,
                         resolve_folder)
 from .._validation import accepts_keyword, check_images, with_missing
+from .._version import __version__
 from ..alignment import ALIGNMENT_METRICS, alignment_t, chance_alignment
 from ..datasets import group_train_test_split
 from ..learner import ActiveLearner
@@ -116,8 +117,6 @@ def _versions():
     import captum
     import skorch
     import sklearn
-
-    from .. import __version__
 
     return {"xal_sklearn": __version__, "torch": torch.__version__, "skorch": skorch.__version__,
             "scikit-learn": sklearn.__version__, "captum": captum.__version__,
