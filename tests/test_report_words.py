@@ -104,3 +104,24 @@ def test_plain_sentences_open_with_the_bottom_line(tmp_path):
     words = plain_sentences(r, CONFIG, ["a comparison."])
     assert words[0].startswith("Bottom line:") and words[1] == "a comparison."
     json.dumps(words)
+
+
+def test_balanced_accuracy_beside_accuracy_when_the_test_classes_are_unequal():
+    r = _results({"random": [0.60, 0.61, 0.62, 0.60, 0.59],
+                  "entropy": [0.70, 0.72, 0.71, 0.69, 0.73]})
+    r["balanced_accuracy"] = r["accuracy"] - 0.1
+    sentence, = comparison_sentences(r, [("entropy", "random")])
+    assert "balanced accuracy" not in sentence  # results without the record: as before
+    r["test_class_ratio"] = 83 / 17
+    sentence, = comparison_sentences(r, [("entropy", "random")])
+    # the same differences, since balanced accuracy moved with accuracy here
+    assert sentence.endswith("a verdict, as the interval excludes 0; balanced accuracy +10.6 "
+                             "points [+9.2, +12.4].")
+    assert "(0.710 over 5 seeds, balanced accuracy 0.610)" in bottom_line(r)
+    # the headline can be balanced accuracy, accuracy then said beside it
+    line = bottom_line(r, "balanced_accuracy")
+    assert "highest mean balanced accuracy (0.610 over 5 seeds, accuracy 0.710)" in line
+    sentence, = comparison_sentences(r, [("entropy", "random")], metric="balanced_accuracy")
+    assert "by 10.6 points of balanced accuracy" in sentence and "; accuracy +10.6" in sentence
+    r["test_class_ratio"] = 1.2  # nearly equal classes: accuracy alone
+    assert "balanced" not in comparison_sentences(r, [("entropy", "random")])[0]

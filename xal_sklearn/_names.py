@@ -9,7 +9,7 @@ holds the values, so that they are written once.
 
 __all__ = ["ALIGNMENT_NAMES", "DEFAULT_CONTEXT_CHANNELS", "DEFAULT_N_FILTERS",
            "DEFAULT_PRETRAIN_EPOCHS", "DEFAULT_ROI_LOSS", "HEAD_INITS", "PRECISION_NAMES",
-           "PRETRAIN_METHODS", "ROI_BALANCES", "ROI_CONFLICTS", "ROI_DEFAULTS", "ROI_LOSSES",
+           "PRETRAIN_METHODS", "RESIZE_MODES", "ROI_BALANCES", "ROI_CONFLICTS", "ROI_DEFAULTS", "ROI_LOSSES",
            "UNCERTAINTY_MEASURES", "context_split"]
 
 #: The attention losses of :class:`~xal_sklearn.CNNClassifier` (see :mod:`~xal_sklearn.roi_loss`).
@@ -42,6 +42,10 @@ PRECISION_NAMES = ("float32", "bf16-mixed")
 
 #: How ``CNNClassifier`` starts the last linear layer of each fit.
 HEAD_INITS = ("random", "probe")
+
+#: How an image of another aspect ratio meets the model's size (see
+#: :func:`~xal_sklearn.datasets.resize_image`).
+RESIZE_MODES = ("stretch", "pad", "crop")
 
 #: Self-supervised warm starts of :func:`~xal_sklearn.pretrain_encoder`.
 PRETRAIN_METHODS = ("simclr", "byol")

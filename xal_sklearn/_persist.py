@@ -102,7 +102,7 @@ def read_json(path):
 
 # --- networks ------------------------------------------------------------------------
 
-_FITTED_ATTRS = ("n_channels_in_", "image_shape_", "classes_inferred_")
+_FITTED_ATTRS = ("n_channels_in_", "image_shape_", "classes_inferred_", "class_weight_")
 
 
 def save_net(net, path):
@@ -128,6 +128,8 @@ def load_net(template, path, attrs):
             value = tuple(value)
         elif name == "classes_inferred_":
             value = np.asarray(value)
+        elif name == "class_weight_" and value is not None:
+            value = np.asarray(value, dtype=np.float32)
         setattr(net, name, value)
     net.initialize()
     try:

@@ -183,6 +183,13 @@ class CNNClassifier(ROITrainingMixin, NeuralNetClassifier):
         of float32 (docs/benchmarks.md). It needs a CPU with AVX512-BF16 or AMX
         (recent EPYC and Xeon); elsewhere it may be slower, so measure first.
         Prediction and Grad-CAM always run in float32.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the cross-entropy, with scikit-learn's meaning:
+        None weighs every image alike; "balanced" weighs class c by
+        ``n_samples / (n_present_classes * n_c)`` over the labels of each ``fit``
+        (a class absent from them gets 1: it has no image to weigh); a dict maps
+        class labels to weights (classes it leaves out get 1). For classes of
+        unequal size, where the larger ones otherwise decide the predictions.
     random_state : int, RandomState instance or None, default=None
         Seeds torch for initialisation and shuffling during ``fit``.
     device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
@@ -204,6 +211,9 @@ class CNNClassifier(ROITrainingMixin, NeuralNetClassifier):
     image_shape_ : tuple of int
         Shape of one training image, ``(C, H, W)`` or ``(C, D, H, W)``; pools
         of another channel count or dimensionality are refused by name.
+    class_weight_ : ndarray of float32 (n_classes,) or None
+        The cross-entropy's class weights of the last ``fit``, in column order
+        (None with ``class_weight=None``).
     module_, history_ : as in skorch.
 
     Examples
@@ -237,6 +247,7 @@ class CNNClassifier(ROITrainingMixin, NeuralNetClassifier):
         init_weights=None,
         head_init="random",
         freeze_epochs=0,
+        class_weight=None,
         random_state=None,
         criterion=torch.nn.CrossEntropyLoss,
         optimizer=torch.optim.Adam,
@@ -275,6 +286,7 @@ class CNNClassifier(ROITrainingMixin, NeuralNetClassifier):
         self.init_weights = init_weights
         self.head_init = head_init
         self.freeze_epochs = freeze_epochs
+        self.class_weight = class_weight
         self.random_state = random_state
 
     # --- device="auto": the parameter keeps the user's value, skorch sees a real device
@@ -441,8 +453,10 @@ class CNNClassifier(ROITrainingMixin, NeuralNetClassifier):
             n_classes = len(self.classes_) if known else len(np.unique(y))
             channels = image_shape[0] if image_shape else getattr(self, "n_channels_in_", 1)
             self._make_module(n_classes, channels)
+        weights = self._class_weights(y, encoded, known)
         if y is not None and not known:
             self.classes_inferred_ = np.unique(y)
+        self.class_weight_ = weights
         if image_shape is not None:
             self.n_channels_in_, self.image_shape_ = image_shape[0], image_shape
         if masks is not None:
@@ -502,11 +516,45 @@ class CNNClassifier(ROITrainingMixin, NeuralNetClassifier):
         X, y = self._prepare_fit(X, y, roi_masks, continuing)
         return self._train(X, y, continuing, **fit_params)
 
+    def _class_weights(self, y, encoded, known):
+        """The cross-entropy's weight per column for labels ``y`` (checked, not stored)."""
+        if self.class_weight is None or y is None:
+            return None
+        if "criterion__weight" in self.get_params():
+            raise ValueError("Pass class_weight or criterion__weight, not both.")
+        classes = self.classes_ if known else np.unique(y)
+        codes = encoded if encoded is not None else np.searchsorted(classes, y)
+        weights = np.ones(len(classes), dtype=np.float32)
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            counts = np.bincount(codes, minlength=len(classes))
+            present = counts > 0
+            weights[present] = len(codes) / (present.sum() * counts[present])
+        elif isinstance(self.class_weight, Mapping):
+            unknown = [k for k in self.class_weight if k not in set(classes.tolist())]
+            if unknown:
+                raise ValueError(f"class_weight names {unknown!r}, which are not classes; "
+                                 f"the classes are {classes.tolist()!r}.")
+            for k, v in self.class_weight.items():
+                if not (isinstance(v, (int, float, np.number)) and np.isfinite(v) and v >= 0):
+                    raise ValueError(f"class_weight[{k!r}] must be a number >= 0, got {v!r}.")
+                weights[classes.tolist().index(k)] = v
+        else:
+            raise ValueError('class_weight must be None, "balanced" or a dict of class label '
+                             f"-> weight; got {self.class_weight!r}.")
+        return weights
+
     def _train(self, X, y, continuing, **fit_params):
         """Initialise unless ``continuing``, check the attention layer, run skorch's loop."""
         with self._seeded():
             if not continuing:
                 self.initialize()
+            if self.class_weight_ is not None:
+                # the criterion's own weight buffer: skorch's get_loss applies it
+                self.criterion_.weight = torch.as_tensor(self.class_weight_,
+                                                         device=self.device)
+            elif self.__dict__.get("_weighted_criterion"):  # set by an earlier fit
+                self.criterion_.weight = None
+            self._weighted_criterion = self.class_weight_ is not None
             try:
                 self._check_attention_layer()
             except ValueError:

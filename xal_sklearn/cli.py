@@ -11,7 +11,7 @@ from pathlib import Path
 
 # Only torch-free modules at the top: help and argument errors must not wait for torch
 # (benchmarks/bench_cli_startup.py); the rest is imported where it is used.
-from ._names import (ALIGNMENT_NAMES, DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS,
+from ._names import (ALIGNMENT_NAMES, RESIZE_MODES, DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS,
                      DEFAULT_PRETRAIN_EPOCHS, DEFAULT_ROI_LOSS, HEAD_INITS, PRECISION_NAMES,
                      PRETRAIN_METHODS, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS, ROI_LOSSES,
                      UNCERTAINTY_MEASURES, context_split)
@@ -57,6 +57,20 @@ def _roi_options(parser):
                              "after the optimizer's step on the cross-entropy alone, scaled "
                              "by its second moment; sum: plain backpropagation of the "
                              f"sum (default {defaults['roi_conflict']})")
+
+
+def _class_weight_option(parser):
+    parser.add_argument("--class-weight", default="none", choices=("none", "balanced"),
+                        help="weights of the classes in the cross-entropy: none, or balanced "
+                             "(each class by the inverse of its share of the labelled "
+                             "images, scikit-learn's meaning)")
+
+
+def _resize_option(parser):
+    parser.add_argument("--resize", default="stretch", choices=RESIZE_MODES,
+                        help="folder data: how images of another aspect ratio than square "
+                             "meet --image-size (masks alike): stretch each axis, pad with "
+                             "black, or crop the overhang")
 
 
 def _context_option(parser):
@@ -121,7 +135,7 @@ def _describe(name, arms=True):
 
 
 def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise", shortcut=None,
-               test_size=0.2):
+               test_size=0.2, resize="stretch"):
     """(dataset, test_set or None, description) for ``--data`` (and ``--shortcut``)."""
     from .datasets import load_brain_tumor_figshare, load_image_folder, make_lesion_phantoms
 
@@ -142,8 +156,10 @@ def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise", s
         raise ValueError(f"--data {kind} needs a path: {kind}:PATH.")
     if kind == "folder":
         data, description = (load_image_folder(path, image_size=image_size or 128,
-                                               as_gray=not rgb, on_error=on_error, n_jobs=-1),
-                             f"folder {path}")
+                                               as_gray=not rgb, on_error=on_error, n_jobs=-1,
+                                               resize=resize),
+                             f"folder {path}" + (f" ({resize}ed to square)"
+                                                 if resize != "stretch" else ""))
     elif kind == "brain-tumor-figshare":
         data = load_brain_tumor_figshare(path, image_size=image_size or 128)
         if rgb:
@@ -297,6 +313,12 @@ def _parser():
                      help="keep 3 colour channels instead of converting to grayscale")
     run.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                      help="folder data: stop at a bad manifest row, or skip it with a warning")
+    _resize_option(run)
+    _class_weight_option(run)
+    run.add_argument("--metric", default="accuracy", choices=("accuracy", "balanced_accuracy"),
+                     help="the headline metric of the closing sentences and the verdicts; "
+                          "when the test split's classes are of unequal size the other is "
+                          "said beside it")
     run.add_argument("--out", default=None,
                      help="results folder (default: xal_results/<kind of data>)")
     run.add_argument("--force", action="store_true",
@@ -326,6 +348,7 @@ def _parser():
                            "cross-entropy; it taught attention on brain MRI without costing "
                            "accuracy (docs/results.md); none: cross-entropy only")
     _roi_options(init)
+    _class_weight_option(init)
     init.add_argument("--strategy", default="dual", choices=STRATEGY_NAMES,
                       help="query strategy, from the same registry as xal run --strategies; "
                            "dual, dual_kcenter, dual_cluster and misalignment train an ROI "
@@ -398,7 +421,9 @@ def _campaign(args):
                             context_channels=(None if args.context_channels is None
                                               else _context_channels(args)),
                             url_prefix=args.url_prefix, document_root=args.document_root,
-                            strategy=args.strategy, roi_threshold=args.roi_threshold)
+                            strategy=args.strategy, roi_threshold=args.roi_threshold,
+                            class_weight=None if args.class_weight == "none"
+                            else args.class_weight)
         print(f"Campaign created in {args.folder}: {len(c.pool['images'])} pool images, "
               f"classes {', '.join(c.classes)}.")
     elif args.action == "query":
@@ -497,7 +522,7 @@ def _run(args):
     dataset, test_set, description = _load_data(args.data, args.image_size, args.n_samples, 0,
                                                 rgb=args.rgb, on_error=args.on_error,
                                                 shortcut=args.shortcut,
-                                                test_size=args.test_size)
+                                                test_size=args.test_size, resize=args.resize)
     arms = any(n.endswith(ROI_SUFFIX) for n in names)  # ROI loss per strategy, not for all
     settings = _roi_settings(args)
     roi_params = {"roi_loss": args.roi_loss or DEFAULT_ROI_LOSS, **settings}
@@ -512,7 +537,8 @@ def _run(args):
                         device=args.device,
                         precision=args.precision,
                         head_init=args.head_init or ("probe" if args.pretrain else "random"),
-                        module__context_channels=args.context_channels)
+                        module__context_channels=args.context_channels,
+                        class_weight=None if args.class_weight == "none" else args.class_weight)
     note = None
     if args.shortcut:
         note = (f"The pool carries a spurious feature: {dataset.shortcut.description}; it "
@@ -552,19 +578,23 @@ def _run(args):
             extra_config={"data": args.data, "description": description, "note": note,
                           "image_size": list(dataset.X.shape[2:]), "epochs": args.epochs,
                           "rgb": args.rgb, "shortcut": args.shortcut,
-                          "test_size": args.test_size})
+                          "test_size": args.test_size,
+                          **({"resize": args.resize} if args.resize != "stretch" else {}),
+                          **({"metric": args.metric} if args.metric != "accuracy" else {})})
     except ResultsFolderError as exc:
         parser.refuse(f"--out {exc.out_dir} holds results of another configuration; choose "
                       "another --out, or add --force to discard them and start over")
-    sentences = _in_words(results, json.loads((out / "config.json").read_text()), reference)
+    sentences = _in_words(results, json.loads((out / "config.json").read_text()), reference,
+                          args.metric)
     report = write_report(out, dataset, reference=reference or "random", test_set=test_set,
-                          in_words=sentences)
+                          in_words=sentences, headline=args.metric)
     for metric in ("accuracy", "attention_roi_auc"):
         print(f"\n{metric} (mean ± std over seeds) by number of labels:")
         print(summary_table(results, metric).to_string())
     print(f"\nChance level of attention_roi_auc: 0.5 (random maps: "
           f"{results['chance_roi_auc'].mean():.3f}).")
-    print("\nIn words (test accuracy at the final budget, paired by seed):")
+    print(f"\nIn words (test {args.metric.replace('_', ' ')} at the final budget, paired by "
+          "seed):")
     for sentence in sentences:
         print(f"  {sentence}")
     if len(strategies) == 1:
@@ -581,9 +611,10 @@ def _run(args):
     print(f"Finished in {_duration(time.monotonic() - IMPORT_STARTED)} (start-up included).")
 
 
-def _in_words(results, config, reference=None):
+def _in_words(results, config, reference=None, metric="accuracy"):
     """The report's sentences: the bottom line, the full method against every other arm
-    (else each arm against ``reference`` or the first), attention, balance, no-ROI."""
+    (else each arm against ``reference`` or the first), attention, balance, no-ROI; the
+    comparisons in ``metric``."""
     from .experiments import comparison_sentences, plain_sentences
 
     strategies = list(config["strategies"])
@@ -597,8 +628,8 @@ def _in_words(results, config, reference=None):
         else:
             ref = reference if reference in strategies else strategies[0]
             pairs = [(n, ref) for n in strategies if n != ref]
-        comparisons = comparison_sentences(results, pairs, names=names)
-    return plain_sentences(results, config, comparisons, names)
+        comparisons = comparison_sentences(results, pairs, metric=metric, names=names)
+    return plain_sentences(results, config, comparisons, names, metric=metric)
 
 
 def _duration(seconds):
@@ -637,8 +668,10 @@ def main(argv=None):
                                       "(no config.json)")
             dataset, test_set = _data_for_report(args)
             config = json.loads((Path(args.results_dir) / "config.json").read_text())
-            words = _in_words(load_results(args.results_dir), config)
-            report = write_report(args.results_dir, dataset, test_set=test_set, in_words=words)
+            metric = config.get("extra", {}).get("metric", "accuracy")
+            words = _in_words(load_results(args.results_dir), config, metric=metric)
+            report = write_report(args.results_dir, dataset, test_set=test_set, in_words=words,
+                                  headline=metric)
             print(f"Report: {report}")
     except (ValueError, FileNotFoundError) as exc:
         print(f"xal: error: {exc}", file=sys.stderr)
@@ -666,7 +699,8 @@ def _data_for_report(args):
     dataset, test_set, _ = _load_data(extra["data"], size, cfg["dataset"]["n_samples"], 0,
                                       rgb=extra.get("rgb", False),
                                       shortcut=tuple(shortcut) if shortcut else None,
-                                      test_size=extra.get("test_size", 0.2))
+                                      test_size=extra.get("test_size", 0.2),
+                                      resize=extra.get("resize", "stretch"))
     return dataset, test_set
 
 

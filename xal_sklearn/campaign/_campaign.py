@@ -44,7 +44,8 @@ class Campaign:
                roi_warmup=None, roi_conflict=None, alpha=0.3, epochs=20, batch_size=32, lr=1e-3,
                device="cpu", precision="float32", random_state=0, module=None,
                module_weights=None, context_channels=None, url_prefix="/data/local-files/?d=",
-               document_root="/", strategy=DEFAULT_STRATEGY, roi_threshold=None):
+               document_root="/", strategy=DEFAULT_STRATEGY, roi_threshold=None,
+               class_weight=None):
         """Start a campaign in ``folder`` over the images under ``images``.
 
         Parameters
@@ -88,6 +89,10 @@ class Campaign:
             draws; before any ROI is drawn they rank by uncertainty.
         roi_threshold : float in (0, 1), optional
             The ROI model's threshold (default: ROIPredictor's).
+        class_weight : None or "balanced", default=None
+            Weights of the classes in the cross-entropy, as in
+            :class:`~xal_sklearn.CNNClassifier` ("balanced": each class by the
+            inverse of its share of the labelled images, recomputed at every import).
         epochs, batch_size, lr, device, precision, random_state : the classifier's settings
         module : str, optional
             A torchvision backbone by name (see :mod:`xal_sklearn.backbones`)
@@ -127,6 +132,7 @@ class Campaign:
                            "lr": float(lr), "roi_loss": roi_loss, **roi,
                            "device": device, "precision": precision,
                            "random_state": int(random_state),
+                           **({"class_weight": class_weight} if class_weight else {}),
                            **network, **strategy_params},
             "strategy": {"name": strategy, "alpha": float(alpha), "uncertainty": "entropy",
                          "alignment": "soft_dice"},
@@ -134,6 +140,8 @@ class Campaign:
             "random_state": int(random_state), "url_prefix": url_prefix,
             "document_root": str(document_root)}
         check_precision(precision)
+        if class_weight not in (None, "balanced"):
+            raise CampaignError(f'class_weight must be None or "balanced", got {class_weight!r}.')
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / ".pool.csv.tmp", "w", newline="") as f:
             w = csv.writer(f)

@@ -10,8 +10,8 @@ not the same as "annotated, no lesion"), ``groups`` (patient or study id) and
 from ._boxes import boxes_to_masks, parse_siim_boxes, read_vindr_boxes
 from ._figshare import load_brain_tumor_figshare
 from ._folder import default_cache_dir, load_image_folder
-from ._io import (DataLoadError, read_dicom, read_image, read_mask, resize_image, resize_mask,
-                  split_mask_field)
+from ._io import (RESIZE_MODES, DataLoadError, read_dicom, read_image, read_mask, resize_image,
+                  resize_mask, split_mask_field)
 from ._nifti import load_nifti_slices
 from ._phantoms import make_lesion_phantoms
 from ._shortcut import SHORTCUT_KINDS, add_shortcut, shortcut_split
@@ -19,6 +19,7 @@ from ._split import group_train_test_split, subset
 
 __all__ = [
     "DataLoadError",
+    "RESIZE_MODES",
     "SHORTCUT_KINDS",
     "add_shortcut",
     "boxes_to_masks",

@@ -16,7 +16,8 @@ from sklearn.utils import Bunch
 
 from ._boxes import _box_mask, parse_siim_boxes, read_vindr_boxes
 from ._coco import check_coco_matches, read_coco
-from ._io import DataLoadError, read_image, read_mask, resize_image, resize_mask, split_mask_field
+from ._io import (DataLoadError, check_resize_mode, read_image, read_mask, resize_image,
+                  resize_mask, split_mask_field)
 
 __all__ = ["load_image_folder", "default_cache_dir"]
 
@@ -79,7 +80,7 @@ def _inside(root, name, where, what, allow_outside_root):
 
 
 def _load_row(root, row, line, manifest, size, as_gray, vindr, class_index,
-              allow_outside_root=False, coco=None):
+              allow_outside_root=False, coco=None, resize="stretch"):
     where = f"{manifest}, line {line}"
     label = (row.get("label") or "").strip()
     if not label:
@@ -122,7 +123,7 @@ def _load_row(root, row, line, manifest, size, as_gray, vindr, class_index,
     else:
         mask, available = np.zeros(shape, dtype=bool), False
     if size is not None:
-        img, mask = resize_image(img, size), resize_mask(mask, size)
+        img, mask = resize_image(img, size, resize), resize_mask(mask, size, resize)
     return img, mask, available, class_index[label]
 
 
@@ -178,7 +179,8 @@ def _as_ids(values):
 
 def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True, classes=None,
                       boxes=None, on_error="raise", n_jobs=None, cache=True, cache_dir=None,
-                      progress=None, allow_outside_root=False, coco=None, roi_categories=None):
+                      progress=None, allow_outside_root=False, coco=None, roi_categories=None,
+                      resize="stretch"):
     """Load a folder of images with labels and ROIs described by a CSV manifest.
 
     Parameters
@@ -196,6 +198,13 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
     image_size : int or (height, width), optional
         Resize images (bilinear) and masks (nearest). Without it all images
         must have the same size.
+    resize : {"stretch", "pad", "crop"}, default="stretch"
+        How ``image_size`` meets an image of another aspect ratio, masks alike:
+        "stretch" scales each axis to the target (shapes are distorted), "pad"
+        fits the whole image inside and fills the rest with black, "crop"
+        covers the target and cuts the overhang off both sides (what lies
+        there is lost, lesions included). "stretch" is what earlier versions
+        did.
     as_gray : bool, default=True
         One channel (RGB by luma, alpha dropped) or three (gray repeated).
     classes : sequence of str, optional
@@ -264,6 +273,7 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
     manifest = Path(manifest)
     manifest = manifest if manifest.is_absolute() else root / manifest
     size = _size(image_size)
+    check_resize_mode(resize)
     if boxes is not None:
         boxes = Path(boxes) if Path(boxes).is_absolute() else root / boxes
     if coco is not None:
@@ -279,6 +289,8 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
                   coco_bytes=None if coco is None or not coco.is_file()
                   else hashlib.sha256(coco.read_bytes()).hexdigest(),
                   roi_categories=None if roi_categories is None else repr(roi_categories))
+    if resize != "stretch":  # only then: caches of earlier versions keep their keys
+        params["resize"] = resize
     if cache:
         folder = Path(cache_dir or default_cache_dir()) / _cache_key(manifest, rows, root, params)
         cached = _load_cache(folder)
@@ -292,7 +304,7 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
     def task(line, row):
         try:
             return _load_row(root, row, line, manifest, size, as_gray, vindr, class_index,
-                             allow_outside_root, coco)
+                             allow_outside_root, coco, resize)
         except (DataLoadError, ValueError) as exc:
             if on_error == "raise":
                 raise DataLoadError(str(exc) if str(manifest) in str(exc)

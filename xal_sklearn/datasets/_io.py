@@ -6,7 +6,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["read_dicom", "read_image", "read_mask", "resize_image", "resize_mask",
+from .._names import RESIZE_MODES
+
+__all__ = ["RESIZE_MODES", "check_resize_mode", "read_dicom", "read_image", "read_mask",
+           "resize_image", "resize_mask",
            "split_mask_field", "DataLoadError"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -172,22 +175,59 @@ def _channels(arr, as_gray):
     return np.repeat(arr, 3, axis=0) if arr.shape[0] == 1 else arr
 
 
-def resize_image(arr, size):
-    """Bilinear resize of (C, H, W) float images to ``size`` = (H, W)."""
-    h, w = size
-    if arr.shape[1:] == (h, w):
+def check_resize_mode(mode):
+    """Refuse an unknown ``resize`` mode, naming the choices."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}; got {mode!r}.")
+    return mode
+
+
+def _fitted(shape, size, mode):
+    """``(scaled (h, w), offset (y, x))``: the size the image is scaled to and where the
+    target's window starts in it (negative: the image sits that far inside the target)."""
+    (ih, iw), (h, w) = shape, size
+    if mode == "stretch":
+        return (h, w), (0, 0)
+    scale = (min if mode == "pad" else max)(h / ih, w / iw)
+    sh, sw = max(1, round(ih * scale)), max(1, round(iw * scale))
+    return (sh, sw), ((sh - h) // 2, (sw - w) // 2)
+
+
+def _window(plane, size, offset, fill):
+    """The ``size`` window of ``plane`` starting at ``offset``, ``fill`` outside it."""
+    (h, w), (oy, ox) = size, offset
+    out = np.full((h, w), fill, dtype=plane.dtype)
+    ys, xs = slice(max(oy, 0), min(oy + h, plane.shape[0])), slice(max(ox, 0),
+                                                                   min(ox + w, plane.shape[1]))
+    out[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox] = plane[ys, xs]
+    return out
+
+
+def resize_image(arr, size, mode="stretch"):
+    """Resize (C, H, W) float images to ``size`` = (H, W), bilinear.
+
+    ``mode``: "stretch" scales each axis to the target (the aspect ratio changes); "pad"
+    scales the whole image to fit inside and fills the rest with 0 (black, centred);
+    "crop" scales it to cover the target and cuts the overhang off both sides.
+    """
+    check_resize_mode(mode)
+    if arr.shape[1:] == tuple(size):
         return arr
-    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c, dtype=np.float32))
-                                .resize((w, h), Image.BILINEAR)) for c in arr])
+    scaled, offset = _fitted(arr.shape[1:], size, mode)
+    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(c, dtype=np.float32))
+                         .resize(scaled[::-1], Image.BILINEAR)) for c in arr]
+    return np.stack([_window(p, size, offset, 0.0) for p in planes])
 
 
-def resize_mask(mask, size):
-    """Nearest-neighbour resize of an (H, W) bool mask to ``size`` = (H, W)."""
-    h, w = size
-    if mask.shape == (h, w):
+def resize_mask(mask, size, mode="stretch"):
+    """Nearest-neighbour resize of an (H, W) bool mask to ``size`` = (H, W), by the same
+    ``mode`` as :func:`resize_image`, so that mask and image stay aligned."""
+    check_resize_mode(mode)
+    if mask.shape == tuple(size):
         return mask
-    img = Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)
-    return np.asarray(img) > 0
+    scaled, offset = _fitted(mask.shape, size, mode)
+    img = Image.fromarray(mask.astype(np.uint8) * 255).resize(scaled[::-1], Image.NEAREST)
+    return _window(np.asarray(img) > 0, size, offset, False)
 
 
 #: Separates several mask files in one manifest cell (one file per finding).

@@ -142,8 +142,10 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
     """
     names = names or {}
     budget = int(results["n_labelled"].max())
-    unit = "accuracy points" if metric == "accuracy" else f"points of {metric}"
+    unit = ("accuracy points" if metric == "accuracy" else
+            f"points of {METRIC_LABELS.get(metric, metric).replace('test ', '')}")
     learnt = _learnt(results)
+    other_metric = _beside(results, metric)
     out = []
     for strategy, reference in pairs:
         who, other = names.get(strategy, f"`{strategy}`"), names.get(reference, f"`{reference}`")
@@ -174,9 +176,43 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
             verdict = "a verdict, as the interval excludes 0"
         else:
             verdict = "not a verdict: the interval includes 0, so this may be chance"
-        sentence = f"At {budget} labels {who} {verb}{interval}: {verdict}."
-        out.append(sentence[0].upper() + sentence[1:])
+        sentence = f"At {budget} labels {who} {verb}{interval}: {verdict}"
+        if other_metric:
+            sentence += "; " + _difference_words(results, other_metric, strategy, reference,
+                                                 min_seeds)
+        out.append(sentence[0].upper() + sentence[1:] + ".")
     return out
+
+
+#: A test split whose largest class has this many times the images of its smallest is
+#: unequal enough for the report to put balanced accuracy beside accuracy.
+UNEQUAL_CLASSES = 1.5
+
+
+def unequal_classes(results):
+    """Whether the test split's classes are of unequal size (False where the results
+    predate the record)."""
+    return ("test_class_ratio" in results
+            and bool((results["test_class_ratio"] >= UNEQUAL_CLASSES).any()))
+
+
+def _beside(results, metric):
+    """The other of accuracy and balanced accuracy, said beside ``metric`` when the test
+    split's classes are unequal; else None."""
+    pair = {"accuracy": "balanced_accuracy", "balanced_accuracy": "accuracy"}
+    other = pair.get(metric)
+    return other if other in results and unequal_classes(results) else None
+
+
+def _difference_words(results, metric, strategy, reference, min_seeds):
+    """'balanced accuracy -3.2 points [-5.1, -1.0]' for ``strategy`` - ``reference``."""
+    row = paired_comparison(results, metric, reference, summary="final",
+                            min_seeds=min_seeds).set_index("strategy").loc[strategy]
+    words = f"{METRIC_LABELS.get(metric, metric).replace('test ', '')} " \
+            f"{100 * row['mean_difference']:+.1f} points"
+    if not np.isnan(row["ci_low"]):
+        words += f" [{100 * row['ci_low']:+.1f}, {100 * row['ci_high']:+.1f}]"
+    return words
 
 
 def _learnt(results):
@@ -218,8 +254,12 @@ def bottom_line(results, metric="accuracy", names=None, min_seeds=5):
     candidates = means[[learnt.get(s, True) for s in means.index]]
     best = candidates.idxmax()
     n_seeds = int(final[final["strategy"] == best]["seed"].nunique())
+    other = _beside(results, metric)
+    beside = ("" if other is None else
+              f", {METRIC_LABELS.get(other, other).replace('test ', '')} "
+              f"{final[final['strategy'] == best][other].mean():.3f}")
     head = (f"Bottom line: at {budget} labels {_name(names, best)} had the highest mean "
-            f"{label} ({means[best]:.3f} over {n_seeds} seed{'s' * (n_seeds > 1)})")
+            f"{label} ({means[best]:.3f} over {n_seeds} seed{'s' * (n_seeds > 1)}{beside})")
     if len(means) == 1:
         return head + "; it ran alone, so there is nothing to compare it with."
     table = paired_comparison(results, metric, best, summary="final", min_seeds=min_seeds)
@@ -325,17 +365,18 @@ def without_roi_sentence(results, names=None):
             f"{pool:.0%} of the pool; after the initial set they made up {_listing(shares)}.")
 
 
-def plain_sentences(results, config, comparisons=(), names=None, min_seeds=5):
-    """The report's "In words": the bottom line, then ``comparisons`` (sentences of
-    :func:`comparison_sentences`), attention of the arms trained with the ROI loss,
-    balanced accuracy where it lags accuracy, and how often images without an ROI were
-    queried.
+def plain_sentences(results, config, comparisons=(), names=None, min_seeds=5,
+                    metric="accuracy"):
+    """The report's "In words": the bottom line (by ``metric``, the headline), then
+    ``comparisons`` (sentences of :func:`comparison_sentences`), attention of the arms
+    trained with the ROI loss, balanced accuracy where it lags accuracy, and how often
+    images without an ROI were queried.
 
     Returns
     -------
     list of str
     """
-    sentences = [bottom_line(results, "accuracy", names, min_seeds), *comparisons,
+    sentences = [bottom_line(results, metric, names, min_seeds), *comparisons,
                  *attention_sentences(results, config, names)]
     for extra in (balance_sentence(results, names), without_roi_sentence(results, names)):
         if extra:
@@ -400,7 +441,8 @@ def pool_rois_sentence(config, results):
 
 
 def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"),
-                 grid_strategies=None, reference="random", test_set=None, in_words=None):
+                 grid_strategies=None, reference="random", test_set=None, in_words=None,
+                 headline="accuracy"):
     """Write ``report.md`` and PNGs (learning curves; Grad-CAM grid if ``dataset`` is given).
 
     The report states the data and protocol, warns about degenerate runs,
@@ -413,6 +455,8 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
     ``in_words``: the sentences put at the top of the report, under "In words"
     (default: :func:`plain_sentences` without pairwise comparisons; the ``xal``
     command passes them with its comparisons).
+
+    ``headline``: the metric of the verdicts ("accuracy" or "balanced_accuracy").
 
     ``test_set`` is the experiment's explicit test set, if it had one: the
     Grad-CAM grid then shows test images from it (without it, such a grid
@@ -465,7 +509,7 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
     if note:
         lines += [note, ""]
     if in_words is None:
-        in_words = plain_sentences(results, config)
+        in_words = plain_sentences(results, config, metric=headline)
     if in_words:
         lines += ["## In words", ""] + [f"- {w}" for w in in_words] + [""]
     warnings = degenerate_runs(results)
@@ -474,10 +518,11 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
             + [f"- {w}" for w in warnings] + [""]
     strategies = list(dict.fromkeys(results["strategy"]))
     if reference in strategies and len(strategies) > 1:
+        word = METRIC_LABELS.get(headline, headline).replace("test ", "")
         lines += [f"## Verdicts against `{reference}` (paired by seed)", "",
-                  "Difference in accuracy (strategy - reference), mean over seeds with a 95 % "
+                  f"Difference in {word} (strategy - reference), mean over seeds with a 95 % "
                   "bootstrap interval, at the final budget and as the normalised area under "
-                  "the learning curve (ALC: the average accuracy over the whole budget). "
+                  f"the learning curve (ALC: the average {word} over the whole budget). "
                   "The verdict comes from the interval: 'better' or 'worse' only when it "
                   "excludes 0. Wilcoxon signed-rank p-values beside. With few seeds read "
                   "'better' and 'worse' as suggestive: a percentile bootstrap of 5 values "
@@ -485,13 +530,13 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
                   "smallest possible two-sided Wilcoxon p is 0.0625.", "",
                   "| strategy | seeds | final: difference | p | verdict | ALC: difference "
                   "| p | verdict |", "|" + " --- |" * 8]
-        for _, row in verdict_table(results, "accuracy", reference).iterrows():
+        for _, row in verdict_table(results, headline, reference).iterrows():
             cells = [row["strategy"], str(row["n_seeds"]), *_fmt_diff(row, "final"),
                      *_fmt_diff(row, "alc")]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        alc = learning_curve_area(results, "accuracy").groupby("strategy", sort=False)["alc"]
-        lines += ["ALC of accuracy, mean ± std over seeds: " + "; ".join(
+        alc = learning_curve_area(results, headline).groupby("strategy", sort=False)["alc"]
+        lines += [f"ALC of {word}, mean ± std over seeds: " + "; ".join(
             f"`{n}` {m:.3f} ± {sd:.3f}" if not np.isnan(sd) else f"`{n}` {m:.3f}"
             for n, m, sd in zip(alc.mean().index, alc.mean(), alc.std())) + ".", ""]
     for metric in metrics:

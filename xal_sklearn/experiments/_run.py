@@ -138,6 +138,11 @@ def _check_sizes(initial_size, query_size, budget, n_train):
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "SGD": torch.optim.SGD, "AdamW": torch.optim.AdamW}
 
 
+#: Parameters added after results folders existed, recorded only when set: folders of
+#: earlier versions keep their configuration hash and resume.
+_RECORDED_WHEN_SET = ("class_weight",)
+
+
 def _template(estimator):
     """JSON form of a CNNClassifier with its default module, to rebuild it from config."""
     from ..classifier import CNNClassifier
@@ -161,6 +166,9 @@ def _template(estimator):
     # recorded even at its default, which has changed (0 before the branch existed): a
     # folder of the old network then has another hash and is never resumed with the new
     simple.setdefault("module__context_channels", DEFAULT_CONTEXT_CHANNELS)
+    for key in _RECORDED_WHEN_SET:
+        if simple.get(key, 0) is None:
+            del simple[key]
     return dict(simple, optimizer=params["optimizer"].__name__)
 
 
@@ -244,6 +252,12 @@ def _roi_model_row(learner, X_test, annotations_test):
     return dict(row, roi_model_dice=q.dice, roi_model_roi_auc=q.roi_auc)
 
 
+def _class_ratio(y, n_classes):
+    """The largest class's count over the smallest's (inf when a class is absent)."""
+    counts = np.bincount(np.asarray(y, dtype=np.intp), minlength=n_classes)
+    return float(counts.max() / counts.min()) if counts.min() > 0 else float("inf")
+
+
 def _evaluate(learner, X_test, y_true, masks_test, n_classes):
     s = score_pool(learner, X_test, masks_test, return_maps=True, progress=False)
     y_pred = s.y_pred
@@ -255,6 +269,9 @@ def _evaluate(learner, X_test, y_true, masks_test, n_classes):
         "roc_auc_ovr": np.nan,
         # flags of a degenerate model, which the report points out
         "n_predicted_classes": int(len(np.unique(y_pred))),
+        # the test split's balance: the report puts balanced accuracy beside accuracy
+        # when its classes are of unequal size
+        "test_class_ratio": _class_ratio(y_true, n_classes),
         "blank_map_fraction": float(np.mean(s.blank_map)),
     }
     has_roi = s.roi_available
@@ -666,7 +683,8 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         "template": _template(estimator),
         "estimator_params": {k: _stable_repr(v) for k, v in
                              sorted(estimator.get_params(deep=False).items())
-                             if k != "random_state" and not k.endswith("__random_state")},
+                             if k != "random_state" and not k.endswith("__random_state")
+                             and not (k in _RECORDED_WHEN_SET and v is None)},
         "dataset": {"n_samples": len(y), "image_shape": list(np.shape(dataset["X"])[1:]),
                     "n_classes": n_classes, "fingerprint": _fingerprint(dataset),
                     "target_names": [str(t) for t in dataset.get("target_names", [])]},
