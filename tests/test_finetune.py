@@ -188,3 +188,19 @@ def test_bad_sd_floor_is_refused_before_training(data, weights, value):
 def test_bad_head_init_is_refused(data):
     with pytest.raises(ValueError, match="head_init must be one of 'random', 'probe'"):
         CNNClassifier(n_classes=3, head_init="linear").fit(*data)
+
+
+def test_a_warm_start_with_a_random_head_says_what_it_leaves_out(data, weights):
+    """Issue 38, part 5: init_weights at the other defaults warns; the recipe does not."""
+    import warnings
+
+    from xal_sklearn.finetune import WarmStartWarning
+
+    X, y = data[:2]
+    with pytest.warns(WarmStartWarning, match="the probe head gave 0.795 against 0.713"):
+        CNNClassifier(n_classes=3, max_epochs=1, init_weights=weights).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WarmStartWarning)
+        for params in ({"head_init": "probe"}, {"freeze_epochs": 1}, {}):
+            extra = {"init_weights": weights, **params} if params else {}
+            CNNClassifier(n_classes=3, max_epochs=1, **extra).fit(X, y)
