@@ -1,92 +1,192 @@
-"""A leaderboard of active-learning strategies from one or more ``xal run`` results folders.
+"""The leaderboard: every strategy against random and entropy, on one or more data sets.
 
-Usage (the command of docs/results.md, section 1; the lab log's "The leaderboard")::
+Quoted by docs/results.md (section 1) and the lab log's "The leaderboard". Each ``--set
+NAME=FOLDER[,FOLDER...]`` is one data set (and start): ``xal run`` folders of the same
+data, seeds and protocol, concatenated (same seed = same split and initial labelled set,
+so arms pair by seed). Per set it prints one markdown table: each arm's test accuracy
+and balanced accuracy at the final budget, its ALC, its attention (``roi_auc``, chance
+beside), and its paired difference from random and from entropy at the final budget and
+by ALC (mean, 95 % percentile-bootstrap interval, Wilcoxon p, and the verdict after
+Holm's correction across the arms of the table: "better" / "worse" where the adjusted p
+is below 0.05, which takes at least 7 seeds when there are several arms). Then the rank
+table: each arm's rank by mean final accuracy on each set and on average, and each of
+our arms' difference from the strongest baseline (the best arm that is not ours or
+random), the figure of merit. ``--figures DIR`` writes, per set, the learning curves of
+the top arms with their bootstrap intervals.
 
-    python benchmarks/leaderboard.py RESULTS_FOLDER [MORE_FOLDERS ...] [--markdown OUT.md]
+    python benchmarks/leaderboard.py --set "MRI=mri_scratch" --set "BUSI=busi_scratch" \
+        [--figures docs/results/leaderboard] [--markdown leaderboard.md] [--top 5]
 
-Folders of the same data, seeds and protocol are concatenated (same seed = same split
-and initial labelled set, so they pair by seed). Prints one markdown table: every
-strategy's test accuracy at the final budget and its ALC (mean ± std over seeds), its
-attention (``roi_auc`` and ``mass_in_roi`` with their chance levels), its paired
-difference from random *and* from entropy at the final budget and by ALC (mean, 95 %
-percentile-bootstrap interval over seeds, Wilcoxon p, verdict), and its rank by mean
-final accuracy; then a line on where our method stands against the strongest baseline.
+A bare folder (``python benchmarks/leaderboard.py FOLDER``) is one set named by its data.
 """
 
 import argparse
+import json
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
-from xal_sklearn.experiments import learning_curve_area, load_results, paired_comparison
+from xal_sklearn.experiments import holm, learning_curve_area, load_results, paired_comparison
 
 OURS = ("dual", "misalignment")  # names of our strategies start with these
+LEVEL = 0.05
 
 
-def _diff(table, name):
+def _comparisons(results, reference):
+    """Final and ALC comparisons against ``reference`` with Holm-adjusted verdicts."""
+    out = {}
+    for summary in ("final", "alc"):
+        table = paired_comparison(results, reference=reference, summary=summary,
+                                  min_seeds=2).set_index("strategy")
+        table["p_holm"] = holm(table["p_wilcoxon"].to_numpy())
+        side = np.sign(table["mean_difference"])
+        table["holm"] = np.where(table["p_holm"] < LEVEL,
+                                 np.where(side > 0, "better", "worse"), "—")
+        out[summary] = table
+    return out
+
+
+def _cell(table, name):
     if name not in table.index:
         return "—"
     row = table.loc[name]
     return (f"{row['mean_difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] "
-            f"p {row['p_wilcoxon']:.2f}")
+            f"p {row['p_wilcoxon']:.3f}, {row['holm']}")
 
 
-def leaderboard(results):
+def set_table(name, results):
+    """The markdown table of one set, and its arms ordered by mean final accuracy."""
     final_n = results["n_labelled"].max()
     final = results[results["n_labelled"] == final_n]
-    acc = final.groupby("strategy")["accuracy"].agg(["mean", "std"])
-    alc = learning_curve_area(results).groupby("strategy")["alc"].agg(["mean", "std"])
-    att = final.groupby("strategy")[["attention_roi_auc", "attention_mass_in_roi"]].mean()
-    chance = {m: results[f"chance_{m}"].mean() for m in ("roi_auc", "mass_in_roi")}
-    comps = {}
-    for ref in ("random", "entropy"):
-        for summary in ("final", "alc"):
-            if ref in set(results["strategy"]):
-                comps[ref, summary] = paired_comparison(results, reference=ref,
-                                                        summary=summary).set_index("strategy")
-    order = acc.sort_values("mean", ascending=False).index
-    n_seeds = final.groupby("strategy")["seed"].nunique()
-    lines = [f"Test accuracy at {final_n} labels and ALC (mean ± std over "
-             f"{n_seeds.min()}-{n_seeds.max()} seeds), attention at {final_n} labels "
-             f"(chance: roi_auc {chance['roi_auc']:.3f}, mass_in_roi "
-             f"{chance['mass_in_roi']:.3f}), and paired differences (95 % bootstrap "
-             "interval, Wilcoxon p):", "",
-             "| rank | strategy | accuracy | ALC | roi_auc | mass_in_roi | − random (final) "
+    by = final.groupby("strategy")
+    acc, bacc = by["accuracy"].mean(), by["balanced_accuracy"].mean()
+    alc = learning_curve_area(results).groupby("strategy")["alc"].mean()
+    att = by["attention_roi_auc"].mean()
+    chance = results["chance_roi_auc"].mean()
+    refs = {r: _comparisons(results, r) for r in ("random", "entropy")
+            if r in set(results["strategy"])}
+    order = list(acc.sort_values(ascending=False).index)
+    seeds = by["seed"].nunique()
+    lines = [f"### {name}: {final_n} labels, {seeds.min()}-{seeds.max()} seeds", "",
+             f"Mean over seeds; attention is the test `roi_auc` (chance {chance:.3f}); "
+             "differences are paired by seed (95 % bootstrap interval, Wilcoxon p, verdict "
+             f"after Holm's correction across the {len(order) - 1} other arms).", "",
+             "| rank | arm | accuracy | balanced acc. | ALC | roi_auc | − random (final) "
              "| − random (ALC) | − entropy (final) | − entropy (ALC) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for rank, name in enumerate(order, 1):
-        cells = [str(rank), f"`{name}`", f"{acc.loc[name, 'mean']:.3f} ± {acc.loc[name, 'std']:.3f}",
-                 f"{alc.loc[name, 'mean']:.3f} ± {alc.loc[name, 'std']:.3f}",
-                 f"{att.loc[name, 'attention_roi_auc']:.3f}",
-                 f"{att.loc[name, 'attention_mass_in_roi']:.3f}"]
-        for key in (("random", "final"), ("random", "alc"), ("entropy", "final"),
-                    ("entropy", "alc")):
-            cells.append(_diff(comps[key], name) if key in comps else "—")
+    for rank, arm in enumerate(order, 1):
+        cells = [str(rank), f"`{arm}`", f"{acc[arm]:.3f}", f"{bacc[arm]:.3f}",
+                 f"{alc[arm]:.3f}", f"{att[arm]:.3f}"]
+        for ref in ("random", "entropy"):
+            for summary in ("final", "alc"):
+                cells.append(_cell(refs[ref][summary], arm) if ref in refs else "—")
         lines.append("| " + " | ".join(cells) + " |")
-    ours = [n for n in order if n.startswith(OURS)]
-    theirs = [n for n in order if not n.startswith(OURS) and n != "random"]
-    if ours and theirs:
-        best, strongest = ours[0], theirs[0]
-        diff = (final[final.strategy == best].set_index("seed")["accuracy"]
-                - final[final.strategy == strongest].set_index("seed")["accuracy"]).dropna()
-        lines += ["", f"Our best arm, `{best}`, ranks {list(order).index(best) + 1} of "
-                      f"{len(order)}; the strongest baseline, `{strongest}`, ranks "
-                      f"{list(order).index(strongest) + 1}; `{best}` − `{strongest}` at "
-                      f"{final_n} labels: {diff.mean():+.3f} (per seed: "
-                      + ", ".join(f"{v:+.3f}" for v in diff) + ")."]
+    return "\n".join(lines), order
+
+
+def rank_table(sets):
+    """Each arm's rank per set and on average, and ours against the strongest baseline."""
+    ranks = pd.DataFrame({name: pd.Series({arm: k for k, arm in enumerate(order, 1)})
+                          for name, (_, order, _) in sets.items()})
+    ranks["mean rank"] = ranks.mean(axis=1)
+    ranks = ranks.sort_values("mean rank")
+    lines = ["### Rank by mean final accuracy, per set and on average", "",
+             "| arm | " + " | ".join(ranks.columns) + " |",
+             "|" + " --- |" * (len(ranks.columns) + 1)]
+    for arm, row in ranks.iterrows():
+        lines.append(f"| `{arm}` | " + " | ".join(
+            "—" if np.isnan(v) else (f"{v:.1f}" if c == "mean rank" else str(int(v)))
+            for c, v in row.items()) + " |")
+    lines += ["", "Our arms against the strongest baseline of each set (the best arm that "
+              "is neither ours nor random), at the final budget, paired by seed:", ""]
+    for name, (_, order, results) in sets.items():
+        theirs = [a for a in order if not a.startswith(OURS) and a != "random"
+                  and not a.endswith("+roi")]
+        if not theirs:
+            continue
+        strongest = theirs[0]
+        table = paired_comparison(results, reference=strongest, min_seeds=2).set_index(
+            "strategy")
+        ours = [a for a in order if a.startswith(OURS)]
+        words = "; ".join(f"`{a}` {100 * table.loc[a, 'mean_difference']:+.1f} "
+                          f"[{100 * table.loc[a, 'ci_low']:+.1f}, "
+                          f"{100 * table.loc[a, 'ci_high']:+.1f}] (rank {order.index(a) + 1})"
+                          for a in ours)
+        lines.append(f"- {name}: strongest baseline `{strongest}` (rank "
+                     f"{order.index(strongest) + 1}); {words or 'no arm of ours ran'}.")
     return "\n".join(lines)
+
+
+def plot_top(name, results, order, path, top=5):
+    """Learning curves of the ``top`` arms (and random), mean and 95 % bootstrap band."""
+    from matplotlib.figure import Figure
+
+    arms = list(dict.fromkeys(order[:top] + (["random"] if "random" in order else [])))
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
+    for arm in arms:
+        part = results[results["strategy"] == arm]
+        xs, means, lows, highs = [], [], [], []
+        for n, g in part.groupby("n_labelled"):
+            values = g["accuracy"].to_numpy()
+            xs.append(n)
+            means.append(values.mean())
+            if len(values) >= 2 and np.ptp(values) > 0:
+                ci = stats.bootstrap((values,), np.mean, n_resamples=2000,
+                                     method="percentile", random_state=0).confidence_interval
+                lows.append(ci.low)
+                highs.append(ci.high)
+            else:
+                lows.append(values.mean())
+                highs.append(values.mean())
+        line, = ax.plot(xs, means, marker="o", ms=3, label=arm)
+        ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("labelled images")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{name}: the top arms (mean, 95 % bootstrap band over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _sets(args):
+    sets = {}
+    for spec in args.set or []:
+        name, _, folders = spec.partition("=")
+        sets[name] = folders.split(",")
+    for folder in args.folders:
+        config = json.loads((Path(folder) / "config.json").read_text())
+        sets[config.get("extra", {}).get("description", folder)] = [folder]
+    if not sets:
+        raise SystemExit("give folders, or --set NAME=FOLDER[,FOLDER...]")
+    return sets
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folders", nargs="+")
-    p.add_argument("--markdown", help="also write the table to this file")
+    p.add_argument("folders", nargs="*", help="xal run folders of one set")
+    p.add_argument("--set", action="append", help="NAME=FOLDER[,FOLDER...]")
+    p.add_argument("--markdown", help="also write the tables to this file")
+    p.add_argument("--figures", help="folder for one learning-curve PNG per set")
+    p.add_argument("--top", type=int, default=5, help="arms drawn in each figure")
     args = p.parse_args(argv)
-    results = pd.concat([load_results(f) for f in args.folders], ignore_index=True)
-    text = leaderboard(results)
+    sets = {}
+    for name, folders in _sets(args).items():
+        results = pd.concat([load_results(f) for f in folders], ignore_index=True)
+        text, order = set_table(name, results)
+        sets[name] = (text, order, results)
+        if args.figures:
+            Path(args.figures).mkdir(parents=True, exist_ok=True)
+            slug = "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
+            plot_top(name, results, order, Path(args.figures) / f"curves_{slug}.png",
+                     args.top)
+    text = "\n\n".join([t for t, _, _ in sets.values()] + [rank_table(sets)])
     print(text)
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text + "\n")
+        Path(args.markdown).write_text(text + "\n")
 
 
 if __name__ == "__main__":

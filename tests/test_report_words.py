@@ -125,3 +125,13 @@ def test_balanced_accuracy_beside_accuracy_when_the_test_classes_are_unequal():
     assert "by 10.6 points of balanced accuracy" in sentence and "; accuracy +10.6" in sentence
     r["test_class_ratio"] = 1.2  # nearly equal classes: accuracy alone
     assert "balanced" not in comparison_sentences(r, [("entropy", "random")])[0]
+
+
+def test_holm_by_hand():
+    from xal_sklearn.experiments import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03, 0.06, 0.04 -> running max
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, np.nan, 0.005]),
+                               [0.03, 0.06, 0.06, np.nan, 0.02])
+    np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])
+    assert holm([]).shape == (0,)

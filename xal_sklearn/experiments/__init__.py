@@ -5,9 +5,9 @@ from ._report import (bottom_line, comparison_sentences, degenerate_runs, plain_
                       summary_table, verdict_table, write_report)
 from ._run import (ATTENTION_METRICS, METRICS, RareClassWarning, ResultsFolderError, load_results,
                    run_experiment)
-from ._stats import learning_curve_area, paired_comparison
+from ._stats import holm, learning_curve_area, paired_comparison
 
 __all__ = ["ATTENTION_METRICS", "METRICS", "RareClassWarning", "ResultsFolderError", "bottom_line",
-           "comparison_sentences", "degenerate_runs", "learning_curve_area", "load_results",
+           "comparison_sentences", "degenerate_runs", "holm", "learning_curve_area", "load_results",
            "paired_comparison", "plain_sentences", "plot_gradcam_grid", "plot_learning_curves",
            "run_experiment", "summary_table", "verdict_table", "write_report"]

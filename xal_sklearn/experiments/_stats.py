@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["learning_curve_area", "paired_comparison"]
+__all__ = ["holm", "learning_curve_area", "paired_comparison"]
 
 
 def learning_curve_area(results, metric="accuracy"):
@@ -106,3 +106,28 @@ def paired_comparison(results, metric="accuracy", reference="random", summary="f
     return pd.DataFrame(rows, columns=["strategy", "reference", "summary", "n_seeds",
                                        "mean_difference", "ci_low", "ci_high", "p_wilcoxon",
                                        "verdict"])
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of a family of p-values (NaN stays NaN).
+
+    The i-th smallest of m p-values is multiplied by ``m - i`` (i from 0), then a
+    running maximum keeps the order, capped at 1: reject where the adjusted p is
+    below the level, and the family-wise error stays at that level.
+
+    Parameters
+    ----------
+    p_values : array-like of float
+
+    Returns
+    -------
+    ndarray of float, in the input's order
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
