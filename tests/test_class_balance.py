@@ -62,6 +62,9 @@ def test_image_folder_of_mixed_aspect_ratios(tmp_path):
         # masks transformed with their images: the ROI is where the block is
         assert all(d.X[k, 0][d.roi_masks[k]].mean() > 0.7 for k in range(4)), mode
         assert all(d.X[k, 0][~d.roi_masks[k]].mean() < 0.1 for k in range(4)), mode
+    # crop is the default (chosen on validation groups of breast ultrasound)
+    default = load_image_folder(tmp_path, image_size=32, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(default.X, loaded["crop"].X)
     # three caches, not one: the mode is part of the key
     assert not np.array_equal(loaded["pad"].X, loaded["stretch"].X)
     assert not np.array_equal(loaded["crop"].X, loaded["pad"].X)

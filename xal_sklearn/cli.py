@@ -67,10 +67,11 @@ def _class_weight_option(parser):
 
 
 def _resize_option(parser):
-    parser.add_argument("--resize", default="stretch", choices=RESIZE_MODES,
+    parser.add_argument("--resize", default="crop", choices=RESIZE_MODES,
                         help="folder data: how images of another aspect ratio than square "
-                             "meet --image-size (masks alike): stretch each axis, pad with "
-                             "black, or crop the overhang")
+                             "meet --image-size (masks alike): crop the overhang (chosen on "
+                             "validation groups of breast ultrasound), stretch each axis, or "
+                             "pad with black")
 
 
 def _context_option(parser):
@@ -135,7 +136,7 @@ def _describe(name, arms=True):
 
 
 def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise", shortcut=None,
-               test_size=0.2, resize="stretch"):
+               test_size=0.2, resize="crop"):
     """(dataset, test_set or None, description) for ``--data`` (and ``--shortcut``)."""
     from .datasets import load_brain_tumor_figshare, load_image_folder, make_lesion_phantoms
 
@@ -158,8 +159,9 @@ def _load_data(spec, image_size, n_samples, seed, rgb=False, on_error="raise", s
         data, description = (load_image_folder(path, image_size=image_size or 128,
                                                as_gray=not rgb, on_error=on_error, n_jobs=-1,
                                                resize=resize),
-                             f"folder {path}" + (f" ({resize}ed to square)"
-                                                 if resize != "stretch" else ""))
+                             f"folder {path}" + {"crop": " (cropped to square)",
+                                                 "pad": " (padded to square)",
+                                                 "stretch": ""}[resize])
     elif kind == "brain-tumor-figshare":
         data = load_brain_tumor_figshare(path, image_size=image_size or 128)
         if rgb:
@@ -579,7 +581,10 @@ def _run(args):
                           "image_size": list(dataset.X.shape[2:]), "epochs": args.epochs,
                           "rgb": args.rgb, "shortcut": args.shortcut,
                           "test_size": args.test_size,
-                          **({"resize": args.resize} if args.resize != "stretch" else {}),
+                          # folder data only; stretch, the old way, is left unrecorded
+                          # so that folders written before resume
+                          **({"resize": args.resize} if args.data.startswith("folder:")
+                             and args.resize != "stretch" else {}),
                           **({"metric": args.metric} if args.metric != "accuracy" else {})})
     except ResultsFolderError as exc:
         parser.refuse(f"--out {exc.out_dir} holds results of another configuration; choose "

@@ -180,7 +180,7 @@ def _as_ids(values):
 def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True, classes=None,
                       boxes=None, on_error="raise", n_jobs=None, cache=True, cache_dir=None,
                       progress=None, allow_outside_root=False, coco=None, roi_categories=None,
-                      resize="stretch"):
+                      resize="crop"):
     """Load a folder of images with labels and ROIs described by a CSV manifest.
 
     Parameters
@@ -198,13 +198,16 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
     image_size : int or (height, width), optional
         Resize images (bilinear) and masks (nearest). Without it all images
         must have the same size.
-    resize : {"stretch", "pad", "crop"}, default="stretch"
+    resize : {"crop", "stretch", "pad"}, default="crop"
         How ``image_size`` meets an image of another aspect ratio, masks alike:
-        "stretch" scales each axis to the target (shapes are distorted), "pad"
-        fits the whole image inside and fills the rest with black, "crop"
-        covers the target and cuts the overhang off both sides (what lies
-        there is lost, lesions included). "stretch" is what earlier versions
-        did.
+        "crop" covers the target and cuts the overhang off both sides (what
+        lies there is lost, a lesion at the edge included), "stretch" scales
+        each axis to the target (shapes are distorted; what earlier versions
+        did), "pad" fits the whole image inside and fills the rest with black.
+        Square images are the same under all three. On validation groups of
+        breast ultrasound (300 labels, 5 seeds) "crop" beat "stretch" by 2.3
+        accuracy points [+1.0, +3.8] and "pad" lost 3.1 [-5.3, -1.0]
+        (``research/probe_resize_class_weight.py``).
     as_gray : bool, default=True
         One channel (RGB by luma, alpha dropped) or three (gray repeated).
     classes : sequence of str, optional
