@@ -404,12 +404,14 @@ class Campaign:
         Returns
         -------
         dict
-            ``n_imported``, ``n_with_roi``, ``released`` (pending images left
-            unlabelled, back in the pool), ``agreement`` (share of imported images
-            whose label the model predicted before seeing them: an honest estimate
-            of its accuracy), ``n_skipped`` (tasks of batches imported before, as
-            in an export of a Label Studio project used for several rounds; their
-            labels must not have changed) and ``batches`` (the batches completed).
+            ``n_imported``, ``n_with_roi`` (``n_roi_from_manifest`` of them the
+            manifest's masks of images the expert drew no region on), ``released``
+            (pending images left unlabelled, back in the pool), ``agreement`` (share
+            of imported images whose label the model predicted before seeing them:
+            an honest estimate of its accuracy), ``n_skipped`` (tasks of batches
+            imported before, as in an export of a Label Studio project used for
+            several rounds; their labels must not have changed) and ``batches`` (the
+            batches completed).
 
         Raises
         ------

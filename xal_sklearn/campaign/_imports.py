@@ -15,31 +15,8 @@ from ._common import ROI_CV_FOLDS, CampaignError, now
 
 
 def import_labels(campaign, source):
-    """Import the expert's answers for pending batches, retrain, and save; all or nothing.
-
-    Parameters
-    ----------
-    source : path-like
-        A Label Studio JSON export (``.json``) or a filled ``to_label.csv``.
-
-    Returns
-    -------
-    dict
-        ``n_imported``, ``n_with_roi``, ``released`` (pending images left
-        unlabelled, back in the pool), ``agreement`` (share of imported images
-        whose label the model predicted before seeing them: an honest estimate
-        of its accuracy), ``n_skipped`` (tasks of batches imported before, as
-        in an export of a Label Studio project used for several rounds; their
-        labels must not have changed) and ``batches`` (the batches completed).
-
-    Raises
-    ------
-    CampaignError
-        When no batch is waiting, or every image of ``source`` was imported
-        before (the message names the batch, when, and how many labels);
-        :class:`~xal_sklearn.labelstudio.AnnotationImportError` lists every
-        bad task or row.
-    """
+    """:meth:`Campaign.import_labels <xal_sklearn.campaign.Campaign.import_labels>` of
+    ``campaign``: checked whole, then the labelled set, the learner and the state at once."""
     pending = {int(i): int(b) for b, ids in campaign.state["pending"].items() for i in ids}
     source = Path(source)
     imported = {e["id"]: e for e in campaign.state["labelled"]}
