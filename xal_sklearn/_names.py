@@ -9,8 +9,8 @@ holds the values, so that they are written once.
 
 __all__ = ["ALIGNMENT_NAMES", "DEFAULT_CONTEXT_CHANNELS", "DEFAULT_N_FILTERS",
            "DEFAULT_PRETRAIN_EPOCHS", "DEFAULT_ROI_LOSS", "HEAD_INITS", "PRECISION_NAMES",
-           "PRETRAIN_METHODS", "RESIZE_MODES", "ROI_BALANCES", "ROI_CONFLICTS", "ROI_DEFAULTS", "ROI_LOSSES",
-           "UNCERTAINTY_MEASURES", "context_split"]
+           "PRETRAIN_METHODS", "RESIZE_MODES", "ROI_BALANCES", "ROI_CONFLICTS", "ROI_DEFAULTS",
+           "ROI_LOSSES", "UNCERTAINTY_MEASURES", "context_split"]
 
 #: The attention losses of :class:`~xal_sklearn.CNNClassifier` (see :mod:`~xal_sklearn.roi_loss`).
 ROI_LOSSES = ("dice", "outside", "rank", "counterexample", "rrr")

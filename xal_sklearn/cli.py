@@ -11,10 +11,10 @@ from pathlib import Path
 
 # Only torch-free modules at the top: help and argument errors must not wait for torch
 # (benchmarks/bench_cli_startup.py); the rest is imported where it is used.
-from ._names import (ALIGNMENT_NAMES, RESIZE_MODES, DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS,
+from ._names import (ALIGNMENT_NAMES, DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS,
                      DEFAULT_PRETRAIN_EPOCHS, DEFAULT_ROI_LOSS, HEAD_INITS, PRECISION_NAMES,
-                     PRETRAIN_METHODS, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS, ROI_LOSSES,
-                     UNCERTAINTY_MEASURES, context_split)
+                     PRETRAIN_METHODS, RESIZE_MODES, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS,
+                     ROI_LOSSES, UNCERTAINTY_MEASURES, context_split)
 from .registry import BALD_DROPOUT, STRATEGY_NAMES, strategy_spec, strategy_words
 
 #: A strategy name ending in this trains with the ROI loss (the other arms without).

@@ -617,7 +617,9 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         ``queried_without_roi`` (how many of the round's queried images have no
         expert ROI: a missing or empty mask, like a normal image's) and
         ``pool_without_roi`` (that share of the seed's pool), read from the data
-        set for the report only.
+        set for the report only; ``test_class_ratio`` (the test split's largest
+        class over its smallest: the report puts balanced accuracy beside
+        accuracy when it is 1.5 or more).
 
     Notes
     -----
