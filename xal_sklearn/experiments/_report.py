@@ -38,8 +38,19 @@ def _markdown(table, index_name):
 BLANK_MAP_NOTE = 0.1
 
 
+def _metric_words(metric):
+    """A metric's name inside a sentence: 'balanced accuracy', 'accuracy', 'macro F1'."""
+    return METRIC_LABELS.get(metric, metric).replace("test ", "")
+
+
+def _final(results):
+    """The rows of the final budget."""
+    return results[results["n_labelled"] == results["n_labelled"].max()]
+
+
 def _who(part, results, n):
-    """'3 of the 10 models (`random` seeds 0, 2; ...)' for the runs of ``part`` at ``n``."""
+    """``(count, total, '3 of the 10 models (`random` seeds 0, 2; ...)')`` for the runs of
+    ``part`` at ``n`` labels."""
     strategies = list(dict.fromkeys(results["strategy"]))
     total = int((results["n_labelled"] == n).sum())
     runs = part[["strategy", "seed"]].drop_duplicates()
@@ -52,7 +63,7 @@ def _who(part, results, n):
     else:
         who = "; ".join(f"`{name}` seed{'s' * (len(s) > 1)} {', '.join(map(str, s))}"
                         for name, s in seeds.items())
-    return count, f"{count} of the {total} models ({who})"
+    return count, total, f"{count} of the {total} models ({who})"
 
 
 def _batch_shares(results):
@@ -80,7 +91,7 @@ def degenerate_runs(results):
     notes = []
     if "n_predicted_classes" in results:
         for n, part in results[results["n_predicted_classes"] <= 1].groupby("n_labelled"):
-            count, who = _who(part, results, n)
+            count, _, who = _who(part, results, n)
             notes.append(f"At {n} labels {who} still predict{'s' * (count == 1)} one class "
                          "for every test image, so accuracy there is that class's share of "
                          "the test set, not learning.")
@@ -89,9 +100,9 @@ def degenerate_runs(results):
         last = results["n_labelled"].max()
         where = []
         for n, part in bad.groupby("n_labelled"):
-            count, who = _who(part, results, n)
+            count, total, who = _who(part, results, n)
             if n != last:  # the models are named at the final budget only
-                who = f"{count} of {int((results['n_labelled'] == n).sum())}"
+                who = f"{count} of {total}"
             where.append(f"{'at the final budget, ' * bool(n == last)}{n} labels: {who}, up to "
                          f"{part['blank_map_fraction'].max():.0%}")
         if where:
@@ -103,7 +114,7 @@ def degenerate_runs(results):
         minority = shares["pool_without_roi"] < 0.5
         bad = shares[minority & (shares["share"] > 0.5)]
         for n, part in bad.groupby("n_labelled"):
-            _, who = _who(part, results, n)
+            _, _, who = _who(part, results, n)
             notes.append(f"At {n} labels {who} chose more than half of the round's batch "
                          "among images without an ROI (an empty or missing mask, like a "
                          "normal image's), whose attention cannot be judged, though they are "
@@ -140,15 +151,14 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
     -------
     list of str
     """
-    names = names or {}
     budget = int(results["n_labelled"].max())
     unit = ("accuracy points" if metric == "accuracy" else
-            f"points of {METRIC_LABELS.get(metric, metric).replace('test ', '')}")
+            f"points of {_metric_words(metric)}")
     learnt = _learnt(results)
     other_metric = _beside(results, metric)
     out = []
     for strategy, reference in pairs:
-        who, other = names.get(strategy, f"`{strategy}`"), names.get(reference, f"`{reference}`")
+        who, other = _name(names, strategy), _name(names, reference)
         if not (learnt.get(strategy, True) or learnt.get(reference, True)):
             sentence = (f"at {budget} labels neither {who} nor {other} learnt anything: each "
                         "of their models predicted one class for every test image, so their "
@@ -208,8 +218,7 @@ def _difference_words(results, metric, strategy, reference, min_seeds):
     """'balanced accuracy -3.2 points [-5.1, -1.0]' for ``strategy`` - ``reference``."""
     row = paired_comparison(results, metric, reference, summary="final",
                             min_seeds=min_seeds).set_index("strategy").loc[strategy]
-    words = f"{METRIC_LABELS.get(metric, metric).replace('test ', '')} " \
-            f"{100 * row['mean_difference']:+.1f} points"
+    words = f"{_metric_words(metric)} {100 * row['mean_difference']:+.1f} points"
     if not np.isnan(row["ci_low"]):
         words += f" [{100 * row['ci_low']:+.1f}, {100 * row['ci_high']:+.1f}]"
     return words
@@ -218,7 +227,7 @@ def _difference_words(results, metric, strategy, reference, min_seeds):
 def _learnt(results):
     """Strategy -> whether any of its models predicts more than one class at the final
     budget (True where the results do not say)."""
-    final = results[results["n_labelled"] == results["n_labelled"].max()]
+    final = _final(results)
     if "n_predicted_classes" not in final:
         return {}
     return (final.groupby("strategy", sort=False)["n_predicted_classes"].max() > 1).to_dict()
@@ -256,7 +265,7 @@ def bottom_line(results, metric="accuracy", names=None, min_seeds=5):
     n_seeds = int(final[final["strategy"] == best]["seed"].nunique())
     other = _beside(results, metric)
     beside = ("" if other is None else
-              f", {METRIC_LABELS.get(other, other).replace('test ', '')} "
+              f", {_metric_words(other)} "
               f"{final[final['strategy'] == best][other].mean():.3f}")
     head = (f"Bottom line: at {budget} labels {_name(names, best)} had the highest mean "
             f"{label} ({means[best]:.3f} over {n_seeds} seed{'s' * (n_seeds > 1)}{beside})")
@@ -333,7 +342,7 @@ def balance_sentence(results, names=None, gap=0.05):
     at the final budget (their models favour the larger classes); else None."""
     if "balanced_accuracy" not in results:
         return None
-    final = results[results["n_labelled"] == results["n_labelled"].max()]
+    final = _final(results)
     means = final.groupby("strategy", sort=False)[["accuracy", "balanced_accuracy"]].mean()
     low = means[means["accuracy"] - means["balanced_accuracy"] >= gap]
     if low.empty:
@@ -432,7 +441,7 @@ def pool_rois_sentence(config, results):
     words = ("Pool ROIs: predicted. No strategy saw an expert ROI of an unlabelled image: an "
              "ROI model trained at every round on the labelled images' ROIs drew them.")
     if "roi_model_dice" in results:
-        final = results[results["n_labelled"] == results["n_labelled"].max()]
+        final = _final(results)
         if final["roi_model_dice"].notna().any():
             words += (f" At the final budget it drew the test split's ROIs with Dice "
                       f"{final['roi_model_dice'].mean():.3f} and pixel roi_auc "
@@ -518,7 +527,7 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
             + [f"- {w}" for w in warnings] + [""]
     strategies = list(dict.fromkeys(results["strategy"]))
     if reference in strategies and len(strategies) > 1:
-        word = METRIC_LABELS.get(headline, headline).replace("test ", "")
+        word = _metric_words(headline)
         lines += [f"## Verdicts against `{reference}` (paired by seed)", "",
                   f"Difference in {word} (strategy - reference), mean over seeds with a 95 % "
                   "bootstrap interval, at the final budget and as the normalised area under "
@@ -542,7 +551,7 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
     for metric in metrics:
         lines += [f"## {METRIC_LABELS.get(metric, metric)} (mean ± std over seeds)", "",
                   _markdown(summary_table(results, metric), "labels"), ""]
-    final = results[results["n_labelled"] == results["n_labelled"].max()]
+    final = _final(results)
     attention = [c for c in ATTENTION_METRICS if c in results]
     lines += ["## All metrics at the final budget (mean over seeds)", "",
               _markdown(final.groupby("strategy", sort=False)[

@@ -167,7 +167,7 @@ def _template(estimator):
     # folder of the old network then has another hash and is never resumed with the new
     simple.setdefault("module__context_channels", DEFAULT_CONTEXT_CHANNELS)
     for key in _RECORDED_WHEN_SET:
-        if simple.get(key, 0) is None:
+        if key in simple and simple[key] is None:
             del simple[key]
     return dict(simple, optimizer=params["optimizer"].__name__)
 
