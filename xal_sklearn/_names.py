@@ -7,10 +7,20 @@ belongs to the module that implements it and is re-exported from there
 holds the values, so that they are written once.
 """
 
-__all__ = ["ALIGNMENT_NAMES", "DEFAULT_CONTEXT_CHANNELS", "DEFAULT_N_FILTERS",
-           "DEFAULT_PRETRAIN_EPOCHS", "DEFAULT_ROI_LOSS", "HEAD_INITS", "PRECISION_NAMES",
+__all__ = ["ALIGNMENT_NAMES", "BACKEND_TOKEN_ENV", "DEFAULT_CONTEXT_CHANNELS",
+           "DEFAULT_N_FILTERS", "DEFAULT_PRETRAIN_EPOCHS", "DEFAULT_RETRAIN_EVERY",
+           "DEFAULT_ROI_LOSS", "DEFAULT_TOP", "HEAD_INITS", "PRECISION_NAMES",
            "PRETRAIN_METHODS", "RESIZE_MODES", "ROI_BALANCES", "ROI_CONFLICTS", "ROI_DEFAULTS",
            "ROI_LOSSES", "UNCERTAINTY_MEASURES", "context_split"]
+
+#: ``xal campaign serve`` retrains after this many new, changed or deleted labels.
+DEFAULT_RETRAIN_EVERY = 10
+
+#: Pool images a live campaign's strategy orders itself; the rest follow by uncertainty.
+DEFAULT_TOP = 50
+
+#: The environment variable the campaign server's token may come from.
+BACKEND_TOKEN_ENV = "XAL_BACKEND_TOKEN"
 
 #: The attention losses of :class:`~xal_sklearn.CNNClassifier` (see :mod:`~xal_sklearn.roi_loss`).
 ROI_LOSSES = ("dice", "outside", "rank", "counterexample", "rrr")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 # Only torch-free modules at the top: help and argument errors must not wait for torch
 # (benchmarks/bench_cli_startup.py); the rest is imported where it is used.
-from ._names import (ALIGNMENT_NAMES, DEFAULT_CONTEXT_CHANNELS, DEFAULT_N_FILTERS,
-                     DEFAULT_PRETRAIN_EPOCHS, DEFAULT_ROI_LOSS, HEAD_INITS, PRECISION_NAMES,
+from ._names import (ALIGNMENT_NAMES, BACKEND_TOKEN_ENV, DEFAULT_CONTEXT_CHANNELS,
+                     DEFAULT_N_FILTERS, DEFAULT_PRETRAIN_EPOCHS, DEFAULT_RETRAIN_EVERY,
+                     DEFAULT_ROI_LOSS, DEFAULT_TOP, HEAD_INITS, PRECISION_NAMES,
                      PRETRAIN_METHODS, RESIZE_MODES, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS,
                      ROI_LOSSES, UNCERTAINTY_MEASURES, context_split)
 from .registry import BALD_DROPOUT, STRATEGY_NAMES, strategy_spec, strategy_words
@@ -396,6 +397,34 @@ def _parser():
     pre.add_argument("--batch-size", type=int, default=256, help="images per step")
     st = _subparser(csub, "status", help="labelled per class, rounds, pending batch, estimate")
     st.add_argument("folder")
+    srv = _subparser(csub, "serve", help="the campaign as a Label Studio ML backend: "
+                                         "predictions ordered by the strategy, retraining "
+                                         "as the expert labels")
+    srv.add_argument("folder")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on; anything but the loopback needs a token")
+    srv.add_argument("--port", type=int, default=9090)
+    srv.add_argument("--token", default=None,
+                     help=f"every request must carry it (default: ${BACKEND_TOKEN_ENV}, if set)")
+    srv.add_argument("--retrain-every", type=int, default=DEFAULT_RETRAIN_EVERY,
+                     help="retrain after this many new, changed or deleted labels")
+    srv.add_argument("--top", type=int, default=DEFAULT_TOP,
+                     help="images the strategy itself orders; the rest follow by uncertainty")
+    con = _subparser(csub, "connect", help="create or reuse the Label Studio project, its "
+                                           "tasks, the ML backend and the webhook")
+    con.add_argument("folder")
+    con.add_argument("--label-studio", required=True, help="Label Studio's URL")
+    con.add_argument("--api-key", default=None,
+                     help="a personal access token of a Label Studio account (default: "
+                          "$LABEL_STUDIO_API_KEY)")
+    con.add_argument("--backend", default="http://localhost:9090",
+                     help="where Label Studio reaches xal campaign serve")
+    con.add_argument("--token", default=None,
+                     help=f"the backend's token, if it has one (default: ${BACKEND_TOKEN_ENV})")
+    con.add_argument("--title", default=None,
+                     help='project title (default: "xal campaign FOLDER-NAME")')
+    rt = _subparser(csub, "retrain", help="train now on the labels that came from Label Studio")
+    rt.add_argument("folder")
     return p
 
 
@@ -445,6 +474,8 @@ def _campaign(args):
         print(f"Pretrained ({info['method']}, {info['epochs']} epochs on {info['n_images']} pool "
               f"images, no labels) in {info['seconds']:.0f} s: {r['path']}. The next import "
               "retrains from it.")
+    elif args.action in ("serve", "connect", "retrain"):
+        return _live_campaign(args)
     elif args.action == "import":
         c = Campaign.open(args.folder)
         r = c.import_labels(args.source)
@@ -460,6 +491,55 @@ def _campaign(args):
               + (f" {r['n_skipped']} task(s) of batches imported before were skipped (their "
                  "labels are unchanged)." if r["n_skipped"] else ""))
     print(Campaign.open(args.folder).summary())
+
+
+def _live_campaign(args):
+    """serve, connect and retrain: the campaign as Label Studio's ML backend."""
+    import os
+
+    from .campaign import Campaign, connect, read_connection, serve
+
+    if args.action == "retrain":
+        r = Campaign.open(args.folder).retrain()
+        print("No label waits for training." if r is None else
+              f"Trained round {r['round']} on {r['n_labelled']} labels ({r['n_changes']} new "
+              "or changed from Label Studio).")
+        print(Campaign.open(args.folder).summary())
+        return
+    token = args.token or os.environ.get(BACKEND_TOKEN_ENV) or None
+    if args.action == "connect":
+        key = args.api_key or os.environ.get("LABEL_STUDIO_API_KEY")
+        if not key:
+            args.subparser.refuse("--api-key (or $LABEL_STUDIO_API_KEY) is needed: a personal "
+                                  "access token from Label Studio's Account & Settings")
+        r = connect(Campaign.open(args.folder), args.label_studio, key, args.backend,
+                    token=token, title=args.title)
+        print(f"Label Studio project {r['project']} ({r['title']!r}), {r['n_tasks']} tasks, "
+              f"predictions of {r['model_version']}: "
+              + ("; ".join(r["actions"]) if r["actions"] else "everything was in place")
+              + f".\nOpen {args.label_studio.rstrip('/')}/projects/{r['project']}/data and "
+              "press Label All Tasks: the task the strategy wants most comes first "
+              "(or sort the Data Manager by Prediction score, ascending).")
+        return
+    if args.retrain_every < 1 or args.top < 1:
+        args.subparser.refuse("--retrain-every and --top must be >= 1")
+    refresh = None
+    key = os.environ.get("LABEL_STUDIO_API_KEY")
+    if key:
+        def refresh(version):
+            from .labelstudio import LabelStudioClient
+
+            known = read_connection(args.folder)
+            if known is None:
+                return None
+            return LabelStudioClient(known["url"], token=key).refresh_predictions(
+                known["project"], version)
+    else:
+        print("xal: note: without $LABEL_STUDIO_API_KEY the backend cannot ask Label Studio to "
+              "fetch new predictions after a training; use the Data Manager's Actions > "
+              "Retrieve Predictions then.", file=sys.stderr)
+    serve(args.folder, host=args.host, port=args.port, token=token,
+          retrain_every=args.retrain_every, top=args.top, label_studio=refresh)
 
 
 def _check_run_args(args):

@@ -35,7 +35,8 @@ from ._validation import list_problems
 from .datasets import boxes_to_masks
 
 __all__ = ["AnnotationImportError", "Annotation", "LabelStudioClient", "label_config",
-           "make_task", "parse_export", "read_label_csv", "source_ids", "unknown_label",
+           "make_task", "prediction_result", "parse_export", "read_label_csv", "source_ids",
+           "unknown_label",
            "CLASS_TAG", "BOX_TAG", "BRUSH_TAG"]
 
 CLASS_TAG, BOX_TAG, BRUSH_TAG, IMAGE_TAG = "label", "roi_box", "roi_brush", "image"
@@ -84,14 +85,20 @@ def _raise_all(problems, what):
         raise AnnotationImportError(list_problems(what, problems, "; nothing was imported"))
 
 
-def label_config(classes):
+def label_config(classes, overlay=True):
     """Label Studio labelling configuration (XML) for a campaign's classes.
 
     The expert sees which scan it is (its original file and id, the task's
-    ``source``), the image and, below it, the Grad-CAM overlay of the model;
-    picks one class; and may mark the ROI with rectangles or a brush.
+    ``source``), the image and, below it (``overlay=True``, batches written to
+    files), the Grad-CAM overlay of the model; picks one class; and may mark the
+    ROI with rectangles or a brush. A live project (``overlay=False``) shows where
+    the model looked as the pre-drawn rectangle instead, since its predictions
+    change after every training.
     """
     choices = "\n".join(f"    <Choice value={quoteattr(str(c))}/>" for c in classes)
+    below = ("""  <Header value="Where the model looked (Grad-CAM of its predicted class)"/>
+  <Image name="overlay" value="$overlay"/>
+""" if overlay else "")
     return f"""<View>
   <Header value="$source"/>
   <Image name="{IMAGE_TAG}" value="$image" zoom="true"/>
@@ -104,9 +111,7 @@ def label_config(classes):
   <BrushLabels name="{BRUSH_TAG}" toName="{IMAGE_TAG}">
     <Label value="{ROI_LABEL}" background="green"/>
   </BrushLabels>
-  <Header value="Where the model looked (Grad-CAM of its predicted class)"/>
-  <Image name="overlay" value="$overlay"/>
-</View>
+{below}</View>
 """
 
 
@@ -136,9 +141,23 @@ def make_task(xal_id, batch, image_url, overlay_url, width, height, predicted, p
         The manifest's own id of the image, if any (``data.manifest_id``).
         Both are shown to the expert in ``data.source``.
     """
-    result = [] if predicted is None else [
-        {"from_name": CLASS_TAG, "to_name": IMAGE_TAG, "type": "choices",
-         "value": {"choices": [str(predicted)]}, "score": float(probability)}]
+    result = ([] if predicted is None else
+              prediction_result(predicted, probability, box, width, height))
+    original_image = image_url if original_image is None else str(original_image)
+    source = original_image + (f" (id {manifest_id})" if manifest_id else "")
+    return {"data": {IMAGE_TAG: image_url, "overlay": overlay_url, "xal_id": int(xal_id),
+                     "xal_batch": int(batch), "original_image": original_image,
+                     "manifest_id": str(manifest_id or ""), "source": source},
+            "predictions": [{"model_version": model_version, "score": float(score),
+                             "result": result}]}
+
+
+def prediction_result(predicted, probability, box, width, height):
+    """A prediction's result items: the class (scored by its probability) and, if
+    ``box`` = (x_min, y_min, x_max, y_max) in pixels of a ``width`` x ``height``
+    image is given, a rectangle the expert can correct."""
+    result = [{"from_name": CLASS_TAG, "to_name": IMAGE_TAG, "type": "choices",
+               "value": {"choices": [str(predicted)]}, "score": float(probability)}]
     if box is not None:
         x0, y0, x1, y1 = (float(v) for v in box)
         result.append({
@@ -148,13 +167,7 @@ def make_task(xal_id, batch, image_url, overlay_url, width, height, predicted, p
             "value": {"x": 100 * x0 / width, "y": 100 * y0 / height,
                       "width": 100 * (x1 - x0) / width, "height": 100 * (y1 - y0) / height,
                       "rotation": 0, "rectanglelabels": [ROI_LABEL]}})
-    original_image = image_url if original_image is None else str(original_image)
-    source = original_image + (f" (id {manifest_id})" if manifest_id else "")
-    return {"data": {IMAGE_TAG: image_url, "overlay": overlay_url, "xal_id": int(xal_id),
-                     "xal_batch": int(batch), "original_image": original_image,
-                     "manifest_id": str(manifest_id or ""), "source": source},
-            "predictions": [{"model_version": model_version, "score": float(score),
-                             "result": result}]}
+    return result
 
 
 # --- reading answers ----------------------------------------------------------------
@@ -516,3 +529,64 @@ class LabelStudioClient:
     def export(self, project):
         """The JSON export of the project's annotated tasks (what :func:`parse_export` reads)."""
         return self.request("GET", f"/api/projects/{project}/export?exportType=JSON")
+
+    # --- what a live campaign needs (``xal campaign connect`` and its server) -------------
+    def projects(self):
+        """Every project this account sees."""
+        page = self.request("GET", "/api/projects?page_size=10000")
+        return page["results"] if isinstance(page, dict) else page
+
+    def project(self, project):
+        return self.request("GET", f"/api/projects/{project}")
+
+    def update_project(self, project, **fields):
+        return self.request("PATCH", f"/api/projects/{project}", fields)
+
+    def task_data(self, project, page_size=1000):
+        """``(task id, data)`` of every task of the project, page by page."""
+        out, page = [], 1
+        while True:
+            answer = self.request("GET", f"/api/tasks?project={project}&page={page}"
+                                         f"&page_size={page_size}&fields=all")
+            tasks = answer["tasks"] if isinstance(answer, dict) else answer
+            out += [(t["id"], t.get("data") or {}) for t in tasks]
+            total = answer.get("total", len(out)) if isinstance(answer, dict) else len(out)
+            if not tasks or len(out) >= total:
+                return out
+            page += 1
+
+    def ml_backends(self, project):
+        return self.request("GET", f"/api/ml?project={project}")
+
+    def add_ml_backend(self, project, url, title, password=None):
+        """Register an ML backend; with ``password``, Label Studio sends it as HTTP basic
+        authentication (user ``xal``) with every request."""
+        auth = ({"auth_method": "BASIC_AUTH", "basic_auth_user": "xal",
+                 "basic_auth_pass": password} if password else {"auth_method": "NONE"})
+        return self.request("POST", "/api/ml", {"url": url, "project": project,
+                                                "title": title, "is_interactive": False,
+                                                **auth})
+
+    def webhooks(self, project):
+        return self.request("GET", f"/api/webhooks?project={project}")
+
+    def create_webhook(self, project, url, headers):
+        return self.request("POST", "/api/webhooks", {
+            "project": project, "url": url, "send_payload": True,
+            "send_for_all_actions": True, "headers": headers, "is_active": True})
+
+    def update_webhook(self, webhook, **fields):
+        return self.request("PATCH", f"/api/webhooks/{webhook}", fields)
+
+    def refresh_predictions(self, project, version, chunk=500):
+        """Have Label Studio fetch predictions for every task from the project's ML backend
+        (those without one of ``version``), then make ``version`` the project's current
+        one, so the Data Manager's prediction score and the uncertainty-sampling queue
+        read it. Returns the number of tasks asked for."""
+        ids = [i for i, _ in self.task_data(project)]
+        for start in range(0, len(ids), chunk):
+            self.request("POST", f"/api/dm/actions?id=retrieve_tasks_predictions"
+                                 f"&project={project}",
+                         {"selectedItems": {"all": False, "included": ids[start:start + chunk]}})
+        self.update_project(project, model_version=version)
+        return len(ids)

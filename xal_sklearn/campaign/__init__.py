@@ -11,6 +11,10 @@ A campaign is a folder::
       batches/001/      what the expert gets: images/, overlays/ (Grad-CAM),
                         tasks.json (Label Studio import), label_config.xml,
                         to_label.csv (without Label Studio), batch.json
+      live/             labels that came from Label Studio one by one (the ML
+                        backend, ``xal campaign serve``), until the next training
+      labelstudio.json  the project ``xal campaign connect`` set up (no secret)
+      .lock             held by the process that changes the folder
 
 Every change writes a complete new ``state/`` and swaps it in, so a crash or kill
 at any point leaves the last complete state. Nothing in the folder is executed or
@@ -21,7 +25,10 @@ through skorch's ``load_params`` (``torch.load(weights_only=True)``).
 from ._batch import attention_box as _attention_box  # noqa: F401  (the tests' name)
 from ._campaign import Campaign
 from ._common import MANIFEST_COLUMNS, CampaignError, ManifestColumnsWarning
+from ._connect import connect, read_connection
 from ._pool import PoolImages
+from ._serve import DEFAULT_RETRAIN_EVERY, Backend, make_server, serve
 
-__all__ = ["Campaign", "CampaignError", "MANIFEST_COLUMNS", "ManifestColumnsWarning",
-           "PoolImages"]
+__all__ = ["Backend", "Campaign", "CampaignError", "DEFAULT_RETRAIN_EVERY", "MANIFEST_COLUMNS",
+           "ManifestColumnsWarning", "PoolImages", "connect", "make_server", "read_connection",
+           "serve"]

@@ -17,10 +17,11 @@ from ..registry import strategy_spec, strategy_words
 from ..roi_loss import DEFAULT_ROI_LOSS, resolve_roi_settings, with_legacy_settings
 from ..roi_model import ROIPredictor
 from ..strategies import dual_criterion_sampling, uncertainty_sampling
-from . import _imports
+from . import _imports, _live
 from ._batch import query_notes, roi_words, write_batch
 from ._common import DEFAULT_STRATEGY, FORMAT, STATE_FORMAT, VERSION, CampaignError, now
 from ._config import network_settings, strategy_settings
+from ._lock import hold
 from ._pool import PoolImages, list_pool
 from ._status import summary_words
 
@@ -213,6 +214,10 @@ class Campaign:
         dict with ``path`` and the weights' ``info`` (method, epochs, images,
         seconds ...).
         """
+        with hold(self.folder, "xal campaign pretrain"):
+            return self._pretrain(method, epochs, batch_size, progress)
+
+    def _pretrain(self, method, epochs, batch_size, progress):
         X = self._images(list(range(len(self.pool["images"]))))
         batch_size = int(batch_size)
         if len(X) < batch_size:
@@ -338,7 +343,12 @@ class Campaign:
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise CampaignError(f"n must be a positive integer, got {n!r}.")
-        labelled = {e["id"] for e in self.state["labelled"]}
+        with hold(self.folder, "xal campaign query"):
+            return self._query(n, allow_repeat, progress)
+
+    def _query(self, n, allow_repeat, progress):
+        # labels waiting in the live journal count as labelled: nobody labels them twice
+        labelled = _live.labelled_now(self)
         reserved = {i for ids in self.state["pending"].values() for i in ids}
         excluded = labelled | (set() if allow_repeat else reserved)
         candidates = np.array([i for i in range(len(self.pool["images"])) if i not in excluded])
@@ -421,7 +431,25 @@ class Campaign:
             :class:`~xal_sklearn.labelstudio.AnnotationImportError` lists every
             bad task or row.
         """
-        return _imports.import_labels(self, source)
+        with hold(self.folder, "xal campaign import"):
+            waiting = _live.read_journal(self)[0]
+            if waiting:
+                raise CampaignError(
+                    f"{len(waiting)} label change(s) from Label Studio (live) are not trained "
+                    "in yet; run `xal campaign retrain FOLDER` (Campaign.retrain) first, then "
+                    "import.")
+            return _imports.import_labels(self, source)
+
+    # --- live labels (Label Studio's ML backend) ---------------------------------------
+    def retrain(self):
+        """Train on the labels that came from Label Studio one by one (the journal).
+
+        ``xal campaign serve`` retrains after every few labels by itself; this folds
+        in what is left (say, when the server was stopped before its next training)
+        so that the file route can go on. Returns None when nothing waits, else
+        ``n_changes``, ``n_labelled``, ``agreement`` and ``round``.
+        """
+        return _live.retrain(self)
 
     # --- status -------------------------------------------------------------------------
     def status(self):
@@ -439,6 +467,7 @@ class Campaign:
                 "roi_model": next((r["roi_model"] for r in reversed(self.state["rounds"])
                                    if r.get("roi_model")), None),
                 "strategy": self.config["strategy"].get("name"),
+                "n_waiting": len(_live.read_journal(self)[0]),
                 "agreement_all": (sum(a * n for a, n in judged) / total) if total else None}
 
     def summary(self):

@@ -31,7 +31,7 @@ def import_labels(campaign, source):
                                    "size": (img["width"], img["height"]),
                                    "predicted": img["predicted"]}
     # one Label Studio project for several rounds: tasks already imported are skipped
-    done = {i: (e["label"], f"batch {e['batch']:03d}") for i, e in imported.items()}
+    done = {i: (e["label"], batch_words(e["batch"])) for i, e in imported.items()}
     if source.suffix.lower() == ".csv":
         answers = read_label_csv(source, expected, campaign.classes, imported=done)
     else:
@@ -89,6 +89,11 @@ def import_labels(campaign, source):
             "released": released, "agreement": agreement,
         "n_skipped": len(in_file & set(imported)), "batches": sorted(done_batches)}
 
+def batch_words(batch):
+    """'batch 003', or where live labels came from (batch 0)."""
+    return f"batch {batch:03d}" if batch else "Label Studio (live)"
+
+
 def roi_cross_validated(campaign, learner):
     """The ROI model's quality on the labelled ROIs, cross-validated (None if none).
 
@@ -130,7 +135,7 @@ def refuse_import(campaign, source, pending, seen_before):
                         if e["batch"] == batch})
         when = rounds[-1]["time"] if rounds else "?"
         n = sum(e["batch"] == batch for e in campaign.state["labelled"])
-        said.append(f"batch {batch:03d} was imported on {when} ({n} labels, from "
+        said.append(f"{batch_words(batch)} was imported on {when} ({n} labels, from "
                     f"{', '.join(files)})")
     raise CampaignError(f"{source.name} holds labels that were already imported: "
                         + "; ".join(said) + f". {now}")

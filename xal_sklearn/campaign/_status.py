@@ -34,6 +34,10 @@ def summary_words(campaign):
             f"batch {b:03d} ({k} images)" for b, k in sorted(s["pending"].items())) + ".")
     else:
         lines.append("No batch is waiting for labels.")
+    if s["n_waiting"]:
+        lines.append(f"Live labels: {s['n_waiting']} change(s) from Label Studio wait for the "
+                     "next training (xal campaign serve retrains by itself; xal campaign "
+                     "retrain trains on them now).")
     if s["agreement_last"] is None:
         lines.append("Model estimate: none yet (it needs a round of labels to train on "
                      "and a next batch to be judged on).")
