@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -253,9 +254,11 @@ def label_studio(tmp_path_factory):
                     ".ls-venv/bin/pip install label-studio==1.23.2)")
     data = tmp_path_factory.mktemp("ls-data")
     port = _free_port()
+    # the last two let Label Studio call an ML backend and webhooks on this machine
     env = dict(os.environ, LABEL_STUDIO_BASE_DATA_DIR=str(data),
                LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
-               LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="/")
+               LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="/", ML_BLOCK_LOCAL_IP="false",
+               SSRF_PROTECTION_ENABLED="false")
     email, password = "radiologist@example.org", "xal-Passw0rd-1"
     log = open(data / "server.log", "w")
     start = time.time()
@@ -341,6 +344,88 @@ def test_a_round_through_a_real_label_studio(tmp_path, scans, label_studio):
     labelled = {e["id"] for e in json.loads(
         (c.folder / "state" / "state.json").read_text())["labelled"]}
     assert not set(nxt["ids"]) & labelled
+
+
+def _scores(api, project):
+    """``{xal_id: (prediction score, model version)}`` of the project's tasks as the Data
+    Manager shows them (the score of the project's current model version)."""
+    page = api.request("GET", f"/api/tasks?project={project}&page_size=1000&fields=all")
+    return {t["data"]["xal_id"]: t.get("predictions_score") for t in page["tasks"]}
+
+
+@pytest.mark.slow
+def test_the_live_loop_through_a_real_label_studio(tmp_path, scans, label_studio):
+    """serve + connect, then an annotator labels through Label Studio's API: the labels
+    reach the campaign by webhook, it retrains after N, Label Studio's scores refresh in
+    the strategy's order, a deleted annotation leaves the labelled set (issue 41)."""
+    import threading
+
+    from xal_sklearn.campaign import Backend, connect, make_server, read_connection
+
+    api = label_studio
+    root, truth = scans
+    c = Campaign.create(tmp_path / "live", root, CLASSES, manifest=root / "manifest.csv",
+                        image_size=32, epochs=2)
+    log = []
+    backend = Backend(c.folder, retrain_every=3, token="t0ken", log=log.append,
+                      label_studio=lambda version: api.refresh_predictions(
+                          read_connection(c.folder)["project"], version))
+    server = make_server(backend, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:  # no token: refused
+            urllib.request.urlopen(f"{url}/health", timeout=10)
+        assert refused.value.code == 401
+        r = connect(c, api.url, api.token, url, token="t0ken")
+        project = r["project"]
+        assert r["n_tasks"] == 24 and r["model_version"] == "xal round 0"
+        assert any("imported 24 pool images" in a for a in r["actions"])
+        assert any("registered the ML backend" in a for a in r["actions"])
+        assert connect(c, api.url, api.token, url, token="t0ken")["actions"] == []  # idempotent
+        info = api.project(project)
+        assert info["sampling"] == "Uncertainty sampling"
+        assert info["model_version"] == "xal round 0"
+        scores = _scores(api, project)
+        assert sorted(scores.values()) == [k / 24 for k in range(24)]
+        tasks = {t["data"]["xal_id"]: t["id"] for t in api.tasks(project)}
+        first = sorted(scores, key=scores.get)[:3]  # as the annotator sees them, in order
+        annotations = {}
+        for xal_id in first:
+            label, mask = truth[f"img/{xal_id:02d}.png"]
+            ys, xs = np.nonzero(mask)
+            annotations[xal_id] = api.annotate(tasks[xal_id], [
+                {"from_name": "label", "to_name": "image", "type": "choices",
+                 "value": {"choices": [label]}},
+                {"from_name": "roi_box", "to_name": "image", "type": "rectanglelabels",
+                 "original_width": 32, "original_height": 32, "image_rotation": 0,
+                 "value": {"x": 100 * xs.min() / 32, "y": 100 * ys.min() / 32,
+                           "width": 100 * (xs.max() + 1 - xs.min()) / 32,
+                           "height": 100 * (ys.max() + 1 - ys.min()) / 32, "rotation": 0,
+                           "rectanglelabels": ["ROI"]}}])["id"]
+        deadline = time.time() + 180
+        while api.project(project)["model_version"] != "xal round 1":
+            assert time.time() < deadline, f"no retraining after 3 labels: {log}"
+            time.sleep(1)
+        assert backend.health()["last_error"] is None, log
+        state = Campaign.open(c.folder).state
+        assert {e["id"] for e in state["labelled"]} == set(first)
+        assert all(e["roi"] and e["source"] == "label-studio" for e in state["labelled"])
+        scores = _scores(api, project)
+        unlabelled = sorted((i for i in scores if i not in first), key=scores.get)
+        assert unlabelled == backend.ranking.order  # ascending score: the strategy's order
+        assert scores[unlabelled[0]] == 0.0
+        # the annotator deletes one annotation: its label leaves at the next training
+        api.request("DELETE", f"/api/annotations/{annotations[first[0]]}/")
+        deadline = time.time() + 30
+        while backend.health()["n_waiting"] != 1:
+            assert time.time() < deadline, f"the deletion did not arrive: {log}"
+            time.sleep(0.5)
+        assert Campaign.open(c.folder).retrain()["n_labelled"] == 2
+        assert {e["id"] for e in Campaign.open(c.folder).state["labelled"]} == set(first[1:])
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_label_config_lists_the_classes():
