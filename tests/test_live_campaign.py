@@ -270,3 +270,64 @@ def test_file_import_waits_for_live_labels(tmp_path, scans):
     r = Campaign.open(c.folder).retrain()
     assert r["n_labelled"] == 1 and r["round"] == 1
     assert Campaign.open(c.folder).retrain() is None
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_command_line_serves_and_holds_the_folder(tmp_path, scans):
+    import os
+    import signal
+    import urllib.request
+
+    from xal_sklearn.cli import main
+
+    c = _campaign(tmp_path, scans)
+    assert main(["campaign", "serve", str(c.folder), "--host", "0.0.0.0"]) == 2
+    assert main(["campaign", "retrain", str(c.folder)]) == 0
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LABEL_STUDIO_API_KEY"}
+    proc = subprocess.Popen([sys.executable, "-m", "xal_sklearn.cli", "campaign", "serve",
+                             str(c.folder), "--port", str(port), "--retrain-every", "2"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    assert json.loads(r.read())["retrain_every"] == 2
+                    break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline
+                time.sleep(0.3)
+        with pytest.raises(CampaignError, match=rf"pid {proc.pid}, xal campaign serve on "
+                                                rf"127.0.0.1:{port}"):
+            Campaign.open(c.folder).query(2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "without $LABEL_STUDIO_API_KEY" in err and "the backend stopped" in err
+    assert len(Campaign.open(c.folder).query(2)["ids"]) == 2
+
+
+def test_connect_refuses_before_changing_anything(tmp_path, scans, monkeypatch, capsys):
+    from xal_sklearn.campaign import connect
+    from xal_sklearn.cli import main
+
+    c = _campaign(tmp_path, scans)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    with pytest.raises(SystemExit) as refused:
+        main(["campaign", "connect", str(c.folder), "--label-studio", "http://127.0.0.1:9"])
+    assert refused.value.code == 2
+    assert "--api-key (or $LABEL_STUDIO_API_KEY) is needed" in capsys.readouterr().err
+    with pytest.raises(CampaignError, match=r"backend does not answer at http://127.0.0.1:\d+ .*start it "
+                                            "first: xal campaign serve"):
+        connect(c, "http://127.0.0.1:9", "key", f"http://127.0.0.1:{_free_port()}")
+    assert not (c.folder / "labelstudio.json").exists()

@@ -538,8 +538,12 @@ def _live_campaign(args):
         print("xal: note: without $LABEL_STUDIO_API_KEY the backend cannot ask Label Studio to "
               "fetch new predictions after a training; use the Data Manager's Actions > "
               "Retrieve Predictions then.", file=sys.stderr)
-    serve(args.folder, host=args.host, port=args.port, token=token,
-          retrain_every=args.retrain_every, top=args.top, label_studio=refresh)
+    try:
+        serve(args.folder, host=args.host, port=args.port, token=token,
+              retrain_every=args.retrain_every, top=args.top, label_studio=refresh)
+    except KeyboardInterrupt:  # Ctrl-C or kill: every label is in the journal or the state
+        print("xal: the backend stopped. Labels not trained in yet wait in the journal; "
+              "serve again, or xal campaign retrain.", file=sys.stderr)
 
 
 def _check_run_args(args):
