@@ -346,6 +346,22 @@ def test_a_round_through_a_real_label_studio(tmp_path, scans, label_studio):
     assert not set(nxt["ids"]) & labelled
 
 
+def _as_a_browser(base, path):
+    """GET ``path`` with the session of a logged-in user, as the annotator's browser does."""
+    import http.cookiejar
+    import urllib.parse
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"{base}/user/login/").read()
+    token = next(c.value for c in jar if c.name == "csrftoken")
+    opener.open(urllib.request.Request(f"{base}/user/login/", data=urllib.parse.urlencode({
+        "csrfmiddlewaretoken": token, "email": "radiologist@example.org",
+        "password": "xal-Passw0rd-1"}).encode(), headers={"Referer": f"{base}/user/login/"}))
+    with opener.open(base + path) as r:
+        return r.read()
+
+
 def _scores(api, project):
     """``{xal_id: (prediction score, model version)}`` of the project's tasks as the Data
     Manager shows them (the score of the project's current model version)."""
@@ -368,8 +384,8 @@ def test_the_live_loop_through_a_real_label_studio(tmp_path, scans, label_studio
                         image_size=32, epochs=2)
     log = []
     backend = Backend(c.folder, retrain_every=3, token="t0ken", log=log.append,
-                      label_studio=lambda version: api.refresh_predictions(
-                          read_connection(c.folder)["project"], version))
+                      label_studio=lambda version, predict: api.push_predictions(
+                          read_connection(c.folder)["project"], version, predict))
     server = make_server(backend, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"
@@ -382,13 +398,19 @@ def test_the_live_loop_through_a_real_label_studio(tmp_path, scans, label_studio
         assert r["n_tasks"] == 24 and r["model_version"] == "xal round 0"
         assert any("imported 24 pool images" in a for a in r["actions"])
         assert any("registered the ML backend" in a for a in r["actions"])
+        assert any("show the pool's files" in a for a in r["actions"])
         assert connect(c, api.url, api.token, url, token="t0ken")["actions"] == []  # idempotent
         info = api.project(project)
         assert info["sampling"] == "Uncertainty sampling"
         assert info["model_version"] == "xal round 0"
         scores = _scores(api, project)
         assert sorted(scores.values()) == [k / 24 for k in range(24)]
-        tasks = {t["data"]["xal_id"]: t["id"] for t in api.tasks(project)}
+        tasks = {t["data"]["xal_id"]: t for t in api.tasks(project)}
+        # the annotator's browser can load a task's image (as the logged-in user)
+        image = tasks[0]["data"]["image"]
+        assert image.startswith("/data/local-files/?d=")
+        assert _as_a_browser(api.url, image)[:8] == b"\x89PNG\r\n\x1a\n"
+        tasks = {k: t["id"] for k, t in tasks.items()}
         first = sorted(scores, key=scores.get)[:3]  # as the annotator sees them, in order
         annotations = {}
         for xal_id in first:

@@ -526,18 +526,18 @@ def _live_campaign(args):
     refresh = None
     key = os.environ.get("LABEL_STUDIO_API_KEY")
     if key:
-        def refresh(version):
+        def refresh(version, predict):
             from .labelstudio import LabelStudioClient
 
             known = read_connection(args.folder)
             if known is None:
                 return None
-            return LabelStudioClient(known["url"], token=key).refresh_predictions(
-                known["project"], version)
+            return LabelStudioClient(known["url"], token=key).push_predictions(
+                known["project"], version, predict)
     else:
-        print("xal: note: without $LABEL_STUDIO_API_KEY the backend cannot ask Label Studio to "
-              "fetch new predictions after a training; use the Data Manager's Actions > "
-              "Retrieve Predictions then.", file=sys.stderr)
+        print("xal: note: without $LABEL_STUDIO_API_KEY the backend cannot give Label Studio "
+              "a new model's predictions; xal campaign connect gives them (or the Data "
+              "Manager's Actions > Retrieve Predictions).", file=sys.stderr)
     try:
         serve(args.folder, host=args.host, port=args.port, token=token,
               retrain_every=args.retrain_every, top=args.top, label_studio=refresh)

@@ -578,15 +578,37 @@ class LabelStudioClient:
     def update_webhook(self, webhook, **fields):
         return self.request("PATCH", f"/api/webhooks/{webhook}", fields)
 
-    def refresh_predictions(self, project, version, chunk=500):
-        """Have Label Studio fetch predictions for every task from the project's ML backend
-        (those without one of ``version``), then make ``version`` the project's current
-        one, so the Data Manager's prediction score and the uncertainty-sampling queue
-        read it. Returns the number of tasks asked for."""
-        ids = [i for i, _ in self.task_data(project)]
-        for start in range(0, len(ids), chunk):
-            self.request("POST", f"/api/dm/actions?id=retrieve_tasks_predictions"
-                                 f"&project={project}",
-                         {"selectedItems": {"all": False, "included": ids[start:start + chunk]}})
+    def local_storages(self, project):
+        return self.request("GET", f"/api/storages/localfiles?project={project}")
+
+    def add_local_storage(self, project, path, title):
+        """Let the project's annotators see the image files under ``path`` (Label Studio
+        serves a local file only inside such a storage); nothing is synced from it."""
+        return self.request("POST", "/api/storages/localfiles", {
+            "project": project, "path": str(path), "title": title, "use_blob_urls": False,
+            "regex_filter": ""})
+
+    def import_predictions(self, project, predictions):
+        """Bulk-create predictions (``{"task", "result", "score", "model_version"}`` each)."""
+        return self.request("POST", f"/api/projects/{project}/import/predictions", predictions)
+
+    def push_predictions(self, project, version, predict, chunk=500):
+        """Give every task of the project a prediction of model ``version`` and make it
+        the project's current version, so that the Data Manager's prediction score and
+        the uncertainty-sampling queue read it.
+
+        ``predict(tasks)`` answers a list of ``{"id", "data"}`` task dicts with one
+        ``{"result", "score"}`` per task (an ML backend's ``/predict``). The predictions
+        are sent in bulk: asking Label Studio to fetch them from the backend itself
+        (Data Manager: Retrieve Predictions) stores them one by one, about 100 times
+        slower (docs/campaign.rst). Returns the number of tasks.
+        """
+        tasks = self.task_data(project)
+        for start in range(0, len(tasks), chunk):
+            part = tasks[start:start + chunk]
+            results = predict([{"id": i, "data": data} for i, data in part])
+            self.import_predictions(project, [
+                {"task": i, "result": r["result"], "score": r["score"], "model_version": version}
+                for (i, _), r in zip(part, results)])
         self.update_project(project, model_version=version)
-        return len(ids)
+        return len(tasks)

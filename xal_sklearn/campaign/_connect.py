@@ -3,7 +3,8 @@
 One call sets up everything the live loop needs, and a second call changes nothing:
 the project (created with the campaign's label configuration, or reused: the one
 recorded in ``labelstudio.json``, else one of the same title), a task for every pool
-image it lacks, the campaign's ML backend and the webhook to it (with the backend's
+image it lacks, a local-files storage of the pool's folder (Label Studio serves a
+file to the browser only inside one), the campaign's ML backend and the webhook to it (with the backend's
 token, if it has one), uncertainty sampling as the project's queue, and the current
 predictions. What it set up is recorded in ``labelstudio.json`` (no secret in it).
 """
@@ -53,13 +54,21 @@ def project_classes(xml):
     return None
 
 
+def _ask_backend(backend_url, token, path, body=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if body is not None:
+        data, headers = json.dumps(body).encode(), dict(headers, **{
+            "Content-Type": "application/json"})
+    with urllib.request.urlopen(urllib.request.Request(
+            backend_url.rstrip("/") + path, data=data, headers=headers), timeout=600) as r:
+        return json.loads(r.read())
+
+
 def backend_version(backend_url, token=None):
     """The model version the backend at ``backend_url`` serves (its ``/health``)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(
-                backend_url.rstrip("/") + "/health", headers=headers), timeout=10) as r:
-            return json.loads(r.read())["model_version"]
+        return _ask_backend(backend_url, token, "/health")["model_version"]
     except (OSError, ValueError, KeyError) as exc:
         raise CampaignError(f"The campaign's backend does not answer at {backend_url} "
                             f"({exc}); start it first: xal campaign serve FOLDER") from None
@@ -130,6 +139,11 @@ def connect(campaign, url, api_key, backend_url, token=None, title=None, client=
                                   for i in missing[start:start + TASK_CHUNK]])
     if missing:
         actions.append(f"imported {len(missing)} pool images as tasks")
+    pool_root = str(Path(campaign.config["pool_root"]).resolve())
+    if not any(str(Path(st.get("path", "")).resolve()) == pool_root
+               for st in client.local_storages(pid)):
+        client.add_local_storage(pid, pool_root, "xal campaign pool")
+        actions.append(f"let the project show the pool's files ({pool_root})")
     backend_url = backend_url.rstrip("/")
     backends = client.ml_backends(pid)
     backend = next((b for b in backends if b.get("url", "").rstrip("/") == backend_url), None)
@@ -150,8 +164,9 @@ def connect(campaign, url, api_key, backend_url, token=None, title=None, client=
                               show_collab_predictions=True)
         actions.append("set the queue to uncertainty sampling (lowest prediction score first)")
     if project.get("model_version") != version:
-        client.refresh_predictions(pid, version)
-        actions.append(f"had Label Studio fetch the predictions of {version}")
+        client.push_predictions(pid, version, lambda tasks: _ask_backend(
+            backend_url, token, "/predict", {"tasks": tasks})["results"])
+        actions.append(f"gave the tasks the backend's predictions of {version}")
     record = {"url": url.rstrip("/"), "project": pid, "title": project.get("title", title),
               "ml_backend": backend.get("id"), "webhook": hook.get("id"),
               "backend_url": backend_url, "token": bool(token)}

@@ -301,18 +301,20 @@ def model_version(campaign):
     return f"xal round {len(campaign.state['rounds'])}"
 
 
-def rank_pool(campaign, top=DEFAULT_TOP, chunk=256, progress=None):
+def rank_pool(campaign, top=DEFAULT_TOP, labelled=None, chunk=256):
     """Rank the unlabelled pool by the campaign's strategy and predict every image of it.
 
     The strategy chooses the first ``top`` images (a batch strategy such as
     ``dual_cluster`` picks them as one diverse batch, in its order); the rest follow
-    by the model's uncertainty (the strategy's own uncertainty measure, entropy).
-    Before any label, the order is a seeded random permutation and nothing is
-    predicted. Each prediction is the class, its probability and a box in the
-    image's own pixels: around the ROI the ROI model draws, else around the
-    Grad-CAM's peak region (the same box a file batch pre-draws).
+    by the model's uncertainty (the campaign's measure, entropy by default). Before
+    any label, the order is a seeded random permutation and nothing is predicted.
+    Each prediction is the class, its probability and a box in the image's own
+    pixels: around the ROI the ROI model draws, else around the Grad-CAM's peak
+    region (the same box a file batch pre-draws). ``labelled``: the ids to leave out
+    (default :func:`labelled_now`); ``chunk``: images scored at a time, so memory
+    does not grow with the pool.
     """
-    taken = labelled_now(campaign)
+    taken = labelled_now(campaign) if labelled is None else labelled
     candidates = np.array([i for i in range(len(campaign.pool["images"])) if i not in taken],
                           dtype=int)
     learner = campaign.learner()
@@ -333,7 +335,8 @@ def rank_pool(campaign, top=DEFAULT_TOP, chunk=256, progress=None):
     for start in range(0, len(candidates), chunk):
         ids = candidates[start:start + chunk]
         part = campaign._dataset(ids)
-        s = score_pool(learner, part, return_maps=True)
+        s = score_pool(learner, part, return_maps=True,
+                       uncertainty=campaign.config["strategy"]["uncertainty"])
         drawn = model.predict(part) if model is not None and hasattr(model, "predict") else None
         uncertainty[start:start + len(ids)] = s.uncertainty
         for j, xal_id in enumerate(ids):
@@ -344,8 +347,6 @@ def rank_pool(campaign, top=DEFAULT_TOP, chunk=256, progress=None):
             w, h = image_size(campaign, int(xal_id))
             box = (attention_box(s.maps[j], (h, w)) if roi is None else mask_box(roi, (h, w)))
             predictions[int(xal_id)] = (campaign.classes[col], float(s.proba[j, col]), box, w, h)
-        if progress is not None:
-            progress(min(start + chunk, len(candidates)), len(candidates))
     first = [int(candidates[j]) for j in chosen]
     picked = set(first)
     rest = [int(candidates[j]) for j in np.argsort(-uncertainty, kind="stable")

@@ -36,7 +36,7 @@ from ._common import CampaignError
 from .._names import BACKEND_TOKEN_ENV as TOKEN_ENV
 from .._names import DEFAULT_RETRAIN_EVERY, DEFAULT_TOP
 from ..labelstudio import prediction_result
-from ._live import (check_task, rank_pool, read_journal, record_annotation,
+from ._live import (check_task, labelled_now, rank_pool, read_journal, record_annotation,
                     record_deletion, retrain)
 from ._lock import hold
 
@@ -69,9 +69,10 @@ class Backend:
     top : int, default=50
         Images ranked by the strategy itself (see :func:`~._live.rank_pool`).
     label_studio : callable, optional
-        ``label_studio(version)`` has Label Studio fetch the predictions of a new model
-        version and make it the project's current one (returns the number of tasks, or
-        None when no project is connected); called after each training.
+        ``label_studio(version, predict)`` gives the connected project's tasks the
+        predictions of a new model version (``predict(tasks)``, the ``/predict`` answer's
+        results) and makes it the project's current one (returns the number of tasks,
+        or None when no project is connected); called after each training.
     log : callable, default=print to stderr
     """
 
@@ -220,7 +221,9 @@ class Backend:
                 info = retrain(self.campaign, lock=self.lock)
                 if info is None:
                     break
-                ranking = rank_pool(self.campaign, top=self.top)
+                with self.lock:
+                    labelled = labelled_now(self.campaign)
+                ranking = rank_pool(self.campaign, top=self.top, labelled=labelled)
                 with self.lock:
                     self.ranking, self.last_error = ranking, None
                 agreement = ("" if info["agreement"] is None else
@@ -246,13 +249,15 @@ class Backend:
         if self.label_studio is None:
             return
         try:
-            n = self.label_studio(ranking.version)
+            n = self.label_studio(ranking.version,
+                                  lambda tasks: self.predict({"tasks": tasks})["results"])
             if n is None:
                 return
-            self.log(f"{_now()} Label Studio fetched {n} predictions of {ranking.version}")
+            self.log(f"{_now()} Label Studio has the {n} predictions of {ranking.version}")
         except Exception as exc:  # Label Studio down: the next training tries again
-            self.log(f"{_now()} could not have Label Studio fetch the new predictions "
-                     f"({exc}); use its Data Manager: Actions > Retrieve Predictions")
+            self.log(f"{_now()} could not give Label Studio the new predictions ({exc}); "
+                     "xal campaign connect gives them, or its Data Manager's Actions > "
+                     "Retrieve Predictions")
 
     def wait(self, timeout=None):
         """Wait for a running training to end (tests and shutdown)."""
@@ -323,6 +328,8 @@ def serve(folder, host="127.0.0.1", port=9090, token=None, retrain_every=DEFAULT
     """Run the campaign's ML backend until interrupted, holding the folder's lock."""
     check_host(host, token)
     with hold(folder, f"xal campaign serve on {host}:{port}"):
+        (log or (lambda line: print(line, file=sys.stderr, flush=True)))(
+            f"{_now()} ranking the pool of {folder} with its current model ...")
         backend = Backend(folder, retrain_every, token, top, label_studio, log)
         server = make_server(backend, host, port, max_body)
         backend.log(f"{_now()} serving {folder} on http://{host}:{server.server_port} "
