@@ -385,7 +385,8 @@ def test_the_live_loop_through_a_real_label_studio(tmp_path, scans, label_studio
     log = []
     backend = Backend(c.folder, retrain_every=3, token="t0ken", log=log.append,
                       label_studio=lambda version, predict: api.push_predictions(
-                          read_connection(c.folder)["project"], version, predict))
+                          read_connection(c.folder)["project"], version, predict,
+                          replaces="xal round "))
     server = make_server(backend, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"
@@ -405,6 +406,7 @@ def test_the_live_loop_through_a_real_label_studio(tmp_path, scans, label_studio
         assert info["model_version"] == "xal round 0"
         scores = _scores(api, project)
         assert sorted(scores.values()) == [k / 24 for k in range(24)]
+        before = scores
         tasks = {t["data"]["xal_id"]: t for t in api.tasks(project)}
         # the annotator's browser can load a task's image (as the logged-in user)
         image = tasks[0]["data"]["image"]
@@ -426,17 +428,27 @@ def test_the_live_loop_through_a_real_label_studio(tmp_path, scans, label_studio
                            "height": 100 * (ys.max() + 1 - ys.min()) / 32, "rotation": 0,
                            "rectanglelabels": ["ROI"]}}])["id"]
         deadline = time.time() + 180
-        while api.project(project)["model_version"] != "xal round 1":
+        while not any("the 24 predictions of xal round 1" in line for line in log):
             assert time.time() < deadline, f"no retraining after 3 labels: {log}"
             time.sleep(1)
+        assert api.project(project)["model_version"] == "xal round 1"
         assert backend.health()["last_error"] is None, log
         state = Campaign.open(c.folder).state
         assert {e["id"] for e in state["labelled"]} == set(first)
         assert all(e["roi"] and e["source"] == "label-studio" for e in state["labelled"])
+        assert api.model_versions(project) == ["xal round 1"]  # one prediction per task
         scores = _scores(api, project)
         unlabelled = sorted((i for i in scores if i not in first), key=scores.get)
         assert unlabelled == backend.ranking.order  # ascending score: the strategy's order
-        assert scores[unlabelled[0]] == 0.0
+        assert scores[unlabelled[0]] == 0.0 and scores != before
+        # a project of the same title with other classes is refused, and left as it was
+        other = Campaign.create(tmp_path / "clash", root, CLASSES, manifest=root /
+                                "manifest.csv", image_size=32, epochs=2)
+        clash = api.create_project("xal campaign clash", label_config(["benign", "malignant"]))
+        with pytest.raises(CampaignError, match=r"has the classes \['benign', 'malignant'\], "
+                                                r"the campaign \['glioma'"):
+            connect(other, api.url, api.token, url, token="t0ken")
+        assert api.tasks(clash) == [] and not (other.folder / "labelstudio.json").exists()
         # the annotator deletes one annotation: its label leaves at the next training
         api.request("DELETE", f"/api/annotations/{annotations[first[0]]}/")
         deadline = time.time() + 30
@@ -494,8 +506,9 @@ def test_batch_files_name_the_original_scan(tmp_path, named_scans):
         original = str(root / f"img/{xal_id:02d}.png")
         assert row["original_image"] == original and row["manifest_id"] == f"ACC-{1000 + xal_id}"
         assert task["data"]["original_image"] == original
-        assert task["data"]["source"] == f"{original} (id ACC-{1000 + xal_id})"
-    assert "$source" in (folder / "label_config.xml").read_text()
+        assert task["data"]["scan"] == f"{original} (id ACC-{1000 + xal_id})"
+    # not $source: Label Studio's interface reads that as the task's whole JSON
+    assert '<Header value="$scan"/>' in (folder / "label_config.xml").read_text()
     meta = json.loads((folder / "batch.json").read_text())
     assert meta["images"][0]["manifest_id"] == f"ACC-{1000 + r['ids'][0]}"
     # several mask files in one cell: the ROI is their union

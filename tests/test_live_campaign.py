@@ -327,7 +327,7 @@ def test_connect_refuses_before_changing_anything(tmp_path, scans, monkeypatch, 
         main(["campaign", "connect", str(c.folder), "--label-studio", "http://127.0.0.1:9"])
     assert refused.value.code == 2
     assert "--api-key (or $LABEL_STUDIO_API_KEY) is needed" in capsys.readouterr().err
-    with pytest.raises(CampaignError, match=r"backend does not answer at http://127.0.0.1:\d+ .*start it "
-                                            "first: xal campaign serve"):
+    with pytest.raises(CampaignError, match=r"backend does not answer at http://127.0.0.1:\d+ "
+                                            r".*start it first: xal campaign serve"):
         connect(c, "http://127.0.0.1:9", "key", f"http://127.0.0.1:{_free_port()}")
     assert not (c.folder / "labelstudio.json").exists()

@@ -497,7 +497,7 @@ def _live_campaign(args):
     """serve, connect and retrain: the campaign as Label Studio's ML backend."""
     import os
 
-    from .campaign import Campaign, connect, read_connection, serve
+    from .campaign import VERSION_PREFIX, Campaign, connect, read_connection, serve
 
     if args.action == "retrain":
         r = Campaign.open(args.folder).retrain()
@@ -533,7 +533,7 @@ def _live_campaign(args):
             if known is None:
                 return None
             return LabelStudioClient(known["url"], token=key).push_predictions(
-                known["project"], version, predict)
+                known["project"], version, predict, replaces=VERSION_PREFIX)
     else:
         print("xal: note: without $LABEL_STUDIO_API_KEY the backend cannot give Label Studio "
               "a new model's predictions; xal campaign connect gives them (or the Data "

@@ -89,7 +89,8 @@ def label_config(classes, overlay=True):
     """Label Studio labelling configuration (XML) for a campaign's classes.
 
     The expert sees which scan it is (its original file and id, the task's
-    ``source``), the image and, below it (``overlay=True``, batches written to
+    ``scan``; not ``source``, which Label Studio's interface reads as the whole task's
+    JSON), the image and, below it (``overlay=True``, batches written to
     files), the Grad-CAM overlay of the model; picks one class; and may mark the
     ROI with rectangles or a brush. A live project (``overlay=False``) shows where
     the model looked as the pre-drawn rectangle instead, since its predictions
@@ -100,7 +101,7 @@ def label_config(classes, overlay=True):
   <Image name="overlay" value="$overlay"/>
 """ if overlay else "")
     return f"""<View>
-  <Header value="$source"/>
+  <Header value="$scan"/>
   <Image name="{IMAGE_TAG}" value="$image" zoom="true"/>
   <Choices name="{CLASS_TAG}" toName="{IMAGE_TAG}" choice="single" required="true" showInline="true">
 {choices}
@@ -139,15 +140,15 @@ def make_task(xal_id, batch, image_url, overlay_url, width, height, predicted, p
         The pool file as given to the campaign (``data.original_image``).
     manifest_id : str
         The manifest's own id of the image, if any (``data.manifest_id``).
-        Both are shown to the expert in ``data.source``.
+        Both are shown to the expert in ``data.scan``.
     """
     result = ([] if predicted is None else
               prediction_result(predicted, probability, box, width, height))
     original_image = image_url if original_image is None else str(original_image)
-    source = original_image + (f" (id {manifest_id})" if manifest_id else "")
+    scan = original_image + (f" (id {manifest_id})" if manifest_id else "")
     return {"data": {IMAGE_TAG: image_url, "overlay": overlay_url, "xal_id": int(xal_id),
                      "xal_batch": int(batch), "original_image": original_image,
-                     "manifest_id": str(manifest_id or ""), "source": source},
+                     "manifest_id": str(manifest_id or ""), "scan": scan},
             "predictions": [{"model_version": model_version, "score": float(score),
                              "result": result}]}
 
@@ -592,7 +593,13 @@ class LabelStudioClient:
         """Bulk-create predictions (``{"task", "result", "score", "model_version"}`` each)."""
         return self.request("POST", f"/api/projects/{project}/import/predictions", predictions)
 
-    def push_predictions(self, project, version, predict, chunk=500):
+    def model_versions(self, project):
+        """The model versions the project's predictions carry."""
+        found = self.request("GET", f"/api/projects/{project}/model-versions/")
+        return list(found) if isinstance(found, dict) else [
+            v.get("model_version") if isinstance(v, dict) else v for v in found]
+
+    def push_predictions(self, project, version, predict, chunk=500, replaces=None):
         """Give every task of the project a prediction of model ``version`` and make it
         the project's current version, so that the Data Manager's prediction score and
         the uncertainty-sampling queue read it.
@@ -600,8 +607,10 @@ class LabelStudioClient:
         ``predict(tasks)`` answers a list of ``{"id", "data"}`` task dicts with one
         ``{"result", "score"}`` per task (an ML backend's ``/predict``). The predictions
         are sent in bulk: asking Label Studio to fetch them from the backend itself
-        (Data Manager: Retrieve Predictions) stores them one by one, about 100 times
-        slower (docs/campaign.rst). Returns the number of tasks.
+        (Data Manager: Retrieve Predictions) stores them one by one, about 25 times
+        slower (docs/campaign.rst). Then the predictions of other versions whose name
+        starts with ``replaces`` are deleted, so the annotator sees one prediction per
+        task. Returns the number of tasks.
         """
         tasks = self.task_data(project)
         for start in range(0, len(tasks), chunk):
@@ -611,4 +620,9 @@ class LabelStudioClient:
                 {"task": i, "result": r["result"], "score": r["score"], "model_version": version}
                 for (i, _), r in zip(part, results)])
         self.update_project(project, model_version=version)
+        if replaces:
+            for old in self.model_versions(project):
+                if old and old != version and str(old).startswith(replaces):
+                    self.request("DELETE", f"/api/projects/{project}/model-versions/",
+                                 {"model_version": old})
         return len(tasks)

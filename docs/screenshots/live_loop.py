@@ -10,7 +10,8 @@ of the queue through Label Studio's API as an expert would (class and a box arou
 lesion mask; answers from labels.csv, read only for the images the queue hands out), waits
 for the retraining, and has headless Chromium (driven by Playwright, which is not a
 dependency of the package: any environment that has it) photograph the Data Manager
-sorted by prediction score, ascending. Writes ``live_data_manager.png`` beside itself.
+sorted by prediction score, ascending (``live_data_manager.png``), and the task the queue
+hands out next with the model's pre-annotations (``live_task.png``), beside itself.
 """
 
 import argparse
@@ -39,7 +40,7 @@ EMAIL, PASSWORD = "radiologist@example.org", "xal-Passw0rd-1"
 SHOOT = """
 import sys
 from playwright.sync_api import sync_playwright
-base, page_url, out, chromium, email, password = sys.argv[1:]
+base, page_url, out, task_url, task_out, chromium, email, password = sys.argv[1:]
 with sync_playwright() as p:
     browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
     page = browser.new_page(viewport={"width": 1400, "height": 820})
@@ -48,10 +49,11 @@ with sync_playwright() as p:
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_load_state("networkidle")
-    page.goto(page_url)
-    page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(4000)
-    page.screenshot(path=out)
+    for url, path in ((page_url, out), (task_url, task_out)):
+        page.goto(url)
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(5000)
+        page.screenshot(path=path)
     browser.close()
 """
 
@@ -101,7 +103,8 @@ def main():
                             image_size=64, epochs=10)
         backend = Backend(c.folder, retrain_every=10, log=print,
                           label_studio=lambda v, predict: api.push_predictions(
-                              read_connection(c.folder)["project"], v, predict))
+                              read_connection(c.folder)["project"], v, predict,
+                              replaces="xal round "))
         server = make_server(backend, port=0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         r = connect(c, base, api.token, f"http://127.0.0.1:{server.server_port}",
@@ -139,10 +142,12 @@ def main():
         view = api.request("POST", "/api/dm/views", {"project": pid, "data": {
             "title": "By prediction score", "ordering": ["tasks:predictions_score"],
             "hiddenColumns": {"explore": hidden, "labeling": hidden}}})
-        out = HERE / "live_data_manager.png"
-        subprocess.run([args.playwright_python, "-c", SHOOT, base,
-                        f"{base}/projects/{pid}/data?tab={view['id']}", str(out),
-                        args.chromium, EMAIL, PASSWORD], check=True)
+        out, task_out = HERE / "live_data_manager.png", HERE / "live_task.png"
+        first = tasks[backend.ranking.order[0]]  # the task the queue hands out next
+        page = f"{base}/projects/{pid}/data?tab={view['id']}"
+        subprocess.run([args.playwright_python, "-c", SHOOT, base, page, str(out),
+                        f"{page}&task={first}", str(task_out), args.chromium, EMAIL,
+                        PASSWORD], check=True)
         print(f"wrote {out}; {json.dumps(backend.health())}")
         server.shutdown()
     finally:

@@ -26,9 +26,10 @@ from ._batch import attention_box as _attention_box  # noqa: F401  (the tests' n
 from ._campaign import Campaign
 from ._common import MANIFEST_COLUMNS, CampaignError, ManifestColumnsWarning
 from ._connect import connect, read_connection
+from ._live import VERSION_PREFIX
 from ._pool import PoolImages
 from ._serve import DEFAULT_RETRAIN_EVERY, Backend, make_server, serve
 
 __all__ = ["Backend", "Campaign", "CampaignError", "DEFAULT_RETRAIN_EVERY", "MANIFEST_COLUMNS",
-           "ManifestColumnsWarning", "PoolImages", "connect", "make_server", "read_connection",
-           "serve"]
+           "ManifestColumnsWarning", "PoolImages", "VERSION_PREFIX", "connect", "make_server",
+           "read_connection", "serve"]

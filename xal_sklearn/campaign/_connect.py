@@ -4,9 +4,9 @@ One call sets up everything the live loop needs, and a second call changes nothi
 the project (created with the campaign's label configuration, or reused: the one
 recorded in ``labelstudio.json``, else one of the same title), a task for every pool
 image it lacks, a local-files storage of the pool's folder (Label Studio serves a
-file to the browser only inside one), the campaign's ML backend and the webhook to it (with the backend's
-token, if it has one), uncertainty sampling as the project's queue, and the current
-predictions. What it set up is recorded in ``labelstudio.json`` (no secret in it).
+file to the browser only inside one), the campaign's ML backend and the webhook to it
+(with the backend's token, if it has one), uncertainty sampling as the project's queue,
+and the current predictions. What it set up is recorded in ``labelstudio.json`` (no secret in it).
 """
 
 import json
@@ -18,7 +18,7 @@ from pathlib import Path
 from .._persist import atomic_write, read_json
 from ..labelstudio import CLASS_TAG, LabelStudioClient, label_config
 from ._common import CampaignError, now
-from ._live import pool_url
+from ._live import VERSION_PREFIX, pool_url
 
 #: What ``connect`` set up, in the campaign folder.
 CONNECTION = "labelstudio.json"
@@ -39,7 +39,7 @@ def task_data(campaign, xal_id):
     manifest_id = campaign._manifest_id(xal_id)
     return {"image": pool_url(campaign, xal_id), "xal_id": int(xal_id),
             "original_image": original, "manifest_id": manifest_id,
-            "source": original + (f" (id {manifest_id})" if manifest_id else "")}
+            "scan": original + (f" (id {manifest_id})" if manifest_id else "")}
 
 
 def project_classes(xml):
@@ -165,7 +165,8 @@ def connect(campaign, url, api_key, backend_url, token=None, title=None, client=
         actions.append("set the queue to uncertainty sampling (lowest prediction score first)")
     if project.get("model_version") != version:
         client.push_predictions(pid, version, lambda tasks: _ask_backend(
-            backend_url, token, "/predict", {"tasks": tasks})["results"])
+            backend_url, token, "/predict", {"tasks": tasks})["results"],
+            replaces=VERSION_PREFIX)
         actions.append(f"gave the tasks the backend's predictions of {version}")
     record = {"url": url.rstrip("/"), "project": pid, "title": project.get("title", title),
               "ml_backend": backend.get("id"), "webhook": hook.get("id"),

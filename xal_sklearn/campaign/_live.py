@@ -31,6 +31,8 @@ from ._lock import hold
 
 #: ``batch`` of labelled entries that came from Label Studio one by one.
 LIVE_BATCH = 0
+#: Model versions are ``xal round N``.
+VERSION_PREFIX = "xal round "
 
 
 # --- the journal -------------------------------------------------------------------------
@@ -298,7 +300,7 @@ class Ranking:
 
 def model_version(campaign):
     """The name Label Studio files predictions under: one per trained model."""
-    return f"xal round {len(campaign.state['rounds'])}"
+    return f"{VERSION_PREFIX}{len(campaign.state['rounds'])}"
 
 
 def rank_pool(campaign, top=DEFAULT_TOP, labelled=None, chunk=256):

@@ -31,11 +31,11 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ._campaign import Campaign
-from ._common import CampaignError
 from .._names import BACKEND_TOKEN_ENV as TOKEN_ENV
 from .._names import DEFAULT_RETRAIN_EVERY, DEFAULT_TOP
 from ..labelstudio import prediction_result
+from ._campaign import Campaign
+from ._common import CampaignError
 from ._live import (check_task, labelled_now, rank_pool, read_journal, record_annotation,
                     record_deletion, retrain)
 from ._lock import hold
@@ -109,6 +109,9 @@ class Backend:
             return exc.status, {"error": str(exc)}
         except CampaignError as exc:
             return 400, {"error": str(exc)}
+        except Exception as exc:  # a bug: said, logged, and the server goes on
+            self.log(f"{_now()} {method} {path} failed:\n{traceback.format_exc()}")
+            return 500, {"error": f"{type(exc).__name__}: {exc}"}
 
     def _authorise(self, headers):
         if self.token is None:
