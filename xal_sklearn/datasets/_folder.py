@@ -21,7 +21,12 @@ from ._io import (DataLoadError, check_resize_mode, read_image, read_mask, resiz
 
 __all__ = ["load_image_folder", "default_cache_dir"]
 
-_CACHE_VERSION = 1
+#: 2: images and masks are written to ``.npy`` files as they are decoded and mapped
+#: (``mmap_mode="r"``) when read back; ``meta.json`` records the shapes it must find.
+_CACHE_VERSION = 2
+#: Build folders (``.tmp-*``) older than this are what a killed build left: removed.
+_STALE_BUILD_SECONDS = 24 * 3600
+_ARRAYS = ("X", "y", "roi_masks", "roi_available")
 
 
 def default_cache_dir():
@@ -146,27 +151,86 @@ def _cache_key(manifest, rows, root, params):
     return h.hexdigest()[:24]
 
 
-def _save_cache(folder, bunch):
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-    try:
-        for key in ("X", "y", "roi_masks", "roi_available"):
-            np.save(tmp / f"{key}.npy", bunch[key])
-        meta = {k: [str(v) for v in bunch[k]] for k in ("target_names", "groups", "filenames")}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        os.replace(tmp, folder)  # atomic: a half-written cache is never seen
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _load_cache(folder):
+    """The cached Bunch with ``X`` and ``roi_masks`` mapped from disk, or None when the
+    folder is missing, from another build, or damaged (a truncated file, shapes that do
+    not match ``meta.json``): such a cache is rebuilt, never read as data."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        arrays = {k: np.load(folder / f"{k}.npy") for k in ("X", "y", "roi_masks", "roi_available")}
-    except (OSError, ValueError):
+        arrays = {k: np.load(folder / f"{k}.npy", allow_pickle=False,
+                             mmap_mode="r" if k in ("X", "roi_masks") else None)
+                  for k in _ARRAYS}
+        shapes = {k: list(arrays[k].shape) for k in _ARRAYS}
+        if shapes != meta["shapes"] or len(meta["filenames"]) != shapes["y"][0]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return Bunch(**arrays, target_names=np.array(meta["target_names"]),
                  groups=_as_ids(meta["groups"]), filenames=np.array(meta["filenames"]))
+
+
+def _remove_stale_builds(parent):
+    """Build folders a killed process left behind (they are never read)."""
+    import time
+
+    for old in parent.glob(".tmp-*"):
+        try:
+            if time.time() - old.stat().st_mtime > _STALE_BUILD_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue
+
+
+class _Rows:
+    """Decoded rows written straight into arrays (``.npy`` files under ``folder`` when
+    caching, else memory), so a pool larger than memory never is in memory whole."""
+
+    def __init__(self, n, folder=None, manifest=None):
+        self.n, self.folder, self.manifest, self.X = n, folder, manifest, None
+        self.kept, self.y, self.available = [], [], []
+
+    def _array(self, name, shape, dtype):
+        if self.folder is None:
+            return np.empty(shape, dtype=dtype)
+        return np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+", dtype=dtype,
+                                         shape=shape)
+
+    def add(self, i, image, mask, available, label):
+        if self.X is None:
+            self.X = self._array("X", (self.n,) + image.shape, np.float32)
+            self.masks = self._array("roi_masks", (self.n,) + mask.shape, bool)
+        elif image.shape != self.X.shape[1:]:
+            raise DataLoadError(
+                f"Images in {self.manifest} have different sizes "
+                f"{sorted({self.X.shape[1:], image.shape})}...; pass image_size to resize "
+                "them.")
+        k = len(self.kept)  # rows are packed as they come: skipped ones leave no gap
+        self.X[k], self.masks[k] = image, mask
+        self.kept.append(i)
+        self.y.append(label)
+        self.available.append(available)
+
+    def finish(self):
+        """``(X, roi_masks)`` of the kept rows (files rewritten to their length)."""
+        m = len(self.kept)
+        if m == self.n:
+            return self.X, self.masks
+        if self.folder is None:
+            return self.X[:m].copy(), self.masks[:m].copy()
+        out = []
+        for name, full in (("X", self.X), ("roi_masks", self.masks)):
+            part = np.lib.format.open_memmap(self.folder / f"{name}.part.npy", mode="w+",
+                                             dtype=full.dtype, shape=(m,) + full.shape[1:])
+            for start in range(0, m, 256):  # in chunks: memory stays flat
+                stop = min(start + 256, m)
+                part[start:stop] = full[start:stop]
+            part.flush()
+            del full
+            out.append(part)
+        self.X = self.masks = None
+        for name in ("X", "roi_masks"):
+            os.replace(self.folder / f"{name}.part.npy", self.folder / f"{name}.npy")
+        return out[0], out[1]
 
 
 def _as_ids(values):
@@ -225,9 +289,20 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
     n_jobs : int, optional
         Threads reading files (joblib); None means 1, -1 all cores.
     cache : bool, default=True
-        Keep the loaded arrays in ``cache_dir``; a second call with the same
-        manifest, files and parameters reads them back in seconds. Any change
-        to the manifest, a file's size or mtime, or a parameter reloads.
+        Write the arrays to ``cache_dir`` as the images are decoded (threads
+        decode ahead of the writing) and return ``X`` and ``roi_masks``
+        mapped from there (read-only :class:`numpy.memmap`), so a pool larger
+        than memory loads with flat memory (a 4,800-image pool at 96 px: the
+        heap grew 3 MiB, against 213 MiB without the cache); a second call
+        with the same manifest, files and parameters maps them in
+        milliseconds. Any change to the manifest, a file's size or mtime, or
+        a parameter builds anew. The build happens in a temporary folder that
+        replaces the cache only when complete, so an interrupted build leaves
+        nothing that could be read (what a killed one leaves is removed a day
+        later); a cache whose files do not match the shapes it recorded
+        (a truncated copy) is rebuilt. ``.npy`` files rather than a chunked
+        store (zarr): no dependency, and row access is what training and
+        scoring do. ``cache=False`` builds the arrays in memory.
     cache_dir : path-like, optional
         Default :func:`default_cache_dir`.
     progress : bool or None
@@ -260,7 +335,8 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
     Returns
     -------
     Bunch
-        ``X`` float32 (N, C, H, W) in [0, 1]; ``y`` int64 indices into
+        ``X`` float32 (N, C, H, W) in [0, 1] (mapped from the cache, see
+        ``cache``); ``y`` int64 indices into
         ``target_names``; ``roi_masks`` bool (N, H, W); ``roi_available`` bool
         (N,), False where nobody annotated the image (no mask, no boxes);
         ``groups`` (the ``group`` column, else one group per image);
@@ -299,6 +375,8 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
         cached = _load_cache(folder)
         if cached is not None:
             return cached
+        if folder.exists():  # damaged (a truncated file, a killed copy): rebuilt
+            shutil.rmtree(folder, ignore_errors=True)
     vindr = read_vindr_boxes(boxes) if boxes is not None else None
     if coco is not None:  # checked whole before any image is read
         coco = read_coco(coco, roi_categories)
@@ -314,32 +392,54 @@ def load_image_folder(root, manifest="labels.csv", image_size=None, as_gray=True
                                     else f"{manifest}, line {line}: {exc}") from exc
             return exc
 
-    results = Parallel(n_jobs=n_jobs, prefer="threads")(
-        delayed(task)(line, row) for line, row in
-        tqdm(list(enumerate(rows, start=2)), desc="Loading images",
-             disable=None if progress is None else not progress, leave=False))
-    errors = [r for r in results if isinstance(r, Exception)]
-    if errors:
-        warnings.warn(f"Skipped {len(errors)} of {len(rows)} manifest rows of {manifest}; "
-                      f"first: {errors[0]}", stacklevel=2)
-    kept = [(i, row, r) for i, (row, r) in enumerate(zip(rows, results))
-            if not isinstance(r, Exception)]
-    if not kept:
-        raise DataLoadError(f"No row of {manifest} could be loaded.")
-    shapes = {r[0].shape for _, _, r in kept}
-    if len(shapes) > 1:
-        raise DataLoadError(f"Images in {manifest} have different sizes {sorted(shapes)[:3]}...; "
-                            "pass image_size to resize them.")
-    groups = [(row.get("group") or "").strip() or f"row{i}" for i, row, _ in kept]
-    bunch = Bunch(
-        X=np.stack([r[0] for _, _, r in kept]).astype(np.float32),
-        y=np.array([r[3] for _, _, r in kept], dtype=np.int64),
-        roi_masks=np.stack([r[1] for _, _, r in kept]),
-        roi_available=np.array([r[2] for _, _, r in kept], dtype=bool),
-        target_names=np.array(target_names),
-        groups=_as_ids(groups),
-        filenames=np.array([row["image"].strip() for _, row, _ in kept]),
-    )
+    build = None
     if cache:
-        _save_cache(folder, bunch)
-    return bunch
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_builds(folder.parent)
+        build = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    try:
+        rows_out = _Rows(len(rows), build, manifest)
+        errors, groups, names = [], [], []
+        # decoding runs in threads ahead of the writing, in the manifest's order
+        results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
+            delayed(task)(line, row) for line, row in enumerate(rows, start=2))
+        for i, (row, r) in enumerate(zip(rows, tqdm(
+                results, total=len(rows), desc="Loading images", leave=False,
+                disable=None if progress is None else not progress))):
+            if isinstance(r, Exception):
+                errors.append(r)
+                continue
+            rows_out.add(i, r[0], r[1], r[2], r[3])
+            groups.append((row.get("group") or "").strip() or f"row{i}")
+            names.append(row["image"].strip())
+        if errors:
+            warnings.warn(f"Skipped {len(errors)} of {len(rows)} manifest rows of {manifest}; "
+                          f"first: {errors[0]}", stacklevel=2)
+        if not rows_out.kept:
+            raise DataLoadError(f"No row of {manifest} could be loaded.")
+        X, masks = rows_out.finish()
+        bunch = Bunch(X=X, y=np.array(rows_out.y, dtype=np.int64), roi_masks=masks,
+                      roi_available=np.array(rows_out.available, dtype=bool),
+                      target_names=np.array(target_names), groups=_as_ids(groups),
+                      filenames=np.array(names))
+        if build is None:
+            return bunch
+        for key in ("y", "roi_available"):
+            np.save(build / f"{key}.npy", bunch[key])
+        for key in ("X", "roi_masks"):
+            bunch[key].flush()
+        meta = {k: [str(v) for v in bunch[k]] for k in ("target_names", "groups", "filenames")}
+        meta["shapes"] = {k: list(bunch[k].shape) for k in _ARRAYS}
+        (build / "meta.json").write_text(json.dumps(meta))  # last: the build is complete
+        del X, masks, bunch, rows_out
+        try:
+            os.replace(build, folder)  # atomic: a half-written cache is never seen
+        except OSError:  # another process finished the same cache first
+            pass
+    finally:
+        if build is not None and build.exists():
+            shutil.rmtree(build, ignore_errors=True)
+    loaded = _load_cache(folder)
+    if loaded is None:
+        raise DataLoadError(f"The cache {folder} could not be read back after it was written.")
+    return loaded
