@@ -161,3 +161,48 @@ def test_building_the_cache_takes_memory_flat_in_the_pool_size(tmp_path):
     cached = growth[1200, True] - growth[300, True]
     assert in_memory >= 10, growth  # 10.5 MiB more pixels: the in-memory build holds them
     assert cached <= in_memory / 3, growth
+
+
+# --- a campaign's pool, decoded once ---------------------------------------------------
+
+def _campaign(tmp_path, n=30):
+    from xal_sklearn.campaign import Campaign
+
+    root = _folder(tmp_path / "pool", n, size=40)
+    (root / "roi").mkdir()
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "mask"])
+        for i in range(n):
+            mask = np.zeros((40, 40), np.uint8)
+            mask[5:15, 5 + i % 10:20] = 255
+            Image.fromarray(mask).save(root / "roi" / f"{i:04d}.png")
+            w.writerow([f"img/{i:04d}.png", f"roi/{i:04d}.png" if i % 3 else ""])
+    return Campaign.create(tmp_path / "study", root, ["a", "b"], manifest=root / "manifest.csv",
+                           image_size=32, epochs=1), root
+
+
+def test_a_campaign_reads_its_pool_from_the_cache(tmp_path):
+    from xal_sklearn.campaign import Campaign, PoolImages
+
+    c, root = _campaign(tmp_path)
+    data = c._dataset(list(range(30)))
+    direct = PoolImages(root, c.pool["images"], c.pool["masks"], (32, 32))
+    assert (c.folder / "cache" / "images.npy").is_file()
+    for k in (0, 1, 2, 29):
+        np.testing.assert_array_equal(data.image(k), direct.image(k))
+        if direct.mask(k) is None:
+            assert data.mask(k) is None
+        else:
+            np.testing.assert_array_equal(data.mask(k), direct.mask(k))
+    assert c._original_size(3) == (40, 40)
+    # a pool file that changes is read again: the cache is rebuilt, not trusted
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(root / "img" / "0003.png")
+    os.utime(root / "img" / "0003.png", (time.time() + 5, time.time() + 5))
+    fresh = Campaign.open(c.folder)._dataset([3])
+    np.testing.assert_array_equal(fresh.image(0), np.ones((1, 32, 32), np.float32))
+    # a cache cut short is rebuilt too
+    with open(c.folder / "cache" / "images.npy", "r+b") as f:
+        f.truncate(1000)
+    again = Campaign.open(c.folder)._dataset([3, 4])
+    np.testing.assert_array_equal(again.image(1), direct.image(4))

@@ -6,6 +6,8 @@ A campaign is a folder::
       campaign.json     configuration: classes, image size, classifier, strategy (JSON)
       pool.csv          the pool: id, image, mask, manifest_id (paths under the pool
                         folder; read, never copied)
+      cache/            the pool decoded and resized once (images.npy, masks.npy,
+                        mapped; rebuilt when a pool file changes)
       state/            labelled set (state.json, rois.npz) and the trained learner
                         (ActiveLearner.save), replaced as a whole at every change
       batches/001/      what the expert gets: images/, overlays/ (Grad-CAM),

@@ -20,6 +20,7 @@ from ..strategies import dual_criterion_sampling, uncertainty_sampling
 from . import _imports, _live
 from ._batch import query_notes, roi_words, write_batch
 from ._common import DEFAULT_STRATEGY, FORMAT, STATE_FORMAT, VERSION, CampaignError, now
+from ._cache import CachedPool, build_cache, fingerprint, read_cache
 from ._config import network_settings, strategy_settings
 from ._lock import hold
 from ._pool import PoolImages, list_pool
@@ -36,7 +37,7 @@ class Campaign:
 
     def __init__(self, folder, config, pool, state):
         self.folder, self.config, self.pool, self.state = Path(folder), config, pool, state
-        self._learner = None
+        self._learner = self._cache = None
 
     # --- creating and opening --------------------------------------------------------
     @classmethod
@@ -241,10 +242,28 @@ class Campaign:
         self.config = config
         return {"path": self.folder / "pretrain.pt", "info": weights.info}
 
+    def _pool_cache(self, progress=None):
+        """The pool at the model's size, mapped from ``cache/`` (built on first use)."""
+        if self._cache is None:
+            args = (self.config["pool_root"], self.pool["images"], self.pool["masks"],
+                    self.config["image_size"], self.config["rgb"])
+            digest = fingerprint(*args)
+            cache = read_cache(self.folder / "cache", digest)
+            if cache is None:
+                build_cache(self.folder / "cache", PoolImages(*args), digest,
+                            progress=progress)
+                cache = read_cache(self.folder / "cache", digest)
+            self._cache = cache
+        return self._cache
+
     def _dataset(self, ids):
-        return PoolImages(self.config["pool_root"], [self.pool["images"][i] for i in ids],
+        return CachedPool(self.config["pool_root"], [self.pool["images"][i] for i in ids],
                           [self.pool["masks"][i] for i in ids], self.config["image_size"],
-                          self.config["rgb"])
+                          self.config["rgb"], self._pool_cache(), ids)
+
+    def _original_size(self, xal_id):
+        """``(width, height)`` of the pool file, as Label Studio shows it."""
+        return tuple(int(v) for v in self._pool_cache()[3][xal_id])
 
     def _roi_masks(self):
         with np.load(resolve_folder(self.folder / "state") / "rois.npz",

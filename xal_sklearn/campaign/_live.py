@@ -20,7 +20,7 @@ import numpy as np
 from .._names import DEFAULT_TOP
 from .._persist import atomic_folder, read_json, resolve_folder
 from .._validation import accepts_keyword, with_missing
-from ..datasets import read_image, resize_mask
+from ..datasets import resize_mask
 from ..labelstudio import AnnotationImportError, parse_export
 from ..learner import ActiveLearner
 from ..scoring import score_pool
@@ -67,15 +67,7 @@ def pool_url(campaign, xal_id):
 
 def image_size(campaign, xal_id):
     """``(width, height)`` of the pool image as Label Studio shows it (its own pixels)."""
-    path = Path(campaign.config["pool_root"]) / campaign.pool["images"][xal_id]
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return im.size
-    except Exception:  # DICOM, NIfTI: decode it
-        shape = read_image(path).shape
-        return shape[2], shape[1]
+    return campaign._original_size(xal_id)
 
 
 def check_task(campaign, task):

@@ -27,8 +27,12 @@ class PoolImages(Dataset):
         return len(self.images)
 
     def image(self, i):
-        return resize_image(read_image(self.root / self.images[i], as_gray=not self.rgb),
-                            self.size)
+        return self.read(i)[0]
+
+    def read(self, i):
+        """The image at the model's size, and the original's ``(width, height)``."""
+        original = read_image(self.root / self.images[i], as_gray=not self.rgb)
+        return resize_image(original, self.size), (original.shape[2], original.shape[1])
 
     def mask(self, i):
         names = split_mask_field(self.masks[i])
