@@ -20,7 +20,7 @@ LAYERS = [
     ("model", {"modules", "embedding", "backbones", "pretrain", "finetune", "roi_loss",
                "roi_training", "classifier"}),
     ("explanation", {"gradcam", "alignment", "uncertainty", "roi_model"}),
-    ("scoring", {"scoring", "_skal"}),
+    ("scoring", {"scoring", "scoring_dask", "_skal"}),
     ("strategies", {"strategies", "baselines", "registry"}),
     ("learner", {"learner"}),
     ("experiments and campaigns", {"experiments", "campaign", "labelstudio"}),

@@ -206,3 +206,19 @@ def test_a_campaign_reads_its_pool_from_the_cache(tmp_path):
         f.truncate(1000)
     again = Campaign.open(c.folder)._dataset([3, 4])
     np.testing.assert_array_equal(again.image(1), direct.image(4))
+
+
+def test_a_cached_pool_travels_by_its_folder(tmp_path):
+    """Pickled for a Dask worker, a campaign's pool carries the cache's folder, not its
+    pixels, and maps the same images on the other side."""
+    import pickle
+
+    c, _ = _campaign(tmp_path, n=30)
+    data = c._dataset(list(range(5, 30)))
+    blob = pickle.dumps(data)
+    assert len(blob) < 4000  # 25 images of 32 x 32 float32 alone would be 100 KB
+    back = pickle.loads(blob)
+    for k in (0, 7, 24):
+        np.testing.assert_array_equal(back.image(k), data.image(k))
+        m, n = back.mask(k), data.mask(k)
+        assert (m is None) == (n is None) and (m is None or (m == n).all())

@@ -384,6 +384,9 @@ def _parser():
     q.add_argument("-n", type=int, default=20, help="images in the batch")
     q.add_argument("--allow-repeat", action="store_true",
                    help="may hand out images of a batch still waiting for labels")
+    q.add_argument("--scheduler", default=None,
+                   help="score the pool on this Dask scheduler's cluster (e.g. "
+                        "tcp://10.0.0.5:8786; needs the dask extra)")
     imp = _subparser(csub, "import", help="import a Label Studio JSON export or a filled CSV")
     imp.add_argument("folder")
     imp.add_argument("source", help="Label Studio JSON export or filled to_label.csv")
@@ -458,8 +461,15 @@ def _campaign(args):
         print(f"Campaign created in {args.folder}: {len(c.pool['images'])} pool images, "
               f"classes {', '.join(c.classes)}.")
     elif args.action == "query":
+        from contextlib import nullcontext
+
         c = Campaign.open(args.folder)
-        r = c.query(args.n, allow_repeat=args.allow_repeat)
+        if args.scheduler:
+            from .scoring_dask import scoring_on
+
+            cluster = scoring_on(args.scheduler)  # refused before any work if it is silent
+        with cluster if args.scheduler else nullcontext():
+            r = c.query(args.n, allow_repeat=args.allow_repeat)
         print(f"Batch {r['batch']:03d}: {len(r['ids'])} of {r['n_pool']} available images, "
               f"chosen by {r['method']}.\nFolder: {r['folder']}\n  import tasks.json into a "
               "Label Studio project configured with label_config.xml, or fill to_label.csv;"

@@ -14,7 +14,7 @@ from .embedding import EmbeddingCapture, gradient_embeddings
 from .gradcam import GradCAMEngine
 from .uncertainty import _uncertainty_t, check_uncertainty_name
 
-__all__ = ["score_pool", "MISSING_ROI_POLICIES"]
+__all__ = ["score_pool", "raw_scores", "MISSING_ROI_POLICIES"]
 
 MISSING_ROI_POLICIES = ("typical", "matched", "uncertainty", "exclude")
 
@@ -34,7 +34,7 @@ def _check_missing_roi(missing_roi):
 def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.3, uncertainty="entropy",
                alignment="soft_dice", threshold=0.5, tolerance=0, missing_roi="typical",
                layer=None, embeddings=False,
-               batch_size=None, return_maps=False, num_workers=0, progress=None):
+               batch_size=None, return_maps=False, num_workers=0, progress=None, client=None):
     """Score every pool sample for explainability-guided active learning.
 
     One pass over the pool, batch by batch: a single forward pass gives the
@@ -100,6 +100,13 @@ default="typical"
         DataLoader workers reading the pool.
     progress : bool or None, default=None
         tqdm progress bar (None: only on a terminal).
+    client : dask.distributed.Client or str, optional
+        Score on a Dask cluster (a client, or a scheduler's address): the pool is
+        split into shards of whole batches, the network is sent once to every
+        worker, and each shard is scored on a worker (see
+        :mod:`xal_sklearn.scoring_dask`, which also has a context manager that
+        sends every scoring of a block there). The same Bunch as a local call.
+        Needs the ``dask`` extra.
 
     Returns
     -------
@@ -120,6 +127,31 @@ default="typical"
     check_uncertainty_name(uncertainty)
     check_alignment_name(alignment)
     missing_roi = _check_missing_roi(missing_roi)
+    net, _ = resolve_estimator(classifier)
+    batch_size = int(batch_size or net.batch_size)
+    settings = dict(uncertainty=uncertainty, alignment=alignment, threshold=threshold,
+                    tolerance=tolerance, layer=layer, embeddings=embeddings,
+                    batch_size=batch_size, return_maps=return_maps, num_workers=num_workers)
+    from .scoring_dask import current_client
+
+    client = client if client is not None else current_client()
+    if client is not None:
+        from .scoring_dask import raw_scores_on_cluster
+
+        res = raw_scores_on_cluster(client, classifier, X_pool, roi_masks, settings, progress)
+    else:
+        res = raw_scores(classifier, X_pool, roi_masks, progress=progress, **settings)
+    return _finish(res, net, alpha, missing_roi, embeddings)
+
+
+def raw_scores(classifier, X_pool, roi_masks=None, *, uncertainty="entropy",
+               alignment="soft_dice", threshold=0.5, tolerance=0, layer=None,
+               embeddings=False, batch_size=None, return_maps=False, num_workers=0,
+               progress=None):
+    """The per-sample part of :func:`score_pool` (what does not depend on the rest of
+    the pool): ``proba``, ``uncertainty``, ``alignment``, ``roi_available``,
+    ``blank_map``, ``grid_shape`` and, if asked, ``maps`` and ``embeddings``. Shards of
+    a pool scored apart and concatenated give the whole pool's."""
     net, preprocess = resolve_estimator(classifier)
     n = pool_length(X_pool)
     batch_size = int(batch_size or net.batch_size)
@@ -156,6 +188,12 @@ default="typical"
                 res.maps[rows] = cams.cpu().numpy()
 
     res.grid_shape = engine.grid_shape
+    return res
+
+
+def _finish(res, net, alpha, missing_roi, embeddings):
+    """The pool-level part of :func:`score_pool`: predictions, misalignment and the
+    combined score (which, for samples without an ROI, reads the rest of the pool)."""
     if embeddings == "gradient":
         res.gradient_embeddings = gradient_embeddings(res.proba, res.embeddings)
     res.roi_available &= ~np.isnan(res.alignment)

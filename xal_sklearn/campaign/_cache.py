@@ -102,9 +102,25 @@ class CachedPool(PoolImages):
     the same items as :class:`PoolImages` (file names, manifest masks, ``None`` for an
     image without one)."""
 
-    def __init__(self, root, images, masks, size, rgb, cache, ids):
+    def __init__(self, root, images, masks, size, rgb, cache, ids, folder=None):
         super().__init__(root, images, masks, size, rgb)
-        self.cache, self.ids = cache, np.asarray(ids, dtype=int)
+        self.cache, self.ids, self.folder = cache, np.asarray(ids, dtype=int), folder
+
+    def __getstate__(self):
+        # sent to a Dask worker (scoring_dask) by the cache's folder, mapped there again,
+        # not by the pixels of the whole pool
+        state = dict(self.__dict__)
+        if self.folder is not None:
+            state["cache"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.cache is None:
+            folder = resolve_folder(self.folder)
+            self.cache = tuple(np.load(folder / f"{name}.npy", allow_pickle=False,
+                                       mmap_mode="r" if name in ("images", "masks") else None)
+                               for name in ("images", "masks", "has_mask", "sizes"))
 
     def image(self, i):
         return np.array(self.cache[0][self.ids[i]])

@@ -259,7 +259,7 @@ class Campaign:
     def _dataset(self, ids):
         return CachedPool(self.config["pool_root"], [self.pool["images"][i] for i in ids],
                           [self.pool["masks"][i] for i in ids], self.config["image_size"],
-                          self.config["rgb"], self._pool_cache(), ids)
+                          self.config["rgb"], self._pool_cache(), ids, self.folder / "cache")
 
     def _original_size(self, xal_id):
         """``(width, height)`` of the pool file, as Label Studio shows it."""
