@@ -222,3 +222,25 @@ def test_a_cached_pool_travels_by_its_folder(tmp_path):
         np.testing.assert_array_equal(back.image(k), data.image(k))
         m, n = back.mask(k), data.mask(k)
         assert (m is None) == (n is None) and (m is None or (m == n).all())
+
+
+def test_a_campaign_of_three_thousand_files(tmp_path):
+    """init, query, import, query and status on 3,000 files in test time; status stays
+    well under a second (issue 42, part 3; the 100,000-file figures are benchmarks)."""
+    from xal_sklearn.campaign import Campaign
+
+    root = _folder(tmp_path / "pool", 3000, size=16)
+    c = Campaign.create(tmp_path / "study", root, ["a", "b"], image_size=16, epochs=1,
+                        strategy="entropy")
+    first = Campaign.open(c.folder).query(20)
+    with open(tmp_path / "answers.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["xal_id", "image", "label"])
+        w.writerows([i, c.pool["images"][i], "ab"[i % 2]] for i in first["ids"])
+    Campaign.open(c.folder).import_labels(tmp_path / "answers.csv")
+    second = Campaign.open(c.folder).query(20)
+    assert second["n_pool"] == 2980 and not set(second["ids"]) & set(first["ids"])
+    start = time.perf_counter()
+    status = Campaign.open(c.folder).status()
+    assert time.perf_counter() - start < 1.0
+    assert status["n_pool"] == 3000 and status["n_labelled"] == 20
