@@ -331,3 +331,32 @@ def test_connect_refuses_before_changing_anything(tmp_path, scans, monkeypatch, 
                                             r".*start it first: xal campaign serve"):
         connect(c, "http://127.0.0.1:9", "key", f"http://127.0.0.1:{_free_port()}")
     assert not (c.folder / "labelstudio.json").exists()
+
+
+def test_connect_says_when_label_studio_does_not_answer(tmp_path, scans):
+    from xal_sklearn.campaign import connect
+
+    c = _campaign(tmp_path, scans)
+    server = make_server(Backend(c.folder, log=lambda line: None), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(CampaignError, match=r"Label Studio does not answer at "
+                                                r"http://127.0.0.1:\d+ \("):
+            connect(c, f"http://127.0.0.1:{_free_port()}", "key",
+                    f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (c.folder / "labelstudio.json").exists()
+
+
+def test_a_taken_port_is_said(tmp_path, scans):
+    import socket
+
+    c = _campaign(tmp_path, scans)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(CampaignError, match=r"Cannot listen on 127.0.0.1:\d+ .*another "
+                                                r"--port"):
+            make_server(Backend(c.folder, log=lambda line: None), port=s.getsockname()[1])

@@ -100,6 +100,18 @@ def connect(campaign, url, api_key, backend_url, token=None, title=None, client=
     """
     version = backend_version(backend_url, token)  # refuse before changing anything
     client = client or LabelStudioClient(url, token=api_key)
+    try:
+        return _connect(campaign, url, client, backend_url, token, title, version)
+    except urllib.error.HTTPError as exc:
+        said = exc.read()[:300].decode("utf-8", "replace")
+        hint = " (check the API key)" if exc.code in (401, 403) else ""
+        raise CampaignError(f"Label Studio at {url} refused {exc.url}: {exc.code} "
+                            f"{exc.reason}{hint}: {said}") from None
+    except urllib.error.URLError as exc:
+        raise CampaignError(f"Label Studio does not answer at {url} ({exc.reason}).") from None
+
+
+def _connect(campaign, url, client, backend_url, token, title, version):
     actions, known = [], read_connection(campaign.folder)
     title = title or (known or {}).get("title") or f"xal campaign {campaign.folder.resolve().name}"
     project = None

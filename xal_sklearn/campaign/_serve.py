@@ -320,10 +320,16 @@ def check_host(host, token):
 
 
 def make_server(backend, host="127.0.0.1", port=9090, max_body=MAX_BODY_BYTES):
-    """The HTTP server of ``backend`` (not started): ``server.serve_forever()``."""
+    """The HTTP server of ``backend`` (bound, not started: ``server.serve_forever()``).
+
+    A port another program holds is said at once (:class:`CampaignError`)."""
     check_host(host, backend.token)
     handler = type("Handler", (_Handler,), {"backend": backend, "max_body": int(max_body)})
-    return ThreadingHTTPServer((host, int(port)), handler)
+    try:
+        return ThreadingHTTPServer((host, int(port)), handler)
+    except OSError as exc:
+        raise CampaignError(f"Cannot listen on {host}:{port} ({exc.strerror}); is another "
+                            "server there? Choose another --port.") from None
 
 
 def serve(folder, host="127.0.0.1", port=9090, token=None, retrain_every=DEFAULT_RETRAIN_EVERY,
