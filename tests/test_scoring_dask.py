@@ -121,3 +121,31 @@ def test_a_campaign_query_on_the_cluster(client, tmp_path):
     assert main(["campaign", "query", str(c.folder), "-n", "5", "--scheduler", address]) == 0
     state = Campaign.open(c.folder).state
     assert state["pending"]["2"] == local
+
+
+class KillsItsWorkerOnce:
+    """A pool Dataset whose worker dies (os._exit) the first time it reads item
+    ``fatal``, as a worker lost mid-scoring (out of memory, a preempted node)."""
+
+    def __init__(self, X, masks, fatal, marker):
+        self.X, self.masks, self.fatal, self.marker = X, masks, fatal, str(marker)
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, i):
+        import os
+        from pathlib import Path
+
+        if i == self.fatal and not Path(self.marker).exists():
+            Path(self.marker).touch()
+            os._exit(1)
+        return self.X[i], self.masks[i]
+
+
+def test_a_lost_worker_s_shard_is_scored_again(client, fitted, tmp_path):
+    net, d = fitted
+    pool = KillsItsWorkerOnce(d.X, d.roi_masks, fatal=70, marker=tmp_path / "died")
+    remote = score_pool(net, pool, client=client)
+    assert (tmp_path / "died").exists()  # a worker did die
+    _same(remote, score_pool(net, d.X, d.roi_masks))
