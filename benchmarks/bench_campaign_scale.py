@@ -1,71 +1,113 @@
-"""A campaign's steps on pools of synthetic files of growing size: nothing quadratic.
+"""A campaign's steps on pools of growing size: time and peak memory of each step.
 
-Quoted by docs/benchmarks.md (issue 42, part 3).
+Quoted by docs/benchmarks.md (issue 42, parts 3 and 4).
 
-    python benchmarks/bench_campaign_scale.py --n 5000 20000 --size 24 --image-size 16
+    python benchmarks/bench_campaign_scale.py --n 10000 100000 --size 256 --image-size 64
 
-For each ``--n``: that many random PNG files (made here, not committed), then timed:
-``init``; the first query (random, 20 images; builds the pool cache); importing 20
-labels (training, 1 epoch); the second query (entropy over the rest of the pool); and
-``open`` + ``status``. Tiny images, so that the time is the campaign's own bookkeeping
-and the pool's reading rather than the network.
+For each ``--n``: that many PNG files (made here in a temporary folder, not committed:
+smooth random blobs with noise, ``--size`` pixels), then each step in a process of its
+own, so that its peak resident memory (``ru_maxrss``) is its own: ``init``; the first
+query (random, 20 images; it builds the pool cache: every file decoded and resized
+once); importing 20 labels (training, 1 epoch); the second query (entropy: the network
+over the whole pool, read from the cache); ``open`` + ``status``. The goal (issue 42):
+memory flat in the pool's size, under 2 GB at 100,000 images.
 """
 
 import argparse
 import csv
+import json
+import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from xal_sklearn.campaign import Campaign
+STEPS = ("init", "query 1 (random; builds the cache)", "import 20 labels (trains)",
+         "query 2 (entropy over the pool)", "open + status")
 
 
-def _timed(out, what, f):
-    start = time.perf_counter()
-    r = f()
-    out[what] = time.perf_counter() - start
-    return r
+def _make_files(root, n, size, seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        cy, cx = rng.uniform(0.2, 0.8, 2) * size
+        r = rng.uniform(0.05, 0.2) * size
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+        img = 60 + 150 * blob + rng.normal(0, 4, (size, size))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / "img" / f"{i:06d}.png")
+
+
+def _step(name, work, image_size):
+    from xal_sklearn.campaign import Campaign
+
+    folder = work / "study"
+    if name == STEPS[0]:
+        Campaign.create(folder, work / "pool", ["a", "b"], image_size=image_size, epochs=1,
+                        strategy="entropy")
+    elif name in (STEPS[1], STEPS[3]):
+        Campaign.open(folder).query(20, allow_repeat=True)
+    elif name == STEPS[2]:
+        c = Campaign.open(folder)
+        ids = c.state["pending"]["1"]
+        with open(work / "answers.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["xal_id", "image", "label"])
+            w.writerows([i, c.pool["images"][i], "ab"[k % 2]] for k, i in enumerate(ids))
+        c.import_labels(work / "answers.csv")
+    else:
+        Campaign.open(folder).status()
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[5000, 20000])
-    p.add_argument("--size", type=int, default=24, help="side of the files, pixels")
-    p.add_argument("--image-size", type=int, default=16, help="side the model sees")
+    p.add_argument("--size", type=int, default=64, help="side of the files, pixels")
+    p.add_argument("--image-size", type=int, default=32, help="side the model sees")
+    p.add_argument("--step", help=argparse.SUPPRESS)
+    p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
-    rng = np.random.default_rng(0)
+    if args.step:  # one step, in its own process, timed after the imports
+        import xal_sklearn.campaign  # noqa: F401
+        import xal_sklearn.classifier  # noqa: F401
+
+        start = time.perf_counter()
+        _step(args.step, Path(args.work), args.image_size)
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        print(json.dumps({"seconds": seconds, "peak_mib": peak}))
+        return
     rows = {}
     for n in args.n:
         work = Path(tempfile.mkdtemp(prefix="xal-scale-"))
-        root = work / "pool"
-        (root / "img").mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (args.size, args.size), dtype=np.uint8)).save(
-                root / "img" / f"{i:06d}.png")
-        t = {}
-        c = _timed(t, "init", lambda: Campaign.create(
-            work / "study", root, ["a", "b"], image_size=args.image_size, epochs=1,
-            strategy="entropy"))
-        batch = _timed(t, "query 1 (random; builds the cache)",
-                       lambda: Campaign.open(c.folder).query(20))
-        with open(work / "answers.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["xal_id", "image", "label"])
-            w.writerows([i, c.pool["images"][i], "ab"[i % 2]] for i in batch["ids"])
-        _timed(t, "import 20 labels (trains)",
-               lambda: Campaign.open(c.folder).import_labels(work / "answers.csv"))
-        _timed(t, "query 2 (entropy over the pool)", lambda: Campaign.open(c.folder).query(20))
-        _timed(t, "open + status", lambda: Campaign.open(c.folder).status())
-        rows[n] = t
+        start = time.perf_counter()
+        _make_files(work / "pool", n, args.size)
+        made = time.perf_counter() - start
+        disk = sum(f.stat().st_size for f in (work / "pool" / "img").iterdir()) / 2 ** 20
+        print(f"{n:,d} files of {args.size} px made in {made:.0f} s ({disk:.0f} MiB)",
+              flush=True)
+        rows[n] = {}
+        for step in STEPS:
+            out = subprocess.run([sys.executable, __file__, "--step", step, "--work", str(work),
+                                  "--image-size", str(args.image_size)],
+                                 capture_output=True, text=True, check=True)
+            rows[n][step] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"  {step}: {rows[n][step]['seconds']:.1f} s, peak "
+                  f"{rows[n][step]['peak_mib']:.0f} MiB", flush=True)
+        cache = sum(f.stat().st_size for f in (work / "study" / "cache").iterdir()) / 2 ** 20
+        print(f"  pool cache on disk: {cache:.0f} MiB", flush=True)
         shutil.rmtree(work, ignore_errors=True)
-    steps = list(next(iter(rows.values())))
-    print("step".ljust(36) + "".join(f"{n:>12,d}" for n in rows) + "   (seconds)")
-    for step in steps:
-        print(step.ljust(36) + "".join(f"{rows[n][step]:12.2f}" for n in rows))
+    print(f"\n{'step':36s}" + "".join(f"{n:>20,d}" for n in rows))
+    for step in STEPS:
+        print(f"{step:36s}" + "".join(
+            f"{rows[n][step]['seconds']:9.1f} s {rows[n][step]['peak_mib']:6.0f} MiB"
+            for n in rows))
 
 
 if __name__ == "__main__":

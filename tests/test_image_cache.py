@@ -244,3 +244,14 @@ def test_a_campaign_of_three_thousand_files(tmp_path):
     status = Campaign.open(c.folder).status()
     assert time.perf_counter() - start < 1.0
     assert status["n_pool"] == 3000 and status["n_labelled"] == 20
+
+
+def test_an_unreadable_pool_file_is_named_and_no_cache_is_left(tmp_path):
+    from xal_sklearn.campaign import Campaign, CampaignError
+
+    c, root = _campaign(tmp_path, n=12)
+    (root / "img" / "0007.png").write_bytes(b"not an image")
+    with pytest.raises(CampaignError, match=r"Could not read a pool image: .*0007\.png"):
+        Campaign.open(c.folder).query(3)
+    assert not (c.folder / "cache").exists() and not (c.folder / "batches").exists()
+    assert [p.name for p in c.folder.iterdir() if p.name.startswith(".cache")] == []

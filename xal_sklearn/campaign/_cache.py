@@ -64,20 +64,20 @@ def build_cache(folder, pool, digest, n_jobs=4, progress=None):
     """Decode and resize every image of ``pool`` (a :class:`PoolImages`) into ``folder``."""
     from tqdm.auto import tqdm
 
+    def one(i):
+        try:
+            return pool.read(i), pool.mask(i)
+        except DataLoadError as exc:
+            raise CampaignError(f"Could not read a pool image: {exc}") from None
+
     n = len(pool)
     with atomic_folder(folder) as tmp:
-        first = pool.image(0)
+        first = one(0)[0][0]
         images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32,
                                            shape=(n,) + first.shape)
         masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=bool,
                                           shape=(n,) + first.shape[1:])
         has_mask, sizes = np.zeros(n, dtype=bool), np.zeros((n, 2), dtype=np.int64)
-
-        def one(i):
-            try:
-                return pool.read(i), pool.mask(i)
-            except DataLoadError as exc:
-                raise CampaignError(f"Could not read a pool image: {exc}") from None
 
         items = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
             delayed(one)(i) for i in range(n))
