@@ -6,7 +6,8 @@ Quoted by docs/benchmarks.md (issue 42, parts 3 and 4).
 
 For each ``--n``: that many PNG files (made here in a temporary folder, not committed:
 smooth random blobs with noise, ``--size`` pixels), then each step in a process of its
-own, so that its peak resident memory (``ru_maxrss``) is its own: ``init``; the first
+own, so that its peak memory is its own (``ru_maxrss``, which counts the pages of the
+mapped cache a step has read, and the heap, RssAnon sampled every 10 ms): ``init``; the first
 query (random, 20 images; it builds the pool cache: every file decoded and resized
 once); importing 20 labels (training, 1 epoch); the second query (entropy: the network
 over the whole pool, read from the cache); ``open`` + ``status``. The goal (issue 42):
@@ -74,14 +75,29 @@ def main():
     p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.step:  # one step, in its own process, timed after the imports
+        import threading
+
         import xal_sklearn.campaign  # noqa: F401
         import xal_sklearn.classifier  # noqa: F401
 
+        anon, done = [0], [False]
+
+        def watch():  # the heap's peak: RSS also counts the mapped cache's file pages
+            while not done[0]:
+                with open("/proc/self/status") as f:
+                    for line in f:
+                        if line.startswith("RssAnon:"):
+                            anon[0] = max(anon[0], int(line.split()[1]))
+                time.sleep(0.01)
+
+        threading.Thread(target=watch, daemon=True).start()
         start = time.perf_counter()
         _step(args.step, Path(args.work), args.image_size)
         seconds = time.perf_counter() - start
+        time.sleep(0.02)
+        done[0] = True
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        print(json.dumps({"seconds": seconds, "peak_mib": peak}))
+        print(json.dumps({"seconds": seconds, "peak_mib": peak, "anon_mib": anon[0] / 1024}))
         return
     rows = {}
     for n in args.n:
@@ -98,16 +114,18 @@ def main():
                                   "--image-size", str(args.image_size)],
                                  capture_output=True, text=True, check=True)
             rows[n][step] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"  {step}: {rows[n][step]['seconds']:.1f} s, peak "
-                  f"{rows[n][step]['peak_mib']:.0f} MiB", flush=True)
+            r = rows[n][step]
+            print(f"  {step}: {r['seconds']:.1f} s, peak RSS {r['peak_mib']:.0f} MiB, of "
+                  f"it the heap (RssAnon) {r['anon_mib']:.0f} MiB", flush=True)
         cache = sum(f.stat().st_size for f in (work / "study" / "cache").iterdir()) / 2 ** 20
         print(f"  pool cache on disk: {cache:.0f} MiB", flush=True)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'step':36s}" + "".join(f"{n:>20,d}" for n in rows))
+    print(f"\n{'step':36s}" + "".join(f"{n:>30,d}" for n in rows))
     for step in STEPS:
         print(f"{step:36s}" + "".join(
-            f"{rows[n][step]['seconds']:9.1f} s {rows[n][step]['peak_mib']:6.0f} MiB"
-            for n in rows))
+            f"{rows[n][step]['seconds']:9.1f} s {rows[n][step]['peak_mib']:6.0f} "
+            f"/ {rows[n][step]['anon_mib']:5.0f} MiB" for n in rows))
+    print("(seconds; peak RSS / peak heap)")
 
 
 if __name__ == "__main__":
