@@ -360,3 +360,23 @@ def test_a_taken_port_is_said(tmp_path, scans):
         with pytest.raises(CampaignError, match=r"Cannot listen on 127.0.0.1:\d+ .*another "
                                                 r"--port"):
             make_server(Backend(c.folder, log=lambda line: None), port=s.getsockname()[1])
+
+
+def test_webhooks_while_training_lose_no_label(tmp_path, scans):
+    """Twenty annotators' webhooks at once, trainings starting and ending among them:
+    every label ends in the labelled set, each once, and the journal is empty after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = _campaign(tmp_path, scans)
+    backend = Backend(c.folder, retrain_every=4, log=lambda line: None)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: _label(backend, c, scans[1], i), range(20)))
+    assert all(status == 200 for status, _ in answers), answers
+    backend.wait(180)
+    _post(backend, "/webhook", {"action": "START_TRAINING"})
+    backend.wait(180)
+    state = Campaign.open(c.folder).state
+    assert sorted(e["id"] for e in state["labelled"]) == list(range(20))
+    assert backend.health()["n_waiting"] == 0 and backend.health()["last_error"] is None
+    with np.load(c.folder / "state" / "rois.npz") as f:
+        assert len(f["masks"]) == 20 and f["masks"].reshape(20, -1).any(1).all()
