@@ -35,8 +35,8 @@ from ._validation import list_problems
 from .datasets import boxes_to_masks
 
 __all__ = ["AnnotationImportError", "Annotation", "LabelStudioClient", "label_config",
-           "make_task", "prediction_result", "parse_export", "read_label_csv", "source_ids",
-           "unknown_label",
+           "make_task", "prediction_result", "parse_export", "read_label_csv", "scan_words",
+           "source_ids", "unknown_label",
            "CLASS_TAG", "BOX_TAG", "BRUSH_TAG"]
 
 CLASS_TAG, BOX_TAG, BRUSH_TAG, IMAGE_TAG = "label", "roi_box", "roi_brush", "image"
@@ -145,12 +145,18 @@ def make_task(xal_id, batch, image_url, overlay_url, width, height, predicted, p
     result = ([] if predicted is None else
               prediction_result(predicted, probability, box, width, height))
     original_image = image_url if original_image is None else str(original_image)
-    scan = original_image + (f" (id {manifest_id})" if manifest_id else "")
+    scan = scan_words(original_image, manifest_id)
     return {"data": {IMAGE_TAG: image_url, "overlay": overlay_url, "xal_id": int(xal_id),
                      "xal_batch": int(batch), "original_image": original_image,
                      "manifest_id": str(manifest_id or ""), "scan": scan},
             "predictions": [{"model_version": model_version, "score": float(score),
                              "result": result}]}
+
+
+def scan_words(original_image, manifest_id=""):
+    """Which scan a task is, as the expert reads it above the image (``data.scan``): its
+    file as given to the campaign and, if the manifest gave one, its own id."""
+    return str(original_image) + (f" (id {manifest_id})" if manifest_id else "")
 
 
 def prediction_result(predicted, probability, box, width, height):
@@ -518,10 +524,18 @@ class LabelStudioClient:
         """Import task dicts (``tasks.json``); returns Label Studio's counts."""
         return self.request("POST", f"/api/projects/{project}/import", tasks)
 
-    def tasks(self, project):
-        """The project's tasks."""
-        page = self.request("GET", f"/api/tasks?project={project}&page_size=1000")
-        return page["tasks"] if isinstance(page, dict) else page
+    def tasks(self, project, page_size=1000):
+        """Every task of the project, page by page."""
+        out, page = [], 1
+        while True:
+            answer = self.request("GET", f"/api/tasks?project={project}&page={page}"
+                                         f"&page_size={page_size}&fields=all")
+            tasks = answer["tasks"] if isinstance(answer, dict) else answer
+            out += tasks
+            total = answer.get("total", len(out)) if isinstance(answer, dict) else len(out)
+            if not tasks or len(out) >= total:
+                return out
+            page += 1
 
     def annotate(self, task_id, result):
         """Post one annotation (a list of result items) to a task."""
@@ -543,18 +557,9 @@ class LabelStudioClient:
     def update_project(self, project, **fields):
         return self.request("PATCH", f"/api/projects/{project}", fields)
 
-    def task_data(self, project, page_size=1000):
-        """``(task id, data)`` of every task of the project, page by page."""
-        out, page = [], 1
-        while True:
-            answer = self.request("GET", f"/api/tasks?project={project}&page={page}"
-                                         f"&page_size={page_size}&fields=all")
-            tasks = answer["tasks"] if isinstance(answer, dict) else answer
-            out += [(t["id"], t.get("data") or {}) for t in tasks]
-            total = answer.get("total", len(out)) if isinstance(answer, dict) else len(out)
-            if not tasks or len(out) >= total:
-                return out
-            page += 1
+    def task_data(self, project):
+        """``(task id, data)`` of every task of the project."""
+        return [(t["id"], t.get("data") or {}) for t in self.tasks(project)]
 
     def ml_backends(self, project):
         return self.request("GET", f"/api/ml?project={project}")

@@ -79,19 +79,11 @@ def write_batch(campaign, batch, ids, acquisition, method, progress, query_score
             final = folder / "images" / f"{xal_id:06d}.png"
             overlay_final = folder / "overlays" / f"{xal_id:06d}.png"
             predicted, probability, box = None, None, None
-            # the pool ROI the query compared attention with: the manifest's mask,
-            # else the one the ROI model drew
-            roi = (given[k] if given[k] is not None and given[k].any() else
-                   None if rois is None or not rois[k].any() else rois[k])
-            roi_kind = ("manifest_roi" if given[k] is not None and given[k].any() else
-                        "predicted_roi")
+            roi, roi_kind = query_roi(given[k], None if rois is None else rois[k])
             if scores is not None:
                 col = int(np.argmax(scores.proba[k]))
                 predicted, probability = campaign.classes[col], float(scores.proba[k, col])
-                # pre-drawn for the expert to correct: the ROI the model draws, else
-                # where the classifier looked
-                box = (attention_box(scores.maps[k], (height, width)) if roi is None
-                       else mask_box(roi, (height, width)))
+                box = pre_drawn_box(scores.maps[k], roi, (height, width))
                 save_overlay(tmp / "overlays" / f"{xal_id:06d}.png", picture,
                               scores.maps[k], predicted, probability, box, roi,
                               roi_kind.replace("_roi", " ROI"))
@@ -130,6 +122,21 @@ def write_batch(campaign, batch, ids, acquisition, method, progress, query_score
             {"batch": batch, "created": now(), "method": method, "images": info},
             indent=1))
     return folder
+
+
+def query_roi(given, drawn):
+    """The pool ROI a query compared attention with, and its kind: the manifest's mask
+    (``"manifest_roi"``), else the one the ROI model drew (``"predicted_roi"``; the ROI
+    is None when neither has a region)."""
+    if given is not None and given.any():
+        return given, "manifest_roi"
+    return (drawn if drawn is not None and drawn.any() else None), "predicted_roi"
+
+
+def pre_drawn_box(cam, roi, size):
+    """The box pre-drawn for the expert to correct, in pixels of an image of ``size``:
+    around the pool ROI, else around where the classifier looked (``cam``'s peak)."""
+    return attention_box(cam, size) if roi is None else mask_box(roi, size)
 
 
 def attention_box(cam, size):

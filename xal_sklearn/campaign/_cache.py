@@ -12,13 +12,12 @@ The build happens in a temporary folder that replaces ``cache/`` only when compl
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
 
 from .._persist import atomic_folder, resolve_folder
-from ..datasets import DataLoadError, split_mask_field
+from ..datasets import DataLoadError, hash_file_stats, split_mask_field
 from ._common import CampaignError
 from ._pool import PoolImages
 
@@ -30,12 +29,7 @@ def fingerprint(root, images, masks, size, rgb):
     """A digest of the pool's files (names, sizes, modification times) and settings."""
     h = hashlib.sha256(json.dumps([CACHE_VERSION, list(size), bool(rgb)]).encode())
     for image, mask in zip(images, masks):
-        for name in [image] + split_mask_field(mask):
-            try:
-                st = (Path(root) / name).stat()
-                h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
-            except OSError:
-                h.update(f"{name}:missing;".encode())
+        hash_file_stats(h, root, [image] + split_mask_field(mask))
     return h.hexdigest()
 
 

@@ -23,7 +23,7 @@ from ._common import DEFAULT_STRATEGY, FORMAT, STATE_FORMAT, VERSION, CampaignEr
 from ._cache import CachedPool, build_cache, fingerprint, read_cache
 from ._config import network_settings, strategy_settings
 from ._lock import hold
-from ._pool import PoolImages, list_pool
+from ._pool import PoolImages, list_pool, manifest_rois
 from ._status import summary_words
 
 
@@ -391,10 +391,7 @@ class Campaign:
         else:
             strategy, kwargs, words = self._strategy()
             if accepts_keyword(strategy, "roi_masks"):
-                # the pool's own ROIs (manifest masks) where it has them; the ROI model
-                # draws the others
-                given = [pool.mask(k) for k in range(len(pool))]  # None: no manifest mask
-                kwargs["roi_masks"] = given if any(m is not None for m in given) else None
+                kwargs["roi_masks"] = manifest_rois(pool)
             chosen, _ = learner.query(pool, n_instances=n, **kwargs)
             scores = learner.query_scores_
             acquisition = (np.full(n, np.nan) if scores is None

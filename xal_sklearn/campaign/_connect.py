@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .._persist import atomic_write, read_json
-from ..labelstudio import CLASS_TAG, LabelStudioClient, label_config
+from ..labelstudio import CLASS_TAG, LabelStudioClient, label_config, scan_words
 from ._common import CampaignError, now
 from ._live import VERSION_PREFIX, pool_url
 
@@ -39,7 +39,7 @@ def task_data(campaign, xal_id):
     manifest_id = campaign._manifest_id(xal_id)
     return {"image": pool_url(campaign, xal_id), "xal_id": int(xal_id),
             "original_image": original, "manifest_id": manifest_id,
-            "scan": original + (f" (id {manifest_id})" if manifest_id else "")}
+            "scan": scan_words(original, manifest_id)}
 
 
 def project_classes(xml):

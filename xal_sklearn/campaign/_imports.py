@@ -89,6 +89,7 @@ def import_labels(campaign, source):
             "released": released, "agreement": agreement,
         "n_skipped": len(in_file & set(imported)), "batches": sorted(done_batches)}
 
+
 def batch_words(batch):
     """'batch 003', or where live labels came from (batch 0)."""
     return f"batch {batch:03d}" if batch else "Label Studio (live)"

@@ -24,10 +24,11 @@ from ..datasets import resize_mask
 from ..labelstudio import AnnotationImportError, parse_export
 from ..learner import ActiveLearner
 from ..scoring import score_pool
-from ._batch import attention_box, mask_box
+from ._batch import pre_drawn_box, query_roi
 from ._common import CampaignError, now
 from ._imports import roi_cross_validated
 from ._lock import hold
+from ._pool import manifest_rois
 
 #: ``batch`` of labelled entries that came from Label Studio one by one.
 LIVE_BATCH = 0
@@ -63,11 +64,6 @@ def _next_seq(campaign, entries):
 def pool_url(campaign, xal_id):
     """The image URL of pool image ``xal_id`` in Label Studio tasks."""
     return campaign._url(Path(campaign.config["pool_root"]) / campaign.pool["images"][xal_id])
-
-
-def image_size(campaign, xal_id):
-    """``(width, height)`` of the pool image as Label Studio shows it (its own pixels)."""
-    return campaign._original_size(xal_id)
 
 
 def check_task(campaign, task):
@@ -129,7 +125,7 @@ def record_annotation(campaign, task, annotation, predicted=None):
         gone = record_deletion(campaign, [annotation.get("id")])
         return gone[0] if gone else {"id": xal_id, "label": None}
     expected = {xal_id: {"image_url": pool_url(campaign, xal_id),
-                         "size": image_size(campaign, xal_id)}}
+                         "size": campaign._original_size(xal_id)}}
     one = {"id": _task_id(task), "data": task["data"], "annotations": [annotation]}
     try:
         answer, = parse_export([one], expected, campaign.classes)
@@ -321,8 +317,7 @@ def rank_pool(campaign, top=DEFAULT_TOP, labelled=None, chunk=256):
     k = min(int(top), len(candidates))
     func, kwargs, words = campaign._strategy()
     if accepts_keyword(func, "roi_masks"):
-        given = [pool.mask(j) for j in range(len(pool))]
-        kwargs["roi_masks"] = given if any(m is not None for m in given) else None
+        kwargs["roi_masks"] = manifest_rois(pool)
     chosen, _ = learner.query(pool, n_instances=k, **kwargs)
     predictions, uncertainty = {}, np.empty(len(candidates))
     model = learner.roi_model_
@@ -335,11 +330,9 @@ def rank_pool(campaign, top=DEFAULT_TOP, labelled=None, chunk=256):
         uncertainty[start:start + len(ids)] = s.uncertainty
         for j, xal_id in enumerate(ids):
             col = int(np.argmax(s.proba[j]))
-            given = part.mask(j)
-            roi = (given if given is not None and given.any() else
-                   None if drawn is None or not drawn[j].any() else drawn[j])
-            w, h = image_size(campaign, int(xal_id))
-            box = (attention_box(s.maps[j], (h, w)) if roi is None else mask_box(roi, (h, w)))
+            roi, _ = query_roi(part.mask(j), None if drawn is None else drawn[j])
+            w, h = campaign._original_size(int(xal_id))
+            box = pre_drawn_box(s.maps[j], roi, (h, w))
             predictions[int(xal_id)] = (campaign.classes[col], float(s.proba[j, col]), box, w, h)
     first = [int(candidates[j]) for j in chosen]
     picked = set(first)

@@ -44,6 +44,13 @@ class PoolImages(Dataset):
         return self.image(i), self.mask(i)
 
 
+def manifest_rois(pool):
+    """The manifest's ROI of each image of ``pool`` (None where it has none), or None when
+    no image has one: what a strategy's ``roi_masks`` gets, the ROI model drawing the rest."""
+    given = [pool.mask(k) for k in range(len(pool))]
+    return given if any(m is not None for m in given) else None
+
+
 def list_pool(root, manifest, folder):
     """``(images, masks, ids)`` of the pool: every image file under ``root``, or the
     manifest's rows (all checked: each bad row named, with a hint where the paths

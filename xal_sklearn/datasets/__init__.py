@@ -10,8 +10,8 @@ not the same as "annotated, no lesion"), ``groups`` (patient or study id) and
 from ._boxes import boxes_to_masks, parse_siim_boxes, read_vindr_boxes
 from ._figshare import load_brain_tumor_figshare
 from ._folder import default_cache_dir, load_image_folder
-from ._io import (RESIZE_MODES, DataLoadError, read_dicom, read_image, read_mask, resize_image,
-                  resize_mask, split_mask_field)
+from ._io import (RESIZE_MODES, DataLoadError, hash_file_stats, read_dicom, read_image,
+                  read_mask, resize_image, resize_mask, split_mask_field)
 from ._nifti import load_nifti_slices
 from ._phantoms import make_lesion_phantoms
 from ._shortcut import SHORTCUT_KINDS, add_shortcut, shortcut_split
@@ -25,6 +25,7 @@ __all__ = [
     "boxes_to_masks",
     "default_cache_dir",
     "group_train_test_split",
+    "hash_file_stats",
     "load_brain_tumor_figshare",
     "load_image_folder",
     "load_nifti_slices",

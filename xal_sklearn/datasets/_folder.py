@@ -16,8 +16,8 @@ from sklearn.utils import Bunch
 
 from ._boxes import _box_mask, parse_siim_boxes, read_vindr_boxes
 from ._coco import check_coco_matches, read_coco
-from ._io import (DataLoadError, check_resize_mode, read_image, read_mask, resize_image,
-                  resize_mask, split_mask_field)
+from ._io import (DataLoadError, check_resize_mode, hash_file_stats, read_image, read_mask,
+                  resize_image, resize_mask, split_mask_field)
 
 __all__ = ["load_image_folder", "default_cache_dir"]
 
@@ -141,13 +141,8 @@ def _cache_key(manifest, rows, root, params):
     h.update(Path(manifest).read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for row in rows:  # any changed file invalidates the cache
-        for name in [(row.get("image") or "").strip()] + split_mask_field(row.get("mask")):
-            if name:
-                try:
-                    st = (root / name).stat()
-                    h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
-                except OSError:
-                    h.update(f"{name}:missing;".encode())
+        hash_file_stats(h, root, [(row.get("image") or "").strip()]
+                        + split_mask_field(row.get("mask")))
     return h.hexdigest()[:24]
 
 

@@ -8,9 +8,8 @@ from PIL import Image
 
 from .._names import RESIZE_MODES
 
-__all__ = ["RESIZE_MODES", "check_resize_mode", "read_dicom", "read_image", "read_mask",
-           "resize_image", "resize_mask",
-           "split_mask_field", "DataLoadError"]
+__all__ = ["RESIZE_MODES", "check_resize_mode", "hash_file_stats", "read_dicom", "read_image",
+           "read_mask", "resize_image", "resize_mask", "split_mask_field", "DataLoadError"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -232,6 +231,20 @@ def resize_mask(mask, size, mode="stretch"):
 
 #: Separates several mask files in one manifest cell (one file per finding).
 MASK_SEPARATOR = ";"
+
+
+def hash_file_stats(h, root, names):
+    """Feed each file's name, size and modification time under ``root`` to the hash ``h``
+    (``name:missing`` for a file that is not there; empty names skipped): a cache keyed by
+    the digest is rebuilt when any of its files changes."""
+    for name in names:
+        if not name:
+            continue
+        try:
+            st = (Path(root) / name).stat()
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        except OSError:
+            h.update(f"{name}:missing;".encode())
 
 
 def split_mask_field(value):
