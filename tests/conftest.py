@@ -1,3 +1,5 @@
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -47,3 +49,26 @@ def tiny_net():
 @pytest.fixture
 def rng():
     return np.random.RandomState(42)
+
+
+def write_scan_folder(d, root, masks=True, manifest="manifest.csv"):
+    """Phantoms ``d`` as a folder of PNG scans (``img/NN.png``) with their lesion masks
+    (``roi/NN.png``, if ``masks``) and a manifest of both: a pool as campaigns read it.
+    Returns the manifest rows' image paths, in ``d``'s order."""
+    from PIL import Image
+
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    if masks:
+        (root / "roi").mkdir(exist_ok=True)
+    images = []
+    with open(root / manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "mask"] if masks else ["image"])
+        for i in range(len(d.X)):
+            name = f"{i:02d}.png"
+            Image.fromarray(np.round(d.X[i, 0] * 255).astype(np.uint8)).save(root / "img" / name)
+            if masks:
+                Image.fromarray(d.roi_masks[i].astype(np.uint8) * 255).save(root / "roi" / name)
+            w.writerow([f"img/{name}"] + ([f"roi/{name}"] if masks else []))
+            images.append(f"img/{name}")
+    return images

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_scan_folder
 from xal_sklearn import CNNClassifier
 from xal_sklearn.campaign import Campaign, CampaignError
 from xal_sklearn.labelstudio import AnnotationImportError, LabelStudioClient, label_config
@@ -33,20 +34,8 @@ def scans(tmp_path_factory):
 
     d = make_lesion_phantoms(24, 32, shortcut=0.0, random_state=0)
     root = tmp_path_factory.mktemp("scans")
-    (root / "img").mkdir()
-    (root / "roi").mkdir()
-    truth = {}
-    with open(root / "manifest.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "mask"])
-        for i in range(24):
-            Image.fromarray(np.round(d.X[i, 0] * 255).astype(np.uint8)).save(
-                root / "img" / f"{i:02d}.png")
-            Image.fromarray(d.roi_masks[i].astype(np.uint8) * 255).save(
-                root / "roi" / f"{i:02d}.png")
-            w.writerow([f"img/{i:02d}.png", f"roi/{i:02d}.png"])
-            truth[f"img/{i:02d}.png"] = (CLASSES[d.y[i]], d.roi_masks[i])
-    return root, truth
+    images = write_scan_folder(d, root)
+    return root, {name: (CLASSES[d.y[i]], d.roi_masks[i]) for i, name in enumerate(images)}
 
 
 def _new(tmp_path, scans, **kw):

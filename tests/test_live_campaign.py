@@ -5,7 +5,6 @@ Label Studio server is in test_campaign.py.
 """
 
 import base64
-import csv
 import http.client
 import json
 import subprocess
@@ -15,8 +14,8 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from conftest import write_scan_folder
 from xal_sklearn.campaign import Backend, Campaign, CampaignError, make_server
 from xal_sklearn.campaign._connect import task_data
 
@@ -29,17 +28,8 @@ def scans(tmp_path_factory):
 
     d = make_lesion_phantoms(30, 32, shortcut=0.0, random_state=1)
     root = tmp_path_factory.mktemp("live-scans")
-    (root / "img").mkdir()
-    truth = {}
-    with open(root / "manifest.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image"])
-        for i in range(30):
-            Image.fromarray(np.round(d.X[i, 0] * 255).astype(np.uint8)).save(
-                root / "img" / f"{i:02d}.png")
-            w.writerow([f"img/{i:02d}.png"])
-            truth[i] = (CLASSES[d.y[i]], d.roi_masks[i])
-    return root, truth
+    write_scan_folder(d, root, masks=False)
+    return root, {i: (CLASSES[d.y[i]], d.roi_masks[i]) for i in range(30)}
 
 
 def _campaign(tmp_path, scans, **kw):

@@ -90,23 +90,13 @@ def test_a_campaign_query_on_the_cluster(client, tmp_path):
     import csv
     import shutil
 
-    from PIL import Image
-
+    from conftest import write_scan_folder
     from xal_sklearn.campaign import Campaign
     from xal_sklearn.cli import main
 
     d = make_lesion_phantoms(40, 32, shortcut=0.0, random_state=4)
     root = tmp_path / "pool"
-    (root / "img").mkdir(parents=True)
-    (root / "roi").mkdir()
-    with open(root / "m.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "mask"])
-        for i in range(40):
-            Image.fromarray(np.round(d.X[i, 0] * 255).astype(np.uint8)).save(
-                root / "img" / f"{i}.png")
-            Image.fromarray(d.roi_masks[i].astype(np.uint8) * 255).save(root / "roi" / f"{i}.png")
-            w.writerow([f"img/{i}.png", f"roi/{i}.png"])
+    write_scan_folder(d, root, manifest="m.csv")
     c = Campaign.create(tmp_path / "study", root, ["a", "b", "c"], manifest=root / "m.csv",
                         image_size=32, epochs=1)
     first = c.query(6)
