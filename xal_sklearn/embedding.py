@@ -26,7 +26,7 @@ import torch
 from sklearn.utils import Bunch, check_random_state
 from torch import nn
 
-from ._pool import iter_pool, pool_length, progress_bar
+from ._pool import iter_pool, pool_length, progress_bar, reads_ahead
 from ._validation import probing, resolve_estimator
 from .modules import CPU_CHUNK_SIZE, channels_last_weights
 
@@ -203,7 +203,8 @@ def pool_embeddings(classifier, X_pool, *, gradient=False, batch_size=None, num_
     layout = channels_last_weights(module) if device.type == "cpu" else nullcontext()
     try:
         with layout, EmbeddingCapture(module) as capture, torch.no_grad():
-            batches = iter_pool(X_pool, None, batch_size, preprocess, num_workers)
+            batches = iter_pool(X_pool, None, batch_size, preprocess, num_workers,
+                                read_ahead=reads_ahead(net, None, X_pool))
             for x, _, _, start in progress_bar(batches, progress, -(-n // batch_size),
                                                "Embedding pool"):
                 # on the CPU in chunks, as scoring does: faster than whole batches there

@@ -7,7 +7,7 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.utils import Bunch
 
-from ._pool import iter_pool, pool_length, progress_bar
+from ._pool import iter_pool, pool_length, progress_bar, reads_ahead
 from ._validation import check_alpha, resolve_estimator
 from .alignment import alignment_t, check_alignment_name
 from .embedding import EmbeddingCapture, gradient_embeddings
@@ -34,7 +34,8 @@ def _check_missing_roi(missing_roi):
 def score_pool(classifier, X_pool, roi_masks=None, *, alpha=0.3, uncertainty="entropy",
                alignment="soft_dice", threshold=0.5, tolerance=0, missing_roi="typical",
                layer=None, embeddings=False,
-               batch_size=None, return_maps=False, num_workers=0, progress=None, client=None):
+               batch_size=None, return_maps=False, num_workers=0, read_ahead=None,
+               progress=None, client=None):
     """Score every pool sample for explainability-guided active learning.
 
     One pass over the pool, batch by batch: a single forward pass gives the
@@ -98,6 +99,13 @@ default="typical"
         Also return the Grad-CAM maps (N, H, W) or (N, D, H, W) -- only for small pools.
     num_workers : int, default=0
         DataLoader workers reading the pool.
+    read_ahead : bool or None, default=None
+        With ``num_workers=0``, a thread reads (and a campaign's file pool decodes)
+        the next batches while the network scores the current one, so whichever is
+        slower sets the pace. None: when the network runs on an accelerator, or
+        the pool is an array, tensor or memmap (reading is a copy). A Dataset on
+        the CPU is read in turn: the network already uses every core there, and
+        decoding files beside it was slower than in turn (docs/benchmarks.md).
     progress : bool or None, default=None
         tqdm progress bar (None: only on a terminal).
     client : dask.distributed.Client or str, optional
@@ -131,7 +139,8 @@ default="typical"
     batch_size = int(batch_size or net.batch_size)
     settings = dict(uncertainty=uncertainty, alignment=alignment, threshold=threshold,
                     tolerance=tolerance, layer=layer, embeddings=embeddings,
-                    batch_size=batch_size, return_maps=return_maps, num_workers=num_workers)
+                    batch_size=batch_size, return_maps=return_maps, num_workers=num_workers,
+                    read_ahead=read_ahead)
     from .scoring_dask import current_client
 
     client = client if client is not None else current_client()
@@ -147,7 +156,7 @@ default="typical"
 def raw_scores(classifier, X_pool, roi_masks=None, *, uncertainty="entropy",
                alignment="soft_dice", threshold=0.5, tolerance=0, layer=None,
                embeddings=False, batch_size=None, return_maps=False, num_workers=0,
-               progress=None):
+               read_ahead=None, progress=None):
     """The per-sample part of :func:`score_pool` (what does not depend on the rest of
     the pool): ``proba``, ``uncertainty``, ``alignment``, ``roi_available``,
     ``blank_map``, ``grid_shape`` and, if asked, ``maps`` and ``embeddings``. Shards of
@@ -164,7 +173,8 @@ def raw_scores(classifier, X_pool, roi_masks=None, *, uncertainty="entropy",
                 roi_available=np.empty(n, dtype=bool), blank_map=np.empty(n, dtype=bool))
     capture = EmbeddingCapture(net.module_) if embeddings else nullcontext()
     with GradCAMEngine(net, layer) as engine, capture:
-        batches = iter_pool(X_pool, roi_masks, batch_size, preprocess, num_workers)
+        batches = iter_pool(X_pool, roi_masks, batch_size, preprocess, num_workers,
+                            read_ahead=reads_ahead(net, read_ahead, X_pool))
         for x, masks, available, start in progress_bar(batches, progress, -(-n // batch_size),
                                                         "Scoring pool"):
             logits, cams = engine(x)

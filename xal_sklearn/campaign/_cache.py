@@ -12,11 +12,12 @@ The build happens in a temporary folder that replaces ``cache/`` only when compl
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from joblib import Parallel, delayed
 
 from .._persist import atomic_folder, resolve_folder
+from .._pool import read_ahead_of
 from ..datasets import DataLoadError, hash_file_stats, split_mask_field
 from ._common import CampaignError
 from ._pool import PoolImages
@@ -54,8 +55,9 @@ def read_cache(folder, digest):
     return images, masks, has_mask, sizes
 
 
-def build_cache(folder, pool, digest, n_jobs=4, progress=None):
-    """Decode and resize every image of ``pool`` (a :class:`PoolImages`) into ``folder``."""
+def build_cache(folder, pool, digest, n_jobs=4, progress=None, batch_size=64):
+    """Decode and resize every image of ``pool`` (a :class:`PoolImages`) into ``folder``:
+    ``n_jobs`` threads decode a batch while the one before is written."""
     from tqdm.auto import tqdm
 
     def one(i):
@@ -64,23 +66,26 @@ def build_cache(folder, pool, digest, n_jobs=4, progress=None):
         except DataLoadError as exc:
             raise CampaignError(f"Could not read a pool image: {exc}") from None
 
+    def decoded(executor):
+        for start in range(0, n, batch_size):
+            yield start, list(executor.map(one, range(start, min(n, start + batch_size))))
+
     n = len(pool)
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder) as tmp, ThreadPoolExecutor(n_jobs) as executor:
         first = one(0)[0][0]
         images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32,
                                            shape=(n,) + first.shape)
         masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=bool,
                                           shape=(n,) + first.shape[1:])
         has_mask, sizes = np.zeros(n, dtype=bool), np.zeros((n, 2), dtype=np.int64)
-
-        items = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
-            delayed(one)(i) for i in range(n))
-        for i, ((image, size), mask) in enumerate(tqdm(
-                items, total=n, desc="Caching the pool at the model's size", leave=False,
-                disable=None if progress is None else not progress)):
-            images[i], sizes[i] = image, size
-            if mask is not None:
-                masks[i], has_mask[i] = mask, True
+        with tqdm(total=n, desc="Caching the pool at the model's size", leave=False,
+                  disable=None if progress is None else not progress) as bar:
+            for start, items in read_ahead_of(decoded(executor)):
+                for i, ((image, size), mask) in enumerate(items, start):
+                    images[i], sizes[i] = image, size
+                    if mask is not None:
+                        masks[i], has_mask[i] = mask, True
+                bar.update(len(items))
         images.flush()
         masks.flush()
         np.save(tmp / "has_mask.npy", has_mask)
@@ -118,6 +123,14 @@ class CachedPool(PoolImages):
 
     def image(self, i):
         return np.array(self.cache[0][self.ids[i]])
+
+    def __getitems__(self, indices):
+        """Items of ``indices``: one read of the mapped cache (no threads needed)."""
+        rows = self.ids[np.asarray(indices, dtype=int)]
+        images, masks = np.asarray(self.cache[0][rows]), np.asarray(self.cache[1][rows])
+        has_mask = self.cache[2][rows]
+        return [(image, mask if has else None)
+                for image, mask, has in zip(images, masks, has_mask)]
 
     def mask(self, i):
         k = self.ids[i]

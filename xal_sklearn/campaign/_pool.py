@@ -1,7 +1,9 @@
 """The pool of a campaign: its images and masks on disk, and the manifest that lists them."""
 
 import csv
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -15,13 +17,16 @@ class PoolImages(Dataset):
     """Pool images read from disk and resized on access, with their ROI masks if any.
 
     Items are ``(image (C, H, W) float32, mask (H, W) bool or None)``, which
-    :func:`~xal_sklearn.score_pool` and the strategies stream batch by batch.
+    :func:`~xal_sklearn.score_pool` and the strategies stream batch by batch; a
+    batch's files are decoded by ``n_threads`` threads at once (Pillow decodes and
+    resizes without holding the GIL).
     """
 
-    def __init__(self, root, images, masks, size, rgb=False):
+    def __init__(self, root, images, masks, size, rgb=False, n_threads=None):
         # a mask entry may name several files separated by ";": the ROI is their union
         self.root, self.images, self.masks = Path(root), list(images), list(masks)
         self.size, self.rgb = tuple(size), rgb
+        self.n_threads = n_threads
 
     def __len__(self):
         return len(self.images)
@@ -42,6 +47,14 @@ class PoolImages(Dataset):
 
     def __getitem__(self, i):
         return self.image(i), self.mask(i)
+
+    def __getitems__(self, indices):
+        """Items of ``indices`` (torch's batched fetch), decoded in threads, in order."""
+        threads = self.n_threads or min(4, os.cpu_count() or 1)
+        if threads <= 1 or len(indices) <= 1:
+            return [self[i] for i in indices]
+        with ThreadPoolExecutor(threads, thread_name_prefix="xal-decode") as pool:
+            return list(pool.map(self.__getitem__, indices))
 
 
 def manifest_rois(pool):
