@@ -7,8 +7,10 @@ GPU machine. This writes what ``load_image_folder(root, image_size=SIZE)`` retur
 back out as a manifest folder of the same layout (``images/``, ``masks/``,
 ``labels.csv`` with the same labels and groups), masks as 8-bit 0/255 and images as
 8-bit PNGs like the originals (the loader's resized values rounded to 1/255, 26 MB at
-128 px) or, with ``--bits 16``, 16-bit ones (to within 1/65535, but 73 MB). Loading the
-copy at the same size is checked against the original before it returns.
+128 px) or, with ``--bits 16``, 16-bit ones (to within 1/65535, but 73 MB). An image
+with several mask files (``a.png;b.png``, as in BUSI) gets their union under the first
+name. Loading the copy at the same size is checked against the original before it
+returns.
 
     python benchmarks/resized_copy.py ../shared/data/brain-tumor-figshare mri128 --size 128
 
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from xal_sklearn.datasets import load_image_folder
+from xal_sklearn.datasets import load_image_folder, split_mask_field
 
 
 def write_copy(root, out, size, bits=8):
@@ -36,9 +38,13 @@ def write_copy(root, out, size, bits=8):
         raise SystemExit(f"{root}: {len(rows)} manifest rows but {len(data.y)} loaded images.")
     top, dtype = (255, np.uint8) if bits == 8 else (65535, np.uint16)
     for row, x, m in zip(rows, data.X, data.roi_masks):
+        (out / row["image"]).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.round(x[0].astype(np.float64) * top).astype(dtype)).save(
             out / row["image"])
-        Image.fromarray(m.astype(np.uint8) * 255).save(out / row["mask"])
+        row["mask"] = (split_mask_field(row["mask"]) or [""])[0]  # the union, one file
+        if row["mask"]:
+            (out / row["mask"]).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(m.astype(np.uint8) * 255).save(out / row["mask"])
     with open(out / "labels.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["image", "mask", "label", "group"])
         writer.writeheader()
