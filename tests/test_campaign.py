@@ -583,6 +583,19 @@ def test_cli_query_prints_the_notes(tmp_path, scans, capsys):
     assert "Note: Asked for 5 images, got 4" in out
 
 
+def test_cli_init_with_the_recipe_chooses_margin_and_says_to_pretrain(tmp_path, scans, capsys):
+    from xal_sklearn.cli import main
+
+    root, _ = scans
+    base = ["--images", str(root), "--manifest", str(root / "manifest.csv"), "--classes",
+            ",".join(CLASSES), "--image-size", "32", "--epochs", "1", "--recipe", "recommended"]
+    assert main(["campaign", "init", str(tmp_path / "a"), *base]) == 0
+    assert "run `xal campaign pretrain" in capsys.readouterr().out
+    assert Campaign.open(tmp_path / "a").config["strategy"]["name"] == "margin"
+    assert main(["campaign", "init", str(tmp_path / "b"), *base, "--strategy", "entropy"]) == 0
+    assert Campaign.open(tmp_path / "b").config["strategy"]["name"] == "entropy"
+
+
 def test_context_channels_are_chosen_at_init_and_refused_when_they_cannot_apply(
         tmp_path, scans, capsys):
     from xal_sklearn.cli import main

@@ -269,3 +269,27 @@ def test_teach_bootstrap_and_fit_kwargs_as_modal(loop_data):
     learner.teach(X_pool[:4], y_pool[:4], bootstrap=True, epochs=2)
     assert len(learner.y_training_) == 16  # the labelled set itself is not resampled
     assert len(learner.estimator_.history_) == 2  # fit_kwargs reached the estimator's fit
+
+
+def test_the_recommended_recipe_runs_what_it_says_and_given_options_win(tmp_path, capsys):
+    """--recipe recommended: the warm start with a probe head, margin sampling with the ROI
+    loss beside random; an option given with another value than its default wins."""
+    from xal_sklearn._names import RECIPES
+
+    big = ("--n-samples", "300")  # pretraining needs a batch of 256 pool images
+    assert main(_run(tmp_path, "--recipe", "recommended", "--pretrain-epochs", "1", *big)) == 0
+    out = capsys.readouterr().out
+    config = json.loads((tmp_path / "res" / "config.json").read_text())
+    assert sorted(config["strategies"]) == ["margin+roi", "random"]
+    assert config["pretrain"] == {"method": "simclr", "epochs": 1}  # the given epochs won
+    assert config["estimator_params"]["head_init"] == repr("probe")  # recorded as repr
+    assert "from a simclr warm start (1 epochs per seed)" in out
+    assert "each head started from a linear probe" in out
+    recipe = RECIPES["recommended"]["run"]
+    assert recipe["strategies"] == "random,margin+roi" and recipe["pretrain"] == "simclr"
+
+    assert main(_run(tmp_path, "--recipe", "recommended", "--pretrain-epochs", "1", *big,
+                     "--strategies", "random,entropy", out="mine")) == 0
+    config = json.loads((tmp_path / "mine" / "config.json").read_text())
+    assert sorted(config["strategies"]) == ["entropy", "random"]
+    assert config["pretrain"]["method"] == "simclr"

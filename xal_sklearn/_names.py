@@ -10,8 +10,8 @@ holds the values, so that they are written once.
 __all__ = ["ALIGNMENT_NAMES", "BACKEND_TOKEN_ENV", "DEFAULT_CONTEXT_CHANNELS",
            "DEFAULT_N_FILTERS", "DEFAULT_PRETRAIN_EPOCHS", "DEFAULT_RETRAIN_EVERY",
            "DEFAULT_ROI_LOSS", "DEFAULT_TOP", "HEAD_INITS", "PRECISION_NAMES",
-           "PRETRAIN_METHODS", "RESIZE_MODES", "ROI_BALANCES", "ROI_CONFLICTS", "ROI_DEFAULTS",
-           "ROI_LOSSES", "UNCERTAINTY_MEASURES", "context_split"]
+           "PRETRAIN_METHODS", "RECIPES", "RESIZE_MODES", "ROI_BALANCES", "ROI_CONFLICTS",
+           "ROI_DEFAULTS", "ROI_LOSSES", "UNCERTAINTY_MEASURES", "context_split"]
 
 #: ``xal campaign serve`` retrains after this many new, changed or deleted labels.
 DEFAULT_RETRAIN_EVERY = 10
@@ -71,6 +71,22 @@ DEFAULT_CONTEXT_CHANNELS = 0.25
 #: :class:`~xal_sklearn.SmallCNN`'s default ``n_filters`` (the widths of its blocks); the
 #: CLI and campaigns, which build it with these, check ``context_channels`` against the last.
 DEFAULT_N_FILTERS = (16, 32, 64)
+
+
+#: ``--recipe`` of ``xal run`` and ``xal campaign init``: what to run on a new data set,
+#: read off the two-set leaderboard (docs/results.md, "What should I run?"). A warm start
+#: (SimCLR on the pool, each head from a linear probe) was the one lever that moved every
+#: arm; on top of it the strategies were within noise of one another and the ROI loss cost
+#: no accuracy while it raised attention; margin sampling ranked near the top from scratch
+#: and needs no ROIs. Each maps an option (argparse's name) to the value the recipe sets;
+#: an option given beside ``--recipe`` with another value than its default wins.
+RECIPES = {
+    "recommended": {
+        "run": {"pretrain": "simclr", "pretrain_epochs": 50, "head_init": "probe",
+                "strategies": "random,margin+roi", "roi_loss": "rank"},
+        "campaign": {"strategy": "margin", "roi_loss": "rank"},
+    },
+}
 
 
 def context_split(context_channels, last_width):

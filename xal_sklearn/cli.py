@@ -14,8 +14,8 @@ from pathlib import Path
 from ._names import (ALIGNMENT_NAMES, BACKEND_TOKEN_ENV, DEFAULT_CONTEXT_CHANNELS,
                      DEFAULT_N_FILTERS, DEFAULT_PRETRAIN_EPOCHS, DEFAULT_RETRAIN_EVERY,
                      DEFAULT_ROI_LOSS, DEFAULT_TOP, HEAD_INITS, PRECISION_NAMES,
-                     PRETRAIN_METHODS, RESIZE_MODES, ROI_BALANCES, ROI_CONFLICTS, ROI_DEFAULTS,
-                     ROI_LOSSES, UNCERTAINTY_MEASURES, context_split)
+                     PRETRAIN_METHODS, RECIPES, RESIZE_MODES, ROI_BALANCES, ROI_CONFLICTS,
+                     ROI_DEFAULTS, ROI_LOSSES, UNCERTAINTY_MEASURES, context_split)
 from .registry import BALD_DROPOUT, STRATEGY_NAMES, strategy_spec, strategy_words
 
 #: A strategy name ending in this trains with the ROI loss (the other arms without).
@@ -221,6 +221,23 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _recipe_option(parser, kind):
+    words = "; ".join(f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}"
+                                               for k, v in recipe[kind].items())
+                      for name, recipe in RECIPES.items())
+    parser.add_argument("--recipe", default=None, choices=tuple(RECIPES),
+                        help=f"a preset of what to run on a new data set ({words}); an "
+                             "option given beside it with another value than its default "
+                             "wins (docs/results.md, What should I run?)")
+
+
+def _apply_recipe(args, kind):
+    """Fill the options the user left at their defaults from ``--recipe``."""
+    for name, value in RECIPES[args.recipe][kind].items():
+        if getattr(args, name) == args.subparser.get_default(name):
+            setattr(args, name, value)
+
+
 def _subparser(sub, name, **kwargs):
     # no prefix matching (--seed must not silently mean --seeds); errors show this usage
     parser = sub.add_parser(name, formatter_class=_HelpFormatter, allow_abbrev=False, **kwargs)
@@ -258,6 +275,7 @@ def _parser():
                           "dual_kcenter and dual_cluster spread the dual batch over the "
                           "feature space. The default compares the full method "
                           "(dual+roi) with random, entropy and the two ablations")
+    _recipe_option(run, "run")
     run.add_argument("--alpha", default="0.3", help="comma-separated alphas for dual")
     run.add_argument("--uncertainty", default="entropy", choices=UNCERTAINTY_MEASURES)
     run.add_argument("--alignment", default="soft_dice", choices=ALIGNMENT_NAMES,
@@ -357,6 +375,7 @@ def _parser():
                            "dual, dual_kcenter, dual_cluster and misalignment train an ROI "
                            "model on the expert's ROIs and compare Grad-CAM with the ROIs it "
                            "draws on the pool (before any ROI is drawn: uncertainty)")
+    _recipe_option(init, "campaign")
     init.add_argument("--roi-threshold", type=float, default=None,
                       help="probability at which the ROI model marks a pixel as ROI "
                            "(default: ROIPredictor's, 0.4)")
@@ -460,6 +479,10 @@ def _campaign(args):
                             else args.class_weight)
         print(f"Campaign created in {args.folder}: {len(c.pool['images'])} pool images, "
               f"classes {', '.join(c.classes)}.")
+        if args.recipe:
+            print(f"The {args.recipe} recipe starts from a warm start: run `xal campaign "
+                  f"pretrain {args.folder}` before the first labels are imported (it "
+                  "learns from the pool's images alone).")
     elif args.action == "query":
         from contextlib import nullcontext
 
@@ -754,6 +777,8 @@ def main(argv=None):
     # SIGTERM (kill, a scheduler's time limit) stops a run as safely as Ctrl-C
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     shown, warnings.showwarning = warnings.showwarning, _show_warning
+    if getattr(args, "recipe", None):
+        _apply_recipe(args, "run" if args.command == "run" else "campaign")
     try:
         if args.command == "run":
             _run(args)
