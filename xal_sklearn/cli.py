@@ -366,8 +366,10 @@ def _parser():
                       help="keep 3 colour channels instead of converting to grayscale")
     init.add_argument("--roi-loss", default=DEFAULT_ROI_LOSS, choices=(*ROI_LOSSES, "none"),
                       help="the attention loss on the expert's ROIs that training adds to the "
-                           "cross-entropy; it taught attention on brain MRI without costing "
-                           "accuracy (docs/results.md); none: cross-entropy only")
+                           "cross-entropy; it moves Grad-CAM onto the ROIs, at about a point "
+                           "of accuracy on brain MRI and three on breast ultrasound from "
+                           "scratch, none from a warm start (docs/results.md); none: "
+                           "cross-entropy only")
     _roi_options(init)
     _class_weight_option(init)
     init.add_argument("--strategy", default="dual", choices=STRATEGY_NAMES,
