@@ -97,14 +97,13 @@ def test_the_batched_fetch_is_used_off_the_main_thread_and_scores_are_unchanged(
 
 def test_on_the_cpu_the_pool_is_read_in_turn_unless_asked(fitted_net, phantoms):
     """None reads ahead only beside an accelerator: on the CPU reading competes with the
-    network for its cores."""
+    network for its cores, and did not pay."""
     data = _Recorded(phantoms.X[:40], phantoms.roi_masks[:40])
     score_pool(fitted_net, data, batch_size=32)
     assert data.threads == {threading.main_thread().name}
     assert not reads_ahead(fitted_net, None, data) and reads_ahead(fitted_net, True, data)
-    # arrays are read ahead (a copy costs the network little), unless told not to
-    assert reads_ahead(fitted_net, None, phantoms.X)
-    assert not reads_ahead(fitted_net, False, phantoms.X)
+    assert not reads_ahead(fitted_net, None, phantoms.X)  # arrays alike
+    assert reads_ahead(fitted_net, True, phantoms.X)
     assert reads_ahead(clone(fitted_net).set_params(device="cuda"), None, data)
 
 

@@ -102,10 +102,9 @@ default="typical"
     read_ahead : bool or None, default=None
         With ``num_workers=0``, a thread reads (and a campaign's file pool decodes)
         the next batches while the network scores the current one, so whichever is
-        slower sets the pace. None: when the network runs on an accelerator, or
-        the pool is an array, tensor or memmap (reading is a copy). A Dataset on
-        the CPU is read in turn: the network already uses every core there, and
-        decoding files beside it was slower than in turn (docs/benchmarks.md).
+        slower sets the pace. None: when the network runs on an accelerator. On
+        the CPU the network already uses every core, and reading beside it was
+        slower for files and no faster for arrays (docs/benchmarks.md).
     progress : bool or None, default=None
         tqdm progress bar (None: only on a terminal).
     client : dask.distributed.Client or str, optional
