@@ -45,6 +45,8 @@ class _FakeLibc:
 def test_limits_are_restored_even_when_the_block_fails(monkeypatch):
     libc = _FakeLibc()
     monkeypatch.setattr(_memory, "_glibc", lambda: libc)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with pytest.raises(KeyboardInterrupt):
         with reuse_freed_memory():
             assert libc.calls == [(_memory._M_MMAP_MAX, 0), (_memory._M_TRIM_THRESHOLD, 1 << 30)]
@@ -52,6 +54,20 @@ def test_limits_are_restored_even_when_the_block_fails(monkeypatch):
     assert libc.calls[2:] == [(_memory._M_MMAP_MAX, 65536),
                               (_memory._M_MMAP_THRESHOLD, 32 << 20),
                               (_memory._M_TRIM_THRESHOLD, 64 << 20), ("trim", 0)]
+
+
+def test_the_process_own_tunables_are_restored(monkeypatch):
+    """A Dask worker starts with MALLOC_TRIM_THRESHOLD_=65536: it gets it back after the
+    block, not glibc's figure."""
+    libc = _FakeLibc()
+    monkeypatch.setattr(_memory, "_glibc", lambda: libc)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "not a number")
+    with reuse_freed_memory():
+        pass
+    assert libc.calls[2:] == [(_memory._M_MMAP_MAX, 65536),
+                              (_memory._M_MMAP_THRESHOLD, 32 << 20),
+                              (_memory._M_TRIM_THRESHOLD, 65536), ("trim", 0)]
 
 
 def test_reuse_freed_memory_is_a_no_op_without_glibc(monkeypatch):

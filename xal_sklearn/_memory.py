@@ -12,13 +12,15 @@ epochs over 1,024 images and a fifth of the CPU time spent in the kernel
 :func:`reuse_freed_memory` turns ``mmap`` off for the duration (every block
 comes from the heap) and raises the trim threshold, so freed blocks are reused by
 the next step. On exit it restores limits close to glibc's own (mmap for blocks
-above 32 MiB, the value its dynamic threshold grows to under such workloads) and
-returns the free heap to the kernel. Elsewhere (macOS, Windows, musl) it does
-nothing.
+above 32 MiB, the value its dynamic threshold grows to under such workloads), or the
+process's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` where set (a Dask
+worker's, for one), and returns the free heap to the kernel. Elsewhere (macOS,
+Windows, musl) it does nothing.
 """
 
 import contextlib
 import ctypes
+import os
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
@@ -48,6 +50,14 @@ def reuse_freed_memory():
         yield
     finally:
         libc.mallopt(_M_MMAP_MAX, 65536)
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+        libc.mallopt(_M_MMAP_THRESHOLD, _env_bytes("MALLOC_MMAP_THRESHOLD_", 32 << 20))
+        libc.mallopt(_M_TRIM_THRESHOLD, _env_bytes("MALLOC_TRIM_THRESHOLD_", 64 << 20))
         libc.malloc_trim(0)
+
+
+def _env_bytes(name, default):
+    """The process's glibc tunable ``name`` (bytes) if set to a number, else ``default``."""
+    try:
+        return int(os.environ[name])
+    except (KeyError, ValueError):
+        return default

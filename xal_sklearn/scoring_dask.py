@@ -108,13 +108,18 @@ def _shard(a, start, stop):
 
 
 def _score_shard(classifier, X, masks, start, stop, settings):
+    from ._memory import reuse_freed_memory
     from .scoring import raw_scores
 
     if isinstance(X, _Mapped):
         X = X.open()[start:stop]
     if isinstance(masks, _Mapped):
         masks = masks.open()[start:stop]
-    return raw_scores(classifier, X, masks, **settings)
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, so glibc hands every freed
+    # activation back to the kernel and the next batch faults it in again: a shard
+    # scored 3x slower than the same call outside Dask (docs/benchmarks.md)
+    with reuse_freed_memory():
+        return raw_scores(classifier, X, masks, **settings)
 
 
 def raw_scores_on_cluster(client, classifier, X_pool, roi_masks, settings, progress=None,
