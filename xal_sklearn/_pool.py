@@ -177,10 +177,10 @@ def read_ahead_of(iterable, depth=2):
         thread.join()
 
 
-def reads_ahead(net, read_ahead, X):
-    """``read_ahead`` of :func:`score_pool` for the pool ``X``: None reads ahead when the
-    network runs on an accelerator. On the CPU the network already uses every core and
-    reading beside it did not pay (2 cores, ``benchmarks/bench_pool_files.py``: 10,000
+def reads_ahead(net, read_ahead):
+    """``read_ahead`` of :func:`score_pool`: None reads ahead when the network runs on an
+    accelerator. On the CPU the network already uses every core and reading beside it
+    did not pay (2 cores, ``benchmarks/bench_pool_files.py``: 10,000
     files of 256 px 12.7 s pipelined against 8.8 s in turn; arrays with masks 4.40 s
     against 4.16 s, without 3.5 s against 3.9 s)."""
     if read_ahead is None:

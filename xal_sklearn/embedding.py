@@ -204,7 +204,7 @@ def pool_embeddings(classifier, X_pool, *, gradient=False, batch_size=None, num_
     try:
         with layout, EmbeddingCapture(module) as capture, torch.no_grad():
             batches = iter_pool(X_pool, None, batch_size, preprocess, num_workers,
-                                read_ahead=reads_ahead(net, None, X_pool))
+                                read_ahead=reads_ahead(net, None))
             for x, _, _, start in progress_bar(batches, progress, -(-n // batch_size),
                                                "Embedding pool"):
                 # on the CPU in chunks, as scoring does: faster than whole batches there

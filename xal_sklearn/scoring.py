@@ -173,7 +173,7 @@ def raw_scores(classifier, X_pool, roi_masks=None, *, uncertainty="entropy",
     capture = EmbeddingCapture(net.module_) if embeddings else nullcontext()
     with GradCAMEngine(net, layer) as engine, capture:
         batches = iter_pool(X_pool, roi_masks, batch_size, preprocess, num_workers,
-                            read_ahead=reads_ahead(net, read_ahead, X_pool))
+                            read_ahead=reads_ahead(net, read_ahead))
         for x, masks, available, start in progress_bar(batches, progress, -(-n // batch_size),
                                                         "Scoring pool"):
             logits, cams = engine(x)

@@ -41,10 +41,7 @@ def read_cache(folder, digest):
     folder = resolve_folder(folder)
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        images = np.load(folder / "images.npy", mmap_mode="r", allow_pickle=False)
-        masks = np.load(folder / "masks.npy", mmap_mode="r", allow_pickle=False)
-        has_mask = np.load(folder / "has_mask.npy", allow_pickle=False)
-        sizes = np.load(folder / "sizes.npy", allow_pickle=False)
+        images, masks, has_mask, sizes = _arrays(folder)
     except (OSError, ValueError, KeyError):
         return None
     n = meta.get("n")
@@ -53,6 +50,13 @@ def read_cache(folder, digest):
             or list(images.shape) != meta.get("images_shape")):
         return None
     return images, masks, has_mask, sizes
+
+
+def _arrays(folder):
+    """The cache's arrays in ``folder``, images and masks mapped, the rest loaded."""
+    return tuple(np.load(folder / f"{name}.npy", allow_pickle=False,
+                         mmap_mode="r" if name in ("images", "masks") else None)
+                 for name in ("images", "masks", "has_mask", "sizes"))
 
 
 def build_cache(folder, pool, digest, n_jobs=4, progress=None, batch_size=64):
@@ -116,10 +120,7 @@ class CachedPool(PoolImages):
     def __setstate__(self, state):
         self.__dict__.update(state)
         if self.cache is None:
-            folder = resolve_folder(self.folder)
-            self.cache = tuple(np.load(folder / f"{name}.npy", allow_pickle=False,
-                                       mmap_mode="r" if name in ("images", "masks") else None)
-                               for name in ("images", "masks", "has_mask", "sizes"))
+            self.cache = _arrays(resolve_folder(self.folder))
 
     def image(self, i):
         return np.array(self.cache[0][self.ids[i]])
