@@ -297,6 +297,27 @@ def test_run_experiment_pretrains_per_seed_on_the_pool_only(monkeypatch, tmp_pat
     given.clear()
     run_experiment(net, data, {"random": random_sampling}, **kwargs)
     assert given == []
+    # weights that other settings made are refused, naming the file, never reused unnoticed
+    import shutil
+
+    from xal_sklearn.experiments import ResultsFolderError
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "pretrain", other / "pretrain")
+    longer = dict(kwargs, out_dir=other, pretrain=dict(kwargs["pretrain"], epochs=2))
+    with pytest.raises(ResultsFolderError, match=r"seed0\.pt holds a warm start made with other "
+                       r"settings or another pool: epochs 1 \(this run: 2\)\. Delete"):
+        run_experiment(net, data, {"random": random_sampling}, **longer)
+    assert given == [] and sorted(p.name for p in other.iterdir()) == ["pretrain"]
+    with pytest.raises(ResultsFolderError, match=r"image_shape \[1, 32, 32\] \(this run: "
+                       r"\[1, 24, 24\]\)"):
+        run_experiment(net, dict(data, X=data.X[..., :24, :24],
+                                 roi_masks=data.roi_masks[..., :24, :24]),
+                       {"random": random_sampling}, **dict(kwargs, out_dir=other))
+    # force=True discards the old settings' warm starts with their results
+    run_experiment(net, data, {"random": random_sampling}, **dict(longer, out_dir=tmp_path),
+                   force=True)
+    assert [seed for _, seed in given] == [0, 1]
+    assert EncoderWeights.load(tmp_path / "pretrain" / "seed1.pt").info["epochs"] == 2
     with pytest.raises(ValueError, match="fewer than one pretraining batch of 256"):
         run_experiment(net, data, {"random": random_sampling}, seeds=[0], initial_size=20,
                        query_size=10, budget=30, pretrain={"epochs": 1})
@@ -327,6 +348,16 @@ def test_cli_pretrain(tmp_path, capsys):
     assert "linear probe" not in capsys.readouterr().out
     assert json.loads((plain / "config.json").read_text())["template"]["head_init"] == "random"
     assert EncoderWeights.load(out / "pretrain" / "seed0.pt").info["epochs"] == 1
+    import shutil
+    shutil.copytree(out / "pretrain", tmp_path / "kept" / "pretrain")
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--strategies", "random", "--n-samples", "300", "--initial", "20",
+              "--query-size", "10", "--budget", "20", "--epochs", "1", "--seeds", "1",
+              "--pretrain", "simclr", "--pretrain-epochs", "2", "--out", str(tmp_path / "kept"),
+              "--no-progress"])
+    assert info.value.code == 2
+    assert "seed0.pt was pretrained with epochs 1 (this run: 2)); choose another --out, or add " \
+        "--force" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["run", "--pretrain", "moco", "--out", str(tmp_path / "x")])
     assert "invalid choice: 'moco'" in capsys.readouterr().err

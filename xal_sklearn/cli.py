@@ -706,8 +706,9 @@ def _run(args):
                              and args.resize != "stretch" else {}),
                           **({"metric": args.metric} if args.metric != "accuracy" else {})})
     except ResultsFolderError as exc:
-        parser.refuse(f"--out {exc.out_dir} holds results of another configuration; choose "
-                      "another --out, or add --force to discard them and start over")
+        why = f" ({exc.detail})" if exc.detail else ""
+        parser.refuse(f"--out {exc.out_dir} holds results of another configuration{why}; "
+                      "choose another --out, or add --force to discard them and start over")
     sentences = _in_words(results, json.loads((out / "config.json").read_text()), reference,
                           args.metric)
     report = write_report(out, dataset, reference=reference or "random", test_set=test_set,

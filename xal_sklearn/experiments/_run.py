@@ -42,11 +42,13 @@ POOL_ROIS = ("given", "predicted", "none")
 
 
 class ResultsFolderError(ValueError):
-    """``out_dir`` holds results of another configuration (``out_dir`` names the folder)."""
+    """``out_dir`` holds results of another configuration (``out_dir`` names the folder,
+    ``detail`` what differs where that is known)."""
 
-    def __init__(self, message, out_dir):
+    def __init__(self, message, out_dir, detail=None):
         super().__init__(message)
         self.out_dir = out_dir
+        self.detail = detail
 
 #: One results column per alignment metric of the registry: its mean over test images with an ROI.
 ATTENTION_METRICS = tuple(f"attention_{name}" for name in ALIGNMENT_METRICS)
@@ -495,6 +497,7 @@ def _prepare_out_dir(out_dir, cfg, force):
                     f"{out_dir} holds results of a different configuration; use another "
                     "out_dir, or force=True to discard them and start over.", out_dir)
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+            shutil.rmtree(out_dir / "pretrain", ignore_errors=True)  # made by the old settings
             (out_dir / "results.csv").unlink(missing_ok=True)
             fresh = True
     created = [p for p in (out_dir, out_dir / "checkpoints") if not p.exists()]
@@ -583,6 +586,8 @@ def run_experiment(estimator, dataset, strategies, initial_size=90, query_size=6
         round of every strategy of that seed starts from those weights
         (``init_weights``). With ``out_dir`` the weights are kept in
         ``pretrain/seed<S>.pt`` (written atomically; a resumed experiment reuses
+        them after checking that they were made with these settings from this
+        pool, else raises :class:`ResultsFolderError`; ``force=True`` discards
         them) and the settings in ``config.json``.
     pool_rois : {"given", "predicted", "none"}, default="given"
         Where the strategies' ROIs of the *unlabelled* pool come from. "given":
@@ -789,9 +794,10 @@ def _pretrained(estimator, dataset, test_set, cfg, seed, pretrain, out_dir, prog
     from ..pretrain import pretrain_encoder
 
     path = None if out_dir is None else Path(out_dir) / "pretrain" / f"seed{seed}.pt"
-    if path is not None and path.is_file():  # resumed: the same weights as before
-        return str(path)
     pool, _ = _split(dataset, test_set, cfg, seed)
+    if path is not None and path.is_file():  # resumed: the same weights as before
+        _check_kept_weights(path, pretrain, len(pool), dataset["X"].shape[1:], out_dir)
+        return str(path)
     start = time.monotonic()
     # where the estimator trains (so "--device cpu" keeps a GPU machine's GPU free)
     where = {"device": estimator.device} if hasattr(estimator, "device") else {}
@@ -806,6 +812,39 @@ def _pretrained(estimator, dataset, test_set, cfg, seed, pretrain, out_dir, prog
     path.parent.mkdir(parents=True, exist_ok=True)
     weights.save(path)
     return str(path)
+
+
+#: What a kept warm start records (EncoderWeights.info) that ``pretrain`` may set.
+_PRETRAIN_RECORDED = ("method", "epochs", "batch_size", "lr", "flips", "crop_scale")
+
+
+def _check_kept_weights(path, pretrain, n_images, image_shape, out_dir):
+    """Refuse a kept ``pretrain/seed<S>.pt`` that other settings or another pool made.
+
+    A resumed experiment reuses its weights; a file left by other settings (a folder
+    reused by hand, an older run) would otherwise warm-start every fit unnoticed.
+    """
+    import inspect
+
+    from ..pretrain import EncoderWeights, pretrain_encoder
+
+    info = EncoderWeights.load(path).info
+    defaults = {k: p.default for k, p in inspect.signature(pretrain_encoder).parameters.items()}
+    want = {k: pretrain.get(k, defaults[k]) for k in _PRETRAIN_RECORDED}
+    want.update(n_images=int(n_images), image_shape=[int(d) for d in image_shape])
+    if want["method"] == "simclr":
+        want["temperature"] = pretrain.get("temperature", defaults["temperature"])
+    else:
+        want["ema"] = pretrain.get("ema", defaults["ema"])
+    def plain(v):  # as info holds it: JSON's lists, not tuples
+        return [plain(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else v
+    differ = [f"{k} {info.get(k)!r} (this run: {plain(v)!r})" for k, v in want.items()
+              if plain(info.get(k)) != plain(v)]
+    if differ:
+        raise ResultsFolderError(
+            f"{path} holds a warm start made with other settings or another pool: "
+            f"{', '.join(differ)}. Delete {path.parent} to pretrain again, or use another "
+            "out_dir.", out_dir, detail=f"{path} was pretrained with {', '.join(differ)}")
 
 
 def load_results(out_dir):
