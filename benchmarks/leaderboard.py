@@ -12,7 +12,8 @@ is below 0.05, which takes at least 7 seeds when there are several arms). Then t
 table: each arm's rank by mean final accuracy on each set and on average, and each of
 our arms' difference from the strongest baseline (the best arm that is not ours or
 random), the figure of merit. ``--figures DIR`` writes, per set, the learning curves of
-the top arms with their bootstrap intervals.
+the top arms with their bootstrap intervals. A folder read while it still runs gives its
+finished strategy-seeds only; the unfinished ones are counted under the set's title.
 
     python benchmarks/leaderboard.py --set "MRI=mri_scratch" --set "BUSI=busi_scratch" \
         [--figures docs/results/leaderboard] [--markdown leaderboard.md] [--top 5]
@@ -56,8 +57,24 @@ def _cell(table, name):
             f"p {row['p_wilcoxon']:.3f}, {row['holm']}")
 
 
-def set_table(name, results):
-    """The markdown table of one set, and its arms ordered by mean final accuracy."""
+def finished_runs(results):
+    """The strategy-seeds that reached the set's final budget, and how many did not.
+
+    An unfinished run (a folder read while it still runs) has only its early rounds: its
+    ALC would be an average over them, and its "final" accuracy an early one.
+    """
+    reached = results.groupby(["strategy", "seed"])["n_labelled"].transform("max")
+    done = reached == results["n_labelled"].max()
+    unfinished = results.loc[~done, ["strategy", "seed"]].drop_duplicates()
+    return results[done], len(unfinished)
+
+
+def set_table(name, results, unfinished=0):
+    """The markdown table of one set, and its arms ordered by mean final accuracy.
+
+    ``results``: finished runs only (:func:`finished_runs`); ``unfinished``: how many
+    were left out, said under the title.
+    """
     final_n = results["n_labelled"].max()
     final = results[results["n_labelled"] == final_n]
     by = final.groupby("strategy")
@@ -72,7 +89,9 @@ def set_table(name, results):
     lines = [f"### {name}: {final_n} labels, {seeds.min()}-{seeds.max()} seeds", "",
              f"Mean over seeds; attention is the test `roi_auc` (chance {chance:.3f}); "
              "differences are paired by seed (95 % bootstrap interval, Wilcoxon p, verdict "
-             f"after Holm's correction across the {len(order) - 1} other arms).", "",
+             f"after Holm's correction across the {len(order) - 1} other arms)."
+             + (f" {unfinished} unfinished strategy-seed(s) left out." if unfinished else ""),
+             "",
              "| rank | arm | accuracy | balanced acc. | ALC | roi_auc | − random (final) "
              "| − random (ALC) | − entropy (final) | − entropy (ALC) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -175,8 +194,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     sets = {}
     for name, folders in _sets(args).items():
-        results = pd.concat([load_results(f) for f in folders], ignore_index=True)
-        text, order = set_table(name, results)
+        results, unfinished = finished_runs(
+            pd.concat([load_results(f) for f in folders], ignore_index=True))
+        text, order = set_table(name, results, unfinished)
         sets[name] = (text, order, results)
         if args.figures:
             Path(args.figures).mkdir(parents=True, exist_ok=True)
