@@ -135,3 +135,26 @@ def test_holm_by_hand():
                                [0.03, 0.06, 0.06, np.nan, 0.02])
     np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])
     assert holm([]).shape == (0,)
+
+
+def test_from_six_seeds_a_verdict_needs_the_signed_rank_test_to_agree():
+    # the recipe on brain MRI (docs/results.md, section 7): margin+roi - random per seed,
+    # in test images of 620. The percentile interval just excludes 0; Wilcoxon p = 0.16
+    images = np.array([6, 4, 21, 19, 11, 9, -12, -9, 8, 12])
+    r = _results({"random": [0.8] * 10, "margin+roi": list(0.8 + images / 620)}, seeds=10)
+    sentence, = comparison_sentences(r, [("margin+roi", "random")])
+    assert "(95 % interval of the difference +0.1 to +2.1 over 10 seeds)" in sentence
+    # 0.13 rather than 0.16: the floats break the ties of |12| and |-12|, |9| and |-9|
+    assert sentence.endswith("suggestive, not a verdict: the interval excludes 0 but the "
+                             "signed-rank test does not agree (Wilcoxon p 0.13).")
+    assert bottom_line(r).endswith("not a verdict: against every other arm the 95 % interval "
+                                   "of the paired difference includes 0 or the signed-rank "
+                                   "test does not agree, so the order may be chance.")
+    # all ten one way: both agree (exact p 2/1024)
+    r = _results({"random": [0.8] * 10, "margin+roi": list(0.8 + np.abs(images) / 620)},
+                 seeds=10)
+    sentence, = comparison_sentences(r, [("margin+roi", "random")])
+    assert sentence.endswith("a verdict, as the interval excludes 0 and the signed-rank test "
+                             "agrees (Wilcoxon p 0.002).")
+    assert bottom_line(r).endswith("(each 95 % interval of the paired difference excludes 0 "
+                                   "and the signed-rank test agrees).")

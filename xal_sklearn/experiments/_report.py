@@ -135,7 +135,9 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
 
     Each says who won at the final budget and by how much, with the 95 %
     bootstrap interval of the per-seed difference, and whether that is a verdict
-    (the interval excludes 0, from at least ``min_seeds`` seeds) or not, and why.
+    (the interval excludes 0, from at least ``min_seeds`` seeds, and from
+    :data:`RANK_TEST_SEEDS` seeds on Wilcoxon's signed-rank test agrees at the 5 %
+    level) or not, and why.
 
     Parameters
     ----------
@@ -182,8 +184,13 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
                     f"over {n} seeds)")
         if n < min_seeds:
             verdict = f"not a verdict: {n} seed(s) are too few (it takes {min_seeds})"
+        elif row["verdict"] in ("better", "worse") and rank_test_disagrees(row):
+            verdict = ("suggestive, not a verdict: the interval excludes 0 but the signed-rank "
+                       f"test does not agree (Wilcoxon p {row['p_wilcoxon']:.2f})")
         elif row["verdict"] in ("better", "worse"):
-            verdict = "a verdict, as the interval excludes 0"
+            verdict = "a verdict, as the interval excludes 0" + (
+                f" and the signed-rank test agrees (Wilcoxon p {row['p_wilcoxon']:.3f})"
+                if n >= RANK_TEST_SEEDS else "")
         else:
             verdict = "not a verdict: the interval includes 0, so this may be chance"
         sentence = f"At {budget} labels {who} {verb}{interval}: {verdict}"
@@ -192,6 +199,19 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
                                                  min_seeds)
         out.append(sentence[0].upper() + sentence[1:] + ".")
     return out
+
+
+#: From this many paired seeds the two-sided signed-rank test can reach p < 0.05 (6 seeds:
+#: 2/64); from then on a verdict also needs it to agree with the bootstrap interval, which
+#: alone is too ready to exclude 0 with 6-10 seeds of mixed signs.
+RANK_TEST_SEEDS = 6
+
+
+def rank_test_disagrees(row):
+    """Whether a paired-comparison row's interval excludes 0 while Wilcoxon's signed-rank
+    test, with seeds enough to reach p < 0.05, does not reject."""
+    return (int(row["n_seeds"]) >= RANK_TEST_SEEDS and row["verdict"] in ("better", "worse")
+            and not row["p_wilcoxon"] < 0.05)
 
 
 #: A test split whose largest class has this many times the images of its smallest is
@@ -245,7 +265,8 @@ def _listing(words):
 def bottom_line(results, metric="accuracy", names=None, min_seeds=5):
     """The run's answer in one sentence: which arm did best at the final budget, and
     whether that is a verdict (the 95 % interval of its paired difference from each
-    other arm excludes 0), or that nothing was learnt.
+    other arm excludes 0, and from 6 seeds on the signed-rank test agrees), or that
+    nothing was learnt.
 
     Returns
     -------
@@ -272,20 +293,26 @@ def bottom_line(results, metric="accuracy", names=None, min_seeds=5):
     if len(means) == 1:
         return head + "; it ran alone, so there is nothing to compare it with."
     table = paired_comparison(results, metric, best, summary="final", min_seeds=min_seeds)
-    beaten = table[table["verdict"] == "worse"]["strategy"]
+    agreed = ~table.apply(rank_test_disagrees, axis=1).astype(bool)
+    beaten = table[(table["verdict"] == "worse") & agreed]["strategy"]
     seeds = int(table["n_seeds"].min())
+    # with seeds enough for it, the signed-rank test must agree too (rank_test_disagrees)
+    tested = seeds >= RANK_TEST_SEEDS
     if seeds < min_seeds:
         verdict = f"not a verdict: {seeds} seed(s) are too few (it takes {min_seeds})"
     elif len(beaten) == len(table):
         verdict = ("a verdict against every other arm (each 95 % interval of the paired "
-                   "difference excludes 0)")
+                   "difference excludes 0" + (" and the signed-rank test agrees" * tested)
+                   + ")")
     elif len(beaten):
         verdict = (f"a verdict against {_listing(_name(names, s) for s in beaten)} only; "
                    "against the others the 95 % interval of the paired difference includes "
-                   "0, so the order among them may be chance")
+                   "0" + (" or the signed-rank test does not agree" * tested)
+                   + ", so the order among them may be chance")
     else:
         verdict = ("not a verdict: against every other arm the 95 % interval of the paired "
-                   "difference includes 0, so the order may be chance")
+                   "difference includes 0" + (" or the signed-rank test does not agree" * tested)
+                   + ", so the order may be chance")
     return f"{head}; {verdict}."
 
 
