@@ -150,6 +150,10 @@ def test_from_six_seeds_a_verdict_needs_the_signed_rank_test_to_agree():
     assert bottom_line(r).endswith("not a verdict: against every other arm the 95 % interval "
                                    "of the paired difference includes 0 or the signed-rank "
                                    "test does not agree, so the order may be chance.")
+    from xal_sklearn.experiments import verdict_table
+    from xal_sklearn.experiments._report import _fmt_diff
+    row = verdict_table(r).set_index("strategy").loc["margin+roi"]
+    assert _fmt_diff(row, "final")[2] == "suggestive (better by the interval only)"
     # all ten one way: both agree (exact p 2/1024)
     r = _results({"random": [0.8] * 10, "margin+roi": list(0.8 + np.abs(images) / 620)},
                  seeds=10)

@@ -447,8 +447,10 @@ def _training(params, own=None):
 def _fmt_diff(row, suffix):
     mean, lo, hi = (row[f"{k}_{suffix}"] for k in ("mean_difference", "ci_low", "ci_high"))
     ci = "" if np.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"
-    p = row[f"p_wilcoxon_{suffix}"]
-    return f"{mean:+.3f}{ci}", "n/a" if np.isnan(p) else f"{p:.3f}", row[f"verdict_{suffix}"]
+    p, verdict = row[f"p_wilcoxon_{suffix}"], row[f"verdict_{suffix}"]
+    if rank_test_disagrees({"n_seeds": row["n_seeds"], "verdict": verdict, "p_wilcoxon": p}):
+        verdict = f"suggestive ({verdict} by the interval only)"
+    return f"{mean:+.3f}{ci}", "n/a" if np.isnan(p) else f"{p:.3f}", verdict
 
 
 def pool_rois_sentence(config, results):
@@ -560,7 +562,8 @@ def write_report(out_dir, dataset=None, metrics=("accuracy", "attention_roi_auc"
                   "bootstrap interval, at the final budget and as the normalised area under "
                   f"the learning curve (ALC: the average {word} over the whole budget). "
                   "The verdict comes from the interval: 'better' or 'worse' only when it "
-                  "excludes 0. Wilcoxon signed-rank p-values beside. With few seeds read "
+                  "excludes 0; from 6 seeds on also only when the Wilcoxon signed-rank p "
+                  "(beside) is below 0.05, else 'suggestive'. With few seeds read "
                   "'better' and 'worse' as suggestive: a percentile bootstrap of 5 values "
                   "gives intervals narrower than their nominal 95 %, and with 5 seeds the "
                   "smallest possible two-sided Wilcoxon p is 0.0625.", "",
