@@ -1,6 +1,7 @@
 """Simulated pool-based active learning with the known labels as the oracle."""
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -768,8 +769,6 @@ def _check_pretrain(pretrain, estimator):
     """``pretrain`` kwargs checked against pretrain_encoder before anything runs."""
     if pretrain is None:
         return None
-    import inspect
-
     from ..pretrain import PRETRAIN_METHODS, pretrain_encoder
 
     if not isinstance(pretrain, dict):
@@ -824,8 +823,6 @@ def _check_kept_weights(path, pretrain, n_images, image_shape, out_dir):
     A resumed experiment reuses its weights; a file left by other settings (a folder
     reused by hand, an older run) would otherwise warm-start every fit unnoticed.
     """
-    import inspect
-
     from ..pretrain import EncoderWeights, pretrain_encoder
 
     info = EncoderWeights.load(path).info
