@@ -4,6 +4,7 @@ CNNClassifier(init_weights=)."""
 import functools
 import json
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -298,9 +299,8 @@ def test_run_experiment_pretrains_per_seed_on_the_pool_only(monkeypatch, tmp_pat
     run_experiment(net, data, {"random": random_sampling}, **kwargs)
     assert given == []
     # weights that other settings made are refused, naming the file, never reused unnoticed
-    import shutil
-
     from xal_sklearn.experiments import ResultsFolderError
+
     other = tmp_path / "other"
     shutil.copytree(tmp_path / "pretrain", other / "pretrain")
     longer = dict(kwargs, out_dir=other, pretrain=dict(kwargs["pretrain"], epochs=2))
@@ -348,7 +348,6 @@ def test_cli_pretrain(tmp_path, capsys):
     assert "linear probe" not in capsys.readouterr().out
     assert json.loads((plain / "config.json").read_text())["template"]["head_init"] == "random"
     assert EncoderWeights.load(out / "pretrain" / "seed0.pt").info["epochs"] == 1
-    import shutil
     shutil.copytree(out / "pretrain", tmp_path / "kept" / "pretrain")
     with pytest.raises(SystemExit) as info:
         main(["run", "--strategies", "random", "--n-samples", "300", "--initial", "20",
