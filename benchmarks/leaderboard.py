@@ -12,11 +12,14 @@ is below 0.05, which takes at least 7 seeds when there are several arms). Then t
 table: each arm's rank by mean final accuracy on each set and on average, and each of
 our arms' difference from the strongest baseline (the best arm that is not ours or
 random), the figure of merit. ``--figures DIR`` writes, per set, the learning curves of
-the top arms with their bootstrap intervals. A folder read while it still runs gives its
+the top arms with their bootstrap intervals; ``--compact FILE``, per set, the shorter table
+docs/results.md shows (differences in points, bold where Holm's correction rejects). A
+folder read while it still runs gives its
 finished strategy-seeds only; the unfinished ones are counted under the set's title.
 
     python benchmarks/leaderboard.py --set "MRI=mri_scratch" --set "BUSI=busi_scratch" \
-        [--figures docs/results/leaderboard] [--markdown leaderboard.md] [--top 5]
+        [--figures docs/results/leaderboard] [--markdown leaderboard.md] [--top 5] \
+        [--compact results_tables.md]
 
 A bare folder (``python benchmarks/leaderboard.py FOLDER``) is one set named by its data.
 """
@@ -105,6 +108,34 @@ def set_table(name, results, unfinished=0):
     return "\n".join(lines), order
 
 
+def _points(row, holm):
+    """'+1.4 [+0.3, +2.5]' in points with typographic minus signs, bold when Holm rejects."""
+    text = (f"{100 * row['mean_difference']:+.1f} [{100 * row['ci_low']:+.1f}, "
+            f"{100 * row['ci_high']:+.1f}]").replace("-", "\u2212")
+    return f"**{text}**" if holm != "—" else text
+
+
+def compact_table(results, order):
+    """The table docs/results.md shows: final accuracy, balanced accuracy, attention and
+    the difference from random and from entropy in points (bold: a verdict after Holm)."""
+    final = results[results["n_labelled"] == results["n_labelled"].max()]
+    by = final.groupby("strategy")
+    refs = {r: _comparisons(results, r)["final"] for r in ("random", "entropy")
+            if r in set(results["strategy"])}
+    lines = ["| rank | arm | accuracy | balanced acc. | `roi_auc` | − random | − entropy |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for rank, arm in enumerate(order, 1):
+        cells = [str(rank), arm.replace(" a=0.3", ""), f"{by['accuracy'].mean()[arm]:.3f}",
+                 f"{by['balanced_accuracy'].mean()[arm]:.3f}",
+                 f"{by['attention_roi_auc'].mean()[arm]:.3f}"]
+        for ref in ("random", "entropy"):
+            table = refs.get(ref)
+            cells.append(_points(table.loc[arm], table.loc[arm, "holm"])
+                         if table is not None and arm in table.index else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def rank_table(sets):
     """Each arm's rank per set and on average, and ours against the strongest baseline."""
     ranks = pd.DataFrame({name: pd.Series({arm: k for k, arm in enumerate(order, 1)})
@@ -191,6 +222,7 @@ def main(argv=None):
     p.add_argument("--markdown", help="also write the tables to this file")
     p.add_argument("--figures", help="folder for one learning-curve PNG per set")
     p.add_argument("--top", type=int, default=5, help="arms drawn in each figure")
+    p.add_argument("--compact", help="also write results.md's shorter table per set here")
     args = p.parse_args(argv)
     sets = {}
     for name, folders in _sets(args).items():
@@ -207,6 +239,10 @@ def main(argv=None):
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text + "\n")
+    if args.compact:
+        Path(args.compact).write_text("\n\n".join(
+            f"### {name}\n\n{compact_table(results, order)}"
+            for name, (_, order, results) in sets.items()) + "\n")
 
 
 if __name__ == "__main__":

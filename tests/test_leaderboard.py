@@ -59,6 +59,19 @@ def test_set_table_ranks_and_compares_paired_by_seed(board):
     assert text.startswith("### Toy: 60 labels, 10-10 seeds")
 
 
+def test_compact_table_in_points_bold_where_holm_rejects(board):
+    results = fake_results()
+    _, order = board.set_table("Toy", results)
+    lines = board.compact_table(results, order).splitlines()
+    assert lines[0] == ("| rank | arm | accuracy | balanced acc. | `roi_auc` | − random "
+                        "| − entropy |")
+    rows = {line.split(" | ")[1]: line for line in lines[2:]}
+    assert rows["margin"].endswith(
+        "| **+2.0 [+2.0, +2.0]** | **\u22122.0 [\u22122.0, \u22122.0]** |")
+    assert rows["dual"].startswith("| 5 | dual | ")  # " a=0.3" dropped, as results.md does
+    assert rows["random"].endswith("|  | **\u22124.0 [\u22124.0, \u22124.0]** |")
+
+
 def test_a_difference_within_the_noise_gets_no_verdict(board):
     results = fake_results({"random": 0.0, "entropy": 0.0})
     flip = np.where(np.arange(10) % 2 == 0, 0.01, -0.01) * (1 + np.arange(10) / 100)
@@ -106,7 +119,10 @@ def test_rank_table_and_the_command_line(board, tmp_path, monkeypatch):
         results.to_csv(folders[name] / "results.csv", index=False)
     monkeypatch.chdir(tmp_path)
     board.main(["--set", f"Set A={folders['a']}", "--set", f"Set B={folders['b']}",
-                "--markdown", "board.md", "--figures", "figs", "--top", "2"])
+                "--markdown", "board.md", "--figures", "figs", "--top", "2",
+                "--compact", "short.md"])
+    short = (tmp_path / "short.md").read_text()
+    assert short.startswith("### Set A\n\n| rank | arm |") and "### Set B" in short
     written = (tmp_path / "board.md").read_text()
     assert "### Set A: 60 labels" in written and "### Rank by mean final accuracy" in written
     pngs = sorted(p.name for p in (tmp_path / "figs").iterdir())
