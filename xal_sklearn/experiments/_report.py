@@ -184,7 +184,7 @@ def comparison_sentences(results, pairs, metric="accuracy", names=None, min_seed
                     f"over {n} seeds)")
         if n < min_seeds:
             verdict = f"not a verdict: {n} seed(s) are too few (it takes {min_seeds})"
-        elif row["verdict"] in ("better", "worse") and rank_test_disagrees(row):
+        elif rank_test_disagrees(row):  # the interval alone excludes 0
             verdict = ("suggestive, not a verdict: the interval excludes 0 but the signed-rank "
                        f"test does not agree (Wilcoxon p {row['p_wilcoxon']:.2f})")
         elif row["verdict"] in ("better", "worse"):
