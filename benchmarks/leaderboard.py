@@ -52,6 +52,16 @@ def _comparisons(results, reference):
     return out
 
 
+def reference_comparisons(results):
+    """:func:`_comparisons` against random and against entropy, for those run.
+
+    Computed once per set and passed to :func:`set_table` and :func:`compact_table`:
+    with ties among paired differences each Wilcoxon test is slow (about 1 s).
+    """
+    return {r: _comparisons(results, r) for r in ("random", "entropy")
+            if r in set(results["strategy"])}
+
+
 def _cell(table, name):
     if name not in table.index:
         return "—"
@@ -72,11 +82,12 @@ def finished_runs(results):
     return results[done], len(unfinished)
 
 
-def set_table(name, results, unfinished=0):
+def set_table(name, results, unfinished=0, refs=None):
     """The markdown table of one set, and its arms ordered by mean final accuracy.
 
     ``results``: finished runs only (:func:`finished_runs`); ``unfinished``: how many
-    were left out, said under the title.
+    were left out, said under the title; ``refs``: :func:`reference_comparisons` of
+    ``results`` when already computed.
     """
     final_n = results["n_labelled"].max()
     final = results[results["n_labelled"] == final_n]
@@ -85,8 +96,7 @@ def set_table(name, results, unfinished=0):
     alc = learning_curve_area(results).groupby("strategy")["alc"].mean()
     att = by["attention_roi_auc"].mean()
     chance = results["chance_roi_auc"].mean()
-    refs = {r: _comparisons(results, r) for r in ("random", "entropy")
-            if r in set(results["strategy"])}
+    refs = reference_comparisons(results) if refs is None else refs
     order = list(acc.sort_values(ascending=False).index)
     seeds = by["seed"].nunique()
     lines = [f"### {name}: {final_n} labels, {seeds.min()}-{seeds.max()} seeds", "",
@@ -115,13 +125,16 @@ def _points(row, holm):
     return f"**{text}**" if holm != "—" else text
 
 
-def compact_table(results, order):
+def compact_table(results, order, refs=None):
     """The table docs/results.md shows: final accuracy, balanced accuracy, attention and
-    the difference from random and from entropy in points (bold: a verdict after Holm)."""
+    the difference from random and from entropy in points (bold: a verdict after Holm).
+
+    ``refs``: :func:`reference_comparisons` of ``results`` when already computed.
+    """
     final = results[results["n_labelled"] == results["n_labelled"].max()]
     by = final.groupby("strategy")
-    refs = {r: _comparisons(results, r)["final"] for r in ("random", "entropy")
-            if r in set(results["strategy"])}
+    refs = reference_comparisons(results) if refs is None else refs
+    refs = {ref: tables["final"] for ref, tables in refs.items()}
     lines = ["| rank | arm | accuracy | balanced acc. | `roi_auc` | − random | − entropy |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for rank, arm in enumerate(order, 1):
@@ -139,7 +152,7 @@ def compact_table(results, order):
 def rank_table(sets):
     """Each arm's rank per set and on average, and ours against the strongest baseline."""
     ranks = pd.DataFrame({name: pd.Series({arm: k for k, arm in enumerate(order, 1)})
-                          for name, (_, order, _) in sets.items()})
+                          for name, (_, order, *_) in sets.items()})
     ranks["mean rank"] = ranks.mean(axis=1)
     ranks = ranks.sort_values("mean rank")
     lines = ["### Rank by mean final accuracy, per set and on average", "",
@@ -151,7 +164,7 @@ def rank_table(sets):
             for c, v in row.items()) + " |")
     lines += ["", "Our arms against the strongest baseline of each set (the best arm that "
               "is neither ours nor random), at the final budget, paired by seed:", ""]
-    for name, (_, order, results) in sets.items():
+    for name, (_, order, results, *_) in sets.items():
         theirs = [a for a in order if not a.startswith(OURS) and a != "random"
                   and not a.endswith("+roi")]
         if not theirs:
@@ -228,21 +241,22 @@ def main(argv=None):
     for name, folders in _sets(args).items():
         results, unfinished = finished_runs(
             pd.concat([load_results(f) for f in folders], ignore_index=True))
-        text, order = set_table(name, results, unfinished)
-        sets[name] = (text, order, results)
+        refs = reference_comparisons(results)
+        text, order = set_table(name, results, unfinished, refs)
+        sets[name] = (text, order, results, refs)
         if args.figures:
             Path(args.figures).mkdir(parents=True, exist_ok=True)
             slug = "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
             plot_top(name, results, order, Path(args.figures) / f"curves_{slug}.png",
                      args.top)
-    text = "\n\n".join([t for t, _, _ in sets.values()] + [rank_table(sets)])
+    text = "\n\n".join([t for t, *_ in sets.values()] + [rank_table(sets)])
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text + "\n")
     if args.compact:
         Path(args.compact).write_text("\n\n".join(
-            f"### {name}\n\n{compact_table(results, order)}"
-            for name, (_, order, results) in sets.items()) + "\n")
+            f"### {name}\n\n{compact_table(results, order, refs)}"
+            for name, (_, order, results, refs) in sets.items()) + "\n")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,10 @@ def test_compact_table_in_points_bold_where_holm_rejects(board):
         "| **+2.0 [+2.0, +2.0]** | **\u22122.0 [\u22122.0, \u22122.0]** |")
     assert rows["dual"].startswith("| 5 | dual | ")  # " a=0.3" dropped, as results.md does
     assert rows["random"].endswith("|  | **\u22124.0 [\u22124.0, \u22124.0]** |")
+    # comparisons computed once and passed in (as main() does) give the same tables
+    refs = board.reference_comparisons(results)
+    assert board.compact_table(results, order, refs).splitlines() == lines
+    assert board.set_table("Toy", results, 0, refs)[0] == board.set_table("Toy", results)[0]
 
 
 def test_a_difference_within_the_noise_gets_no_verdict(board):
