@@ -833,6 +833,7 @@ def _check_kept_weights(path, pretrain, n_images, image_shape, out_dir):
         want["temperature"] = pretrain.get("temperature", defaults["temperature"])
     else:
         want["ema"] = pretrain.get("ema", defaults["ema"])
+
     def plain(v):  # as info holds it: JSON's lists, not tuples
         return [plain(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else v
     differ = [f"{k} {info.get(k)!r} (this run: {plain(v)!r})" for k, v in want.items()
