@@ -132,15 +132,14 @@ def compact_table(results, order, refs=None):
     ``refs``: :func:`reference_comparisons` of ``results`` when already computed.
     """
     final = results[results["n_labelled"] == results["n_labelled"].max()]
-    by = final.groupby("strategy")
+    means = final.groupby("strategy")[["accuracy", "balanced_accuracy",
+                                       "attention_roi_auc"]].mean()
     refs = reference_comparisons(results) if refs is None else refs
     refs = {ref: tables["final"] for ref, tables in refs.items()}
     lines = ["| rank | arm | accuracy | balanced acc. | `roi_auc` | − random | − entropy |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for rank, arm in enumerate(order, 1):
-        cells = [str(rank), arm.replace(" a=0.3", ""), f"{by['accuracy'].mean()[arm]:.3f}",
-                 f"{by['balanced_accuracy'].mean()[arm]:.3f}",
-                 f"{by['attention_roi_auc'].mean()[arm]:.3f}"]
+        cells = [str(rank), arm.replace(" a=0.3", "")] + [f"{v:.3f}" for v in means.loc[arm]]
         for ref in ("random", "entropy"):
             table = refs.get(ref)
             cells.append(_points(table.loc[arm], table.loc[arm, "holm"])
